@@ -1,0 +1,14 @@
+#include "base/log.h"
+
+#include <spdlog/sinks/stdout_color_sinks.h>
+
+namespace shardlm {
+
+void init_logging(int rank, const std::string& level) {
+  auto logger = spdlog::stderr_color_mt("shardlm_r" + std::to_string(rank));
+  logger->set_pattern(fmt::format("[%H:%M:%S.%e] [rank {}] [%^%l%$] %v", rank));
+  logger->set_level(spdlog::level::from_str(level));
+  spdlog::set_default_logger(logger);
+}
+
+}  // namespace shardlm

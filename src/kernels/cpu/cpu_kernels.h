@@ -1,0 +1,93 @@
+// CPU reference kernels: plain, readable f32 loops over raw pointers. They are
+// the oracle every CUDA kernel is tested against, and the CPU backend that CI
+// runs end to end. No engine headers here (DESIGN §2): raw pointers + sizes.
+//
+// Layout conventions (row-major, all f32 unless noted):
+//   activations  x[ntok, hidden]
+//   q[ntok, nq_heads, head_dim], k/v[ntok, nkv_heads, head_dim]
+//   paged cache  k_cache/v_cache[num_blocks, block_size, nkv_heads, head_dim]
+//   linear       w[n, k] as in HF (out_features × in_features): y = x · wᵀ + b
+#pragma once
+
+#include <cstdint>
+
+namespace shardlm::kernels::cpu {
+
+// out[i, :] = table[ids[i], :]. Caller guarantees 0 <= ids[i] < vocab.
+// `vocab_offset` supports vocab-parallel shards: rows outside
+// [vocab_offset, vocab_offset + vocab) produce zeros (summed across ranks later).
+void embedding(const float* table, int64_t vocab, int64_t hidden, const int32_t* ids, int64_t n,
+               float* out, int64_t vocab_offset = 0);
+
+// y = x / sqrt(mean(x²) + eps) * w, per row of `cols`. y may alias x.
+void rmsnorm(const float* x, const float* w, float* y, int64_t rows, int64_t cols, float eps);
+
+// residual += x; y = rmsnorm(residual) * w. The pre-norm transformer's
+// "add the sublayer output to the stream, then normalise" in one pass.
+void add_rmsnorm(const float* x, float* residual, const float* w, float* y, int64_t rows,
+                 int64_t cols, float eps);
+
+// y = a + b elementwise (n elements). y may alias a or b.
+void add(const float* a, const float* b, float* y, int64_t n);
+
+// Rotary embedding parameters: theta plus optional llama3 frequency scaling.
+struct RopeParams {
+  int64_t head_dim = 0;
+  int64_t rotary_dim = 0;  // dims rotated (== head_dim for all supported models)
+  double theta = 10000.0;
+  bool llama3_scaling = false;
+  double factor = 8.0;
+  double low_freq_factor = 1.0;
+  double high_freq_factor = 4.0;
+  int64_t original_max_position = 8192;
+};
+
+// inv_freq[i] = theta^(-2i/rotary_dim) for i < rotary_dim/2, then llama3 scaling.
+void rope_inv_freq(const RopeParams& p, float* inv_freq);
+
+// In-place rotary embedding, HF "rotate_half" (NeoX) convention: the pair for
+// dim i is (i, i + rotary_dim/2). x[ntok, nheads, head_dim]; positions[ntok].
+void rope(float* x, const int32_t* positions, int64_t ntok, int64_t nheads, int64_t head_dim,
+          int64_t rotary_dim, const float* inv_freq);
+
+// gate_up[rows, 2*inter] = [gate | up]; out[rows, inter] = silu(gate) * up.
+void silu_mul(const float* gate_up, float* out, int64_t rows, int64_t inter);
+
+// y[m, n] = x[m, k] · w[n, k]ᵀ (+ bias[n] when non-null). Threaded over n.
+void matmul(const float* x, const float* w, const float* bias, float* y, int64_t m, int64_t n,
+            int64_t k);
+
+// Row-wise numerically stable softmax, in place.
+void softmax(float* x, int64_t rows, int64_t cols);
+
+// Writes k/v rows into the paged cache. slot_mapping[t] = block * block_size +
+// offset; a negative slot skips the token (padding).
+void kv_write(const float* k, const float* v, float* k_cache, float* v_cache,
+              const int32_t* slot_mapping, int64_t ntok, int64_t nkv_heads, int64_t head_dim,
+              int64_t block_size);
+
+// One attention call covers prefill, chunked prefill and decode: sequence s owns
+// query rows [q_start[s], q_start[s+1]) which are its *last* q_len tokens, i.e.
+// positions [ctx_len[s] - q_len, ctx_len[s]); its keys/values (already written)
+// live in the cache blocks block_tables[s * max_blocks_per_seq + j]. Causal:
+// the query at position p sees keys 0..p (and, with sliding_window > 0, only the
+// last sliding_window of them). GQA: query head h reads kv head h / (nq/nkv).
+struct PagedAttentionArgs {
+  int64_t num_seqs = 0;
+  const int32_t* q_start = nullptr;       // [num_seqs + 1], prefix sums of q_len
+  const int32_t* ctx_len = nullptr;       // [num_seqs], tokens in the cache incl. this step
+  const int32_t* block_tables = nullptr;  // [num_seqs, max_blocks_per_seq]
+  int64_t max_blocks_per_seq = 0;
+  int64_t block_size = 0;
+  int64_t nq_heads = 0;
+  int64_t nkv_heads = 0;
+  int64_t head_dim = 0;
+  float scale = 1.0f;            // usually 1/sqrt(head_dim)
+  int64_t sliding_window = 0;    // 0 = full attention
+};
+
+// q[ntok, nq_heads, head_dim] → out[ntok, nq_heads, head_dim].
+void paged_attention(const float* q, const float* k_cache, const float* v_cache, float* out,
+                     const PagedAttentionArgs& args);
+
+}  // namespace shardlm::kernels::cpu
