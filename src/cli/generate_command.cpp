@@ -1,11 +1,203 @@
-// Placeholder; replaced by the real generate command.
+// `shardlm generate`: one prompt through the engine, text streamed to stdout
+// (or one JSON object with --json). Loads the embedded default model when no
+// --model is given, so the first command a user types does the main job.
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "base/log.h"
 #include "cli/commands.h"
+#include "cli/default_model.h"
+#include "runtime/engine.h"
+#include "tokenizer/tokenizer.h"
 
 namespace shardlm::cli {
+namespace {
+
+struct GenerateArgs {
+  std::string model;
+  std::string prompt;
+  std::string prompt_ids;
+  bool chat = false;
+  std::string chat_template;
+  SamplingParams sampling;
+  std::vector<int32_t> stop_ids;
+  bool json = false;
+  EngineConfig engine;
+  std::string log_level = "warn";
+};
+
+Expected<std::vector<int32_t>> parse_ids(const std::string& text) {
+  std::vector<int32_t> ids;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    size_t a = item.find_first_not_of(" \t"), b = item.find_last_not_of(" \t");
+    if (a == std::string::npos) return make_error(ErrorCode::kInvalidArgument, "empty token id in '{}'", text);
+    item = item.substr(a, b - a + 1);
+    char* end = nullptr;
+    long v = std::strtol(item.c_str(), &end, 10);
+    if (*end != '\0' || v < 0 || v > INT32_MAX)
+      return make_error(ErrorCode::kInvalidArgument, "'{}' is not a token id", item);
+    ids.push_back(static_cast<int32_t>(v));
+  }
+  if (ids.empty()) return make_error(ErrorCode::kInvalidArgument, "--prompt-ids is empty");
+  return ids;
+}
+
+int fail(const Status& st) {
+  std::fprintf(stderr, "shardlm generate: error: %s\n", st.to_string().c_str());
+  return 1;
+}
+
+int run_generate(GenerateArgs a) {
+  init_logging(0, a.log_level);
+  if (a.model.empty()) {
+    auto def = default_model_dir();
+    if (!def.ok()) return fail(def.status());
+    a.model = *def;
+  }
+  if (a.prompt.empty() == a.prompt_ids.empty())
+    return fail(make_error(ErrorCode::kInvalidArgument, "give exactly one of --prompt or --prompt-ids"));
+
+  // The tokenizer is optional with --prompt-ids (a model dir without tokenizer.json).
+  std::shared_ptr<Tokenizer> tok;
+  auto t = Tokenizer::load(a.model);
+  if (t.ok()) {
+    tok = *t;
+    if (!a.chat_template.empty()) {
+      std::ifstream f(a.chat_template);
+      if (!f) return fail(make_error(ErrorCode::kNotFound, "cannot read --chat-template {}", a.chat_template));
+      std::stringstream ss;
+      ss << f.rdbuf();
+      tok->set_chat_template(ss.str());
+    }
+  } else if (!a.prompt.empty()) {
+    return fail(t.status().with_context("--prompt needs the model's tokenizer"));
+  }
+
+  std::vector<int32_t> prompt;
+  if (!a.prompt_ids.empty()) {
+    auto ids = parse_ids(a.prompt_ids);
+    if (!ids.ok()) return fail(ids.status());
+    prompt = *ids;
+  } else if (a.chat) {
+    nlohmann::json msgs = nlohmann::json::array({{{"role", "user"}, {"content", a.prompt}}});
+    auto text = tok->apply_chat_template(msgs, true);
+    if (!text.ok()) return fail(text.status());
+    auto ids = tok->encode(*text, false);  // the template already holds BOS
+    if (!ids.ok()) return fail(ids.status());
+    prompt = *ids;
+  } else {
+    auto ids = tok->encode(a.prompt, true);
+    if (!ids.ok()) return fail(ids.status());
+    prompt = *ids;
+  }
+
+  auto engine_or = Engine::create_cpu(a.model, a.engine);
+  if (!engine_or.ok()) return fail(engine_or.status().with_context("loading " + a.model));
+  Engine& engine = **engine_or;
+
+  a.sampling.stop_token_ids = a.stop_ids;
+  if (tok && tok->eos_id()) {
+    // The tokenizer's EOS ends generation too (configs sometimes omit it).
+    a.sampling.stop_token_ids.push_back(*tok->eos_id());
+  }
+  // Stream text as it completes; stop strings match the decoded text.
+  std::unique_ptr<StreamDecoder> stream;
+  if (tok) {
+    stream = std::make_unique<StreamDecoder>(tok, true);
+    engine.set_detokenizer([&](Sequence& s) {
+      std::string piece = stream->push(s.output.back());
+      s.output_text += piece;
+      if (!a.json && !piece.empty()) {
+        std::fwrite(piece.data(), 1, piece.size(), stdout);
+        std::fflush(stdout);
+      }
+    });
+  }
+  if (a.sampling.stop.size() && !tok)
+    return fail(make_error(ErrorCode::kInvalidArgument, "--stop needs the model's tokenizer"));
+
+  auto id = engine.add_request(prompt, a.sampling);
+  if (!id.ok()) return fail(id.status());
+  while (engine.has_unfinished()) {
+    auto ev = engine.step();
+    if (!ev.ok()) return fail(ev.status());
+  }
+  const Sequence& s = *engine.get(*id);
+  if (!a.json) {
+    if (stream) {
+      std::string tail = stream->flush();
+      std::fwrite(tail.data(), 1, tail.size(), stdout);
+      std::fputc('\n', stdout);
+    } else {
+      for (size_t i = 0; i < s.output.size(); ++i) std::printf("%s%d", i ? "," : "", s.output[i]);
+      std::printf("\n");
+    }
+    return 0;
+  }
+  nlohmann::json out;
+  out["prompt_token_ids"] = s.prompt;
+  out["token_ids"] = s.output;
+  if (tok) out["text"] = s.output_text + stream->flush();
+  out["finish_reason"] = finish_reason_name(s.finish_reason);
+  if (a.sampling.logprobs >= 0) {
+    nlohmann::json lps = nlohmann::json::array();
+    for (const auto& lp : s.logprobs) {
+      nlohmann::json top = nlohmann::json::array();
+      for (const auto& [tid, v] : lp.top) top.push_back({{"token_id", tid}, {"logprob", v}});
+      lps.push_back({{"token_id", lp.token}, {"logprob", lp.logprob}, {"top_logprobs", top}});
+    }
+    out["logprobs"] = lps;
+  }
+  std::cout << out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
+  return 0;
+}
+
+}  // namespace
 
 void register_generate_command(CLI::App& app, CommandRunner* run) {
-  auto* sub = app.add_subcommand("generate", "Generate text from a prompt");
-  sub->callback([run] { *run = [] { return 2; }; });
+  auto a = std::make_shared<GenerateArgs>();
+  auto* sub = app.add_subcommand(
+      "generate",
+      "Generate a continuation of one prompt (text streamed to stdout, or --json).\n"
+      "Without --model, uses the embedded default model.");
+  sub->add_option("--model,-m", a->model, "HF model directory (config.json, *.safetensors, tokenizer.json)");
+  sub->add_option("--prompt,-p", a->prompt, "Prompt text (tokenized with the model's tokenizer)");
+  sub->add_option("--prompt-ids", a->prompt_ids, "Prompt as comma-separated token ids, e.g. 1,2,3");
+  sub->add_flag("--chat", a->chat, "Wrap the prompt as a user message with the model's chat template");
+  sub->add_option("--chat-template", a->chat_template, "Jinja chat template file overriding the tokenizer's");
+  sub->add_option("--max-tokens,-n", a->sampling.max_tokens, "Tokens to generate at most")->capture_default_str();
+  sub->add_option("--temperature,-t", a->sampling.temperature, "Sampling temperature; 0 = greedy")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  sub->add_option("--top-k", a->sampling.top_k, "Keep the k most likely tokens (0 = off)")->capture_default_str();
+  sub->add_option("--top-p", a->sampling.top_p, "Nucleus sampling mass (1 = off)")
+      ->capture_default_str()->check(CLI::Range(0.0f, 1.0f));
+  sub->add_option("--min-p", a->sampling.min_p, "Drop tokens below min_p × the top probability (0 = off)")
+      ->capture_default_str()->check(CLI::Range(0.0f, 1.0f));
+  sub->add_option("--repetition-penalty", a->sampling.repetition_penalty, "HF repetition penalty (1 = off)")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  sub->add_option("--presence-penalty", a->sampling.presence_penalty, "OpenAI presence penalty")->capture_default_str();
+  sub->add_option("--frequency-penalty", a->sampling.frequency_penalty, "OpenAI frequency penalty")->capture_default_str();
+  sub->add_option_function<uint64_t>("--seed", [a](uint64_t s) { a->sampling.seed = s; a->sampling.has_seed = true; },
+                                     "Seed of this request's sampler (same seed → same tokens)");
+  sub->add_option("--stop", a->sampling.stop, "Stop string (repeatable); not included in the output");
+  sub->add_option("--stop-token-ids", a->stop_ids, "Token ids that end generation")->delimiter(',');
+  sub->add_flag("--ignore-eos", a->sampling.ignore_eos, "Keep generating past the end-of-sequence token");
+  sub->add_option("--logprobs", a->sampling.logprobs, "With --json: logprob of each token and the top-N alternatives");
+  sub->add_flag("--json", a->json, "Print one JSON object (token_ids, text, finish_reason, logprobs)");
+  sub->add_option("--block-size", a->engine.block_size, "Tokens per KV-cache block")->capture_default_str();
+  sub->add_option("--num-kv-blocks", a->engine.num_kv_blocks, "KV-cache blocks (0 = size automatically)")->capture_default_str();
+  sub->add_option("--max-num-seqs", a->engine.scheduler.max_num_seqs, "Sequences per step at most")->capture_default_str();
+  sub->add_option("--max-num-batched-tokens", a->engine.scheduler.max_num_batched_tokens,
+                  "Tokens per step at most (prefill is chunked to fit)")->capture_default_str();
+  sub->add_option("--max-model-len", a->engine.max_model_len, "Context length limit (0 = the model's)")->capture_default_str();
+  sub->add_option("--log-level", a->log_level, "debug, info, warn, error or off")->capture_default_str();
+  sub->callback([a, run] { *run = [a] { return run_generate(*a); }; });
 }
 
 }  // namespace shardlm::cli

@@ -1,0 +1,14 @@
+// Where the embedded default model lives: $SHARDLM_DEFAULT_MODEL, else
+// models/default under the source tree this binary was built from, else
+// ./models/default.
+#pragma once
+
+#include <string>
+
+#include "base/status.h"
+
+namespace shardlm::cli {
+
+Expected<std::string> default_model_dir();
+
+}  // namespace shardlm::cli

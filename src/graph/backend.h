@@ -1,0 +1,53 @@
+// The backend interface (DESIGN §2): one implementation per device kind (CPU
+// reference, CUDA). A backend owns the weights of its rank, the paged KV cache
+// and the activation buffers, and runs a Program for a StepInput. The CPU
+// backend is the oracle every other backend is tested against.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "comm/communicator.h"
+#include "graph/program.h"
+#include "tensor/tensor.h"
+
+namespace shardlm::graph {
+
+struct KvCacheShape {
+  int64_t num_layers = 0;  // layers of this stage
+  int64_t num_blocks = 0;
+  int64_t block_size = 0;
+  int64_t nkv_heads = 0;   // local
+  int64_t head_dim = 0;
+  // Bytes for K and V of all layers.
+  int64_t bytes(size_t elem_size) const {
+    return 2 * num_layers * num_blocks * block_size * nkv_heads * head_dim * static_cast<int64_t>(elem_size);
+  }
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const char* name() const = 0;
+
+  // Takes a host tensor (any float dtype, possibly an mmap view) for weight id
+  // `id` of the program; the backend converts/copies it as it needs.
+  virtual Status set_weight(int id, const Tensor& host) = 0;
+  virtual Status allocate_kv_cache(const KvCacheShape& shape) = 0;
+  // The tensor-parallel group for all-reduce ops (nullptr when tp == 1).
+  virtual void set_tp_communicator(Communicator* comm) = 0;
+
+  // Runs the program. On a non-first stage `stage_input` is the residual stream
+  // [ntok, hidden] received from the previous stage. On a non-last stage the
+  // residual stream to send is returned in `stage_output`; on the last stage the
+  // logits [logit_rows, vocab] are returned in `logits` (host f32).
+  virtual Status forward(const Program& program, const StepInput& step,
+                         const std::vector<float>* stage_input, std::vector<float>* stage_output,
+                         std::vector<float>* logits) = 0;
+};
+
+std::unique_ptr<Backend> make_cpu_backend();
+
+}  // namespace shardlm::graph

@@ -1,0 +1,67 @@
+#include "graph/passes.h"
+
+namespace shardlm::graph {
+namespace {
+
+// add(out = residual += x) immediately followed by rmsnorm(in = residual).
+bool is_add_then_norm(const std::vector<Op>& ops, size_t i) {
+  return i + 1 < ops.size() && ops[i].kind == OpKind::kAdd && ops[i + 1].kind == OpKind::kRMSNorm &&
+         ops[i + 1].in == ops[i].out;
+}
+
+int fuse_allreduce_add_rmsnorm(std::vector<Op>& ops) {
+  int n = 0;
+  for (size_t i = 0; i + 2 < ops.size(); ++i) {
+    const Op& ar = ops[i];
+    if (ar.kind != OpKind::kAllReduce || ar.fused_allreduce_disabled) continue;
+    // The all-reduced buffer must be what the add folds into the residual.
+    if (!is_add_then_norm(ops, i + 1) || ops[i + 1].in != ar.in) continue;
+    Op fused;
+    fused.kind = OpKind::kAllReduceAddRMSNorm;
+    fused.layer = ops[i + 1].layer;
+    fused.in = ar.in;
+    fused.in2 = ops[i + 1].out;  // the residual
+    fused.out = ops[i + 2].out;
+    fused.weights = ops[i + 2].weights;
+    fused.eps = ops[i + 2].eps;
+    ops.erase(ops.begin() + i, ops.begin() + i + 3);
+    ops.insert(ops.begin() + i, fused);
+    ++n;
+  }
+  return n;
+}
+
+int fuse_add_rmsnorm(std::vector<Op>& ops) {
+  int n = 0;
+  for (size_t i = 0; i + 1 < ops.size(); ++i) {
+    if (!is_add_then_norm(ops, i)) continue;
+    Op fused;
+    fused.kind = OpKind::kAddRMSNorm;
+    fused.layer = ops[i].layer;
+    fused.in = ops[i].in;
+    fused.in2 = ops[i].out;
+    fused.out = ops[i + 1].out;
+    fused.weights = ops[i + 1].weights;
+    fused.eps = ops[i + 1].eps;
+    ops.erase(ops.begin() + i, ops.begin() + i + 2);
+    ops.insert(ops.begin() + i, fused);
+    ++n;
+  }
+  return n;
+}
+
+}  // namespace
+
+PassStats run_fusion_passes(Program& program, const PassOptions& options) {
+  PassStats stats;
+  // Each pass runs until it reaches a fixed point (a rewrite can expose another).
+  if (options.fuse_allreduce) {
+    for (int k; (k = fuse_allreduce_add_rmsnorm(program.ops)) > 0;) stats.allreduce_add_rmsnorm += k;
+  }
+  if (options.fuse_add_rmsnorm) {
+    for (int k; (k = fuse_add_rmsnorm(program.ops)) > 0;) stats.add_rmsnorm += k;
+  }
+  return stats;
+}
+
+}  // namespace shardlm::graph

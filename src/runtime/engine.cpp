@@ -1,0 +1,231 @@
+#include "runtime/engine.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "base/clock.h"
+#include "base/log.h"
+#include "model/safetensors.h"
+#include "model/weight_loader.h"
+#include "runtime/sampler.h"
+#include "runtime/stop_checker.h"
+
+namespace shardlm {
+
+Expected<std::unique_ptr<Engine>> Engine::create_cpu(const std::string& model_dir, EngineConfig config) {
+  SHARDLM_ASSIGN_OR_RETURN(ModelConfig mc, load_model_config(model_dir));
+  SHARDLM_ASSIGN_OR_RETURN(Mapping mapping, Mapping::make(0, 1, 1, 1));
+  SHARDLM_ASSIGN_OR_RETURN(BuiltModel built, build_decoder(mc, mapping));
+  SHARDLM_ASSIGN_OR_RETURN(WeightStore store, WeightStore::open_dir(model_dir));
+  auto backend = graph::make_cpu_backend();
+  SHARDLM_TRY(load_weights(built, store, *backend, config.progress));
+  return create(std::move(mc), std::move(built), std::move(backend), config);
+}
+
+Expected<std::unique_ptr<Engine>> Engine::create(ModelConfig model, BuiltModel built,
+                                                 std::unique_ptr<graph::Backend> backend,
+                                                 EngineConfig config) {
+  std::unique_ptr<Engine> e(new Engine());
+  e->model_ = std::move(model);
+  e->built_ = std::move(built);
+  e->config_ = config;
+  e->backend_ = std::move(backend);
+  e->max_model_len_ = config.max_model_len > 0 ? config.max_model_len : e->model_.max_position_embeddings;
+  if (e->max_model_len_ <= 0) e->max_model_len_ = 4096;  // configs without max_position_embeddings
+  const graph::Program& p = e->built_.program;
+  if (config.block_size <= 0) return make_error(ErrorCode::kInvalidArgument, "block size must be > 0");
+
+  graph::KvCacheShape kv;
+  kv.num_layers = p.num_layers_local;
+  kv.block_size = config.block_size;
+  kv.nkv_heads = p.attn.nkv_heads;
+  kv.head_dim = p.attn.head_dim;
+  int64_t blocks = config.num_kv_blocks;
+  if (blocks <= 0) {
+    // Enough for every seat to hold a full-length sequence, within the byte cap.
+    const int64_t per_seq = (e->max_model_len_ + config.block_size - 1) / config.block_size;
+    blocks = per_seq * std::max<int64_t>(1, config.scheduler.max_num_seqs);
+    kv.num_blocks = 1;
+    const int64_t per_block = std::max<int64_t>(1, kv.bytes(sizeof(float)));
+    blocks = std::max<int64_t>(per_seq, std::min(blocks, config.kv_cache_bytes / per_block));
+  }
+  kv.num_blocks = blocks;
+  SHARDLM_TRY(e->backend_->allocate_kv_cache(kv));
+  e->blocks_ = std::make_unique<KvBlockManager>(blocks, config.block_size);
+  e->scheduler_ = std::make_unique<Scheduler>(config.scheduler, e->blocks_.get());
+  e->seed_rng_.seed(config.seed);
+  SLOG_INFO("engine ready: {} KV blocks of {} tokens, max model len {}", blocks, config.block_size,
+            e->max_model_len_);
+  return e;
+}
+
+Expected<int64_t> Engine::add_request(std::vector<int32_t> prompt, SamplingParams params) {
+  if (prompt.empty()) return make_error(ErrorCode::kInvalidArgument, "the prompt is empty");
+  for (int32_t id : prompt)
+    if (id < 0 || id >= model_.vocab_size)
+      return make_error(ErrorCode::kInvalidArgument, "prompt token id {} is outside the vocabulary [0, {})",
+                        id, model_.vocab_size);
+  if (params.max_tokens < 1) return make_error(ErrorCode::kInvalidArgument, "max_tokens must be ≥ 1");
+  const int64_t need = static_cast<int64_t>(prompt.size()) + params.max_tokens;
+  if (static_cast<int64_t>(prompt.size()) >= max_model_len_ || need > max_model_len_)
+    return make_error(ErrorCode::kInvalidArgument,
+                      "prompt ({} tokens) + max_tokens ({}) = {} exceeds the maximum context length {}",
+                      prompt.size(), params.max_tokens, need, max_model_len_);
+  const int64_t blocks_needed = (need + config_.block_size - 1) / config_.block_size;
+  if (blocks_needed > blocks_->num_blocks())
+    return make_error(ErrorCode::kInvalidArgument,
+                      "request needs {} KV blocks but the cache has only {}; raise --num-kv-blocks",
+                      blocks_needed, blocks_->num_blocks());
+  auto seq = std::make_unique<Sequence>();
+  seq->id = next_id_++;
+  seq->prompt = std::move(prompt);
+  seq->params = std::move(params);
+  seq->arrival_time = now_seconds();
+  seed_sequence(*seq, seed_rng_());
+  Sequence* raw = seq.get();
+  seqs_[raw->id] = std::move(seq);
+  scheduler_->add(raw);
+  return raw->id;
+}
+
+bool Engine::abort_request(int64_t id) { return scheduler_->abort(id); }
+
+const Sequence* Engine::get(int64_t id) const {
+  auto it = seqs_.find(id);
+  return it == seqs_.end() ? nullptr : it->second.get();
+}
+
+void Engine::release(int64_t id) {
+  auto it = seqs_.find(id);
+  if (it != seqs_.end() && it->second->finished()) seqs_.erase(it);
+}
+
+void Engine::build_step_input(const SchedulerOutput& out, graph::StepInput* in) const {
+  int64_t max_blocks = 1;
+  for (const auto& c : out.chunks)
+    max_blocks = std::max<int64_t>(max_blocks, blocks_->block_table(c.seq->id).size());
+  in->max_blocks_per_seq = max_blocks;
+  in->q_start.push_back(0);
+  for (const auto& c : out.chunks) {
+    const Sequence& s = *c.seq;
+    for (int64_t pos = c.start; pos < c.start + c.len; ++pos) {
+      in->token_ids.push_back(s.token_at(pos));
+      in->positions.push_back(static_cast<int32_t>(pos));
+      in->slot_mapping.push_back(blocks_->slot(s.id, pos));
+    }
+    in->q_start.push_back(static_cast<int32_t>(in->token_ids.size()));
+    in->ctx_len.push_back(static_cast<int32_t>(c.start + c.len));
+    const auto& table = blocks_->block_table(s.id);
+    for (int64_t j = 0; j < max_blocks; ++j)
+      in->block_tables.push_back(j < static_cast<int64_t>(table.size()) ? table[j] : -1);
+    if (c.sample) in->logit_rows.push_back(static_cast<int32_t>(in->token_ids.size()) - 1);
+  }
+}
+
+Expected<std::vector<StepEvent>> Engine::step() {
+  std::vector<StepEvent> events;
+  SchedulerOutput out = scheduler_->schedule();
+  if (out.empty()) {
+    if (scheduler_->has_unfinished())
+      return make_error(ErrorCode::kInternal, "scheduler made no progress with {} waiting and {} running",
+                        scheduler_->num_waiting(), scheduler_->num_running());
+    return events;
+  }
+  graph::StepInput in;
+  build_step_input(out, &in);
+  std::vector<float> logits;
+  SHARDLM_TRY(backend_->forward(built_.program, in, nullptr, nullptr, &logits));
+  scheduler_->on_step_done(out);
+
+  const int64_t vocab = model_.vocab_size;
+  size_t row = 0;
+  for (const auto& c : out.chunks) {
+    if (!c.sample) continue;
+    Sequence& s = *c.seq;
+    SampleResult r = sample_token(&logits[row++ * vocab], vocab, s);
+    s.output.push_back(r.token);
+    if (s.params.logprobs >= 0) s.logprobs.push_back(std::move(r.logprob));
+    if (detok_) detok_(s);
+    StepEvent ev{s.id, r.token, false, FinishReason::kNone};
+    FinishReason reason = check_stop(s, model_.eos_token_ids);
+    if (reason != FinishReason::kNone) {
+      scheduler_->finish(&s, reason);
+      ev.finished = true;
+      ev.reason = reason;
+    }
+    events.push_back(ev);
+  }
+  return events;
+}
+
+Status Engine::run_private_prompt(
+    const std::vector<int32_t>& ids, bool all_rows,
+    const std::function<void(int64_t, const std::vector<int32_t>&, const std::vector<float>&)>& on_logits) {
+  if (ids.empty()) return make_error(ErrorCode::kInvalidArgument, "no tokens");
+  if (static_cast<int64_t>(ids.size()) > max_model_len_)
+    return make_error(ErrorCode::kInvalidArgument, "{} tokens exceed the maximum context length {}",
+                      ids.size(), max_model_len_);
+  for (int32_t id : ids)
+    if (id < 0 || id >= model_.vocab_size)
+      return make_error(ErrorCode::kInvalidArgument, "token id {} is outside the vocabulary [0, {})", id,
+                        model_.vocab_size);
+  if (scheduler_->has_unfinished())
+    return make_error(ErrorCode::kInvalidArgument, "scoring needs an idle engine");
+  const int64_t seq_id = -1;  // private id: never handed out by add_request
+  const int64_t n = static_cast<int64_t>(ids.size());
+  if (!blocks_->ensure_capacity(seq_id, n))
+    return make_error(ErrorCode::kOutOfMemory, "{} tokens do not fit the KV cache ({} blocks of {})", n,
+                      blocks_->num_blocks(), blocks_->block_size());
+  const int64_t chunk = std::max<int64_t>(1, config_.scheduler.max_num_batched_tokens);
+  Status st;
+  for (int64_t start = 0; start < n && st.ok(); start += chunk) {
+    const int64_t len = std::min<int64_t>(chunk, n - start);
+    graph::StepInput in;
+    const auto& table = blocks_->block_table(seq_id);
+    in.max_blocks_per_seq = static_cast<int64_t>(table.size());
+    in.block_tables = table;
+    in.q_start = {0, static_cast<int32_t>(len)};
+    in.ctx_len = {static_cast<int32_t>(start + len)};
+    for (int64_t pos = start; pos < start + len; ++pos) {
+      in.token_ids.push_back(ids[pos]);
+      in.positions.push_back(static_cast<int32_t>(pos));
+      in.slot_mapping.push_back(blocks_->slot(seq_id, pos));
+      if (all_rows || pos == n - 1) in.logit_rows.push_back(static_cast<int32_t>(pos - start));
+    }
+    if (in.logit_rows.empty()) in.logit_rows.push_back(static_cast<int32_t>(len - 1));
+    std::vector<float> logits;
+    st = backend_->forward(built_.program, in, nullptr, nullptr, &logits);
+    if (st.ok() && (all_rows || start + len == n)) on_logits(start, in.logit_rows, logits);
+  }
+  blocks_->free(seq_id);
+  return st;
+}
+
+Expected<std::vector<double>> Engine::score(const std::vector<int32_t>& ids) {
+  if (ids.size() < 2) return make_error(ErrorCode::kInvalidArgument, "scoring needs at least 2 tokens");
+  const int64_t vocab = model_.vocab_size;
+  std::vector<double> out;
+  SHARDLM_TRY(run_private_prompt(ids, true, [&](int64_t start, const std::vector<int32_t>& rows,
+                                                const std::vector<float>& logits) {
+    for (size_t r = 0; r < rows.size(); ++r) {
+      const int64_t pos = start + rows[r];
+      if (pos + 1 >= static_cast<int64_t>(ids.size())) continue;  // the last token predicts nothing here
+      const float* row = &logits[r * vocab];
+      double mx = row[0];
+      for (int64_t v = 1; v < vocab; ++v) mx = std::max<double>(mx, row[v]);
+      double sum = 0;
+      for (int64_t v = 0; v < vocab; ++v) sum += std::exp(row[v] - mx);
+      out.push_back(row[ids[pos + 1]] - mx - std::log(sum));
+    }
+  }));
+  return out;
+}
+
+Expected<std::vector<float>> Engine::last_logits(const std::vector<int32_t>& ids) {
+  std::vector<float> out;
+  SHARDLM_TRY(run_private_prompt(ids, false, [&](int64_t, const std::vector<int32_t>&,
+                                                 const std::vector<float>& logits) { out = logits; }));
+  return out;
+}
+
+}  // namespace shardlm

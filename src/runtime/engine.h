@@ -1,0 +1,105 @@
+// The single-rank engine: a scheduler with continuous batching over a paged KV
+// cache, one backend forward per step, sampling on the host. Distributed
+// executors (TP loop, PP loop) drive the same pieces across ranks.
+//
+//   add_request → step() … step() → finished sequences
+//
+// Each step: schedule → build the StepInput (token ids, positions, cache slots,
+// block tables, rows to sample) → forward → advance progress → sample → stop.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "graph/backend.h"
+#include "model/decoder_builder.h"
+#include "model/model_config.h"
+#include "runtime/scheduler.h"
+
+namespace shardlm {
+
+struct EngineConfig {
+  SchedulerConfig scheduler;
+  int64_t block_size = 16;
+  int64_t num_kv_blocks = 0;    // 0: enough for max_num_seqs full-length sequences, capped by kv_cache_bytes
+  int64_t kv_cache_bytes = 1ll << 30;  // CPU default cap when sizing automatically
+  int64_t max_model_len = 0;    // 0: the model's max_position_embeddings
+  uint64_t seed = 0;            // draws per-request seeds for requests without one
+  bool progress = true;         // progress bar while loading weights
+};
+
+// What happened to one sequence in a step.
+struct StepEvent {
+  int64_t seq_id = 0;
+  int32_t token = -1;  // the new token (-1 when none, e.g. aborted)
+  bool finished = false;
+  FinishReason reason = FinishReason::kNone;
+};
+
+class Engine {
+ public:
+  // Loads `model_dir` for one process (tp = pp = 1) on the CPU backend.
+  static Expected<std::unique_ptr<Engine>> create_cpu(const std::string& model_dir, EngineConfig config);
+  // Assembles an engine from parts already built (used by distributed executors and tests).
+  static Expected<std::unique_ptr<Engine>> create(ModelConfig model, BuiltModel built,
+                                                  std::unique_ptr<graph::Backend> backend,
+                                                  EngineConfig config);
+
+  // Called after each new token so the owner can keep seq.output_text decoded
+  // (stop strings are matched against it). Optional.
+  void set_detokenizer(std::function<void(Sequence&)> fn) { detok_ = std::move(fn); }
+
+  // Validates and queues a request; returns its id. Errors (never crashes) on
+  // empty prompts, token ids outside the vocabulary, prompt + max_tokens over
+  // max_model_len (the message gives both numbers), or a request that could
+  // never fit the KV cache.
+  Expected<int64_t> add_request(std::vector<int32_t> prompt, SamplingParams params);
+  bool abort_request(int64_t id);
+
+  Expected<std::vector<StepEvent>> step();
+  bool has_unfinished() const { return scheduler_->has_unfinished(); }
+
+  // Finished or in-flight sequence by id (nullptr if unknown). Finished
+  // sequences stay until release().
+  const Sequence* get(int64_t id) const;
+  void release(int64_t id);
+
+  // Log-probability of every token of `ids` given the ones before it
+  // (result[i] = log p(ids[i+1] | ids[..i])), computed in chunks of at most
+  // max_num_batched_tokens through the paged cache. For perplexity.
+  Expected<std::vector<double>> score(const std::vector<int32_t>& ids);
+  // Logits [vocab] after the last token of `ids` (for parity tests vs HF).
+  Expected<std::vector<float>> last_logits(const std::vector<int32_t>& ids);
+
+  const ModelConfig& model_config() const { return model_; }
+  const graph::Program& program() const { return built_.program; }
+  const KvBlockManager& blocks() const { return *blocks_; }
+  int64_t max_model_len() const { return max_model_len_; }
+  int64_t total_preemptions() const { return scheduler_->total_preemptions(); }
+
+ private:
+  Engine() = default;
+  void build_step_input(const SchedulerOutput& out, graph::StepInput* in) const;
+  // Runs `ids` as one private sequence in chunks; `on_logits(first_pos, rows,
+  // logits)` receives the logits of every position (all_rows) or only the last.
+  Status run_private_prompt(const std::vector<int32_t>& ids, bool all_rows,
+                            const std::function<void(int64_t, const std::vector<int32_t>&,
+                                                     const std::vector<float>&)>& on_logits);
+
+  ModelConfig model_;
+  BuiltModel built_;
+  EngineConfig config_;
+  std::unique_ptr<graph::Backend> backend_;
+  std::unique_ptr<KvBlockManager> blocks_;
+  std::unique_ptr<Scheduler> scheduler_;
+  std::map<int64_t, std::unique_ptr<Sequence>> seqs_;
+  std::function<void(Sequence&)> detok_;
+  int64_t next_id_ = 0;
+  int64_t max_model_len_ = 0;
+  std::mt19937_64 seed_rng_;
+};
+
+}  // namespace shardlm
