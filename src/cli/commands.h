@@ -13,5 +13,7 @@ using CommandRunner = std::function<int()>;
 // Each adds its subcommand to `app` and sets `*run` to execute it when chosen.
 void register_generate_command(CLI::App& app, CommandRunner* run);
 void register_tokenize_command(CLI::App& app, CommandRunner* run);
+void register_perplexity_command(CLI::App& app, CommandRunner* run);
+void register_inspect_command(CLI::App& app, CommandRunner* run);
 
 }  // namespace shardlm::cli

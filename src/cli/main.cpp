@@ -16,6 +16,8 @@ int main(int argc, char** argv) {
   shardlm::cli::CommandRunner run;
   shardlm::cli::register_generate_command(app, &run);
   shardlm::cli::register_tokenize_command(app, &run);
+  shardlm::cli::register_perplexity_command(app, &run);
+  shardlm::cli::register_inspect_command(app, &run);
 
   try {
     app.parse(argc, argv);
