@@ -124,7 +124,10 @@ COMMON_NOTES = [
 
 def reinit(model, seed):
     """Re-initialise every parameter so logits are far from zero: norms 1 +
-    N(0, 0.1), biases N(0, 0.1), embedding N(0, 0.5), other matrices N(0, 0.08)."""
+    N(0, 0.1), biases N(0, 0.1), embedding N(0, 0.5) (N(0, 0.1) when tied to the
+    LM head, else the input token's own row dominates and greedy repeats it),
+    other matrices N(0, 0.08)."""
+    tied = bool(getattr(model.config, "tie_word_embeddings", False))
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
@@ -133,7 +136,7 @@ def reinit(model, seed):
             elif name.endswith(".bias"):
                 v = 0.1 * torch.randn(p.shape, generator=g, dtype=torch.float64)
             elif "embed_tokens" in name:
-                v = 0.5 * torch.randn(p.shape, generator=g, dtype=torch.float64)
+                v = (0.1 if tied else 0.5) * torch.randn(p.shape, generator=g, dtype=torch.float64)
             else:
                 v = 0.08 * torch.randn(p.shape, generator=g, dtype=torch.float64)
             p.copy_(v.to(p.dtype))
