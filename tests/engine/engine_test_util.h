@@ -12,8 +12,15 @@
 
 namespace shardlm::testing {
 
+// The goldens of `name` live in tests/data/models/<name>/; the model itself is
+// there too, or (for the shipped models) under models/<name>/.
 inline std::string golden_dir(const std::string& name) {
   return std::string(SHARDLM_SOURCE_DIR) + "/tests/data/models/" + name;
+}
+inline std::string golden_model_dir(const std::string& name) {
+  const std::string dir = golden_dir(name);
+  if (std::filesystem::exists(dir + "/config.json")) return dir;
+  return std::string(SHARDLM_SOURCE_DIR) + "/models/" + name;
 }
 
 inline nlohmann::json read_json(const std::string& path) {

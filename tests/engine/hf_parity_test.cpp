@@ -21,9 +21,8 @@ using testing::read_json;
 class HfParity : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(HfParity, LastLogitsMatch) {
-  const std::string dir = golden_dir(GetParam());
-  auto g = read_json(dir + "/goldens.json");
-  auto engine = Engine::create_cpu(dir, testing::quiet_config());
+  auto g = read_json(golden_dir(GetParam()) + "/goldens.json");
+  auto engine = Engine::create_cpu(testing::golden_model_dir(GetParam()), testing::quiet_config());
   ASSERT_TRUE(engine.ok()) << engine.status().to_string();
   for (const auto& p : g["prompts"]) {
     std::vector<int32_t> ids = p["ids"];
@@ -43,9 +42,8 @@ TEST_P(HfParity, LastLogitsMatch) {
 }
 
 TEST_P(HfParity, GreedyTokensMatch) {
-  const std::string dir = golden_dir(GetParam());
-  auto g = read_json(dir + "/goldens.json");
-  auto engine = Engine::create_cpu(dir, testing::quiet_config());
+  auto g = read_json(golden_dir(GetParam()) + "/goldens.json");
+  auto engine = Engine::create_cpu(testing::golden_model_dir(GetParam()), testing::quiet_config());
   ASSERT_TRUE(engine.ok()) << engine.status().to_string();
   for (const auto& p : g["prompts"]) {
     std::vector<int32_t> ids = p["ids"];
