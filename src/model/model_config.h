@@ -41,9 +41,17 @@ struct ModelConfig {
   bool attention_bias = false;     // q/k/v (Qwen2 always; Llama/Mistral if attention_bias)
   bool qk_norm = false;            // Qwen3: per-head RMSNorm of q and k before RoPE
   int64_t sliding_window = 0;      // 0 = none (Mistral may set it; Qwen2 only if use_sliding_window)
+  // Layers >= this use sliding_window (Qwen2/3: max_window_layers, or the first
+  // "sliding_attention" entry of layer_types; Mistral: 0 = every layer).
+  int64_t sliding_window_first_layer = 0;
   DType torch_dtype = DType::kF32; // checkpoint dtype (informational)
   int32_t bos_token_id = -1;
   std::vector<int32_t> eos_token_ids;  // eos_token_id may be an int or a list
+
+  // True when layer `layer` attends through the sliding window.
+  bool layer_uses_sliding_window(int64_t layer) const {
+    return sliding_window > 0 && layer >= sliding_window_first_layer;
+  }
 };
 
 // Parses config.json text; `source` names the file in error messages.

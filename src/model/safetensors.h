@@ -22,6 +22,13 @@ struct SafetensorsEntry {
   Shape shape;
   size_t begin = 0;  // byte offsets within the data section
   size_t end = 0;
+  // The dtype as the header writes it ("BF16", "I64", "F8_E4M3", …). Every dtype
+  // of the safetensors spec is accepted at open (so files with int buffers or
+  // fp8 scales still open); `loadable` is false when DType cannot hold it, and
+  // get() of such a tensor is an error naming tensor, dtype and file. `dtype` is
+  // meaningful only when `loadable`.
+  std::string st_dtype;
+  bool loadable = true;
 };
 
 class SafetensorsFile {
@@ -33,6 +40,10 @@ class SafetensorsFile {
   const std::map<std::string, SafetensorsEntry>& entries() const { return entries_; }
   bool has(const std::string& name) const { return entries_.count(name) != 0; }
   // A zero-copy view of the mapped bytes (the tensor keeps the mapping alive).
+  // The mapping is read-only (PROT_READ): never write through the tensor.
+  // Exception: when the tensor's bytes are not aligned to its element size (a
+  // header length that is not a multiple of 8, or an odd begin offset), the
+  // result is an aligned owned copy instead of a view.
   Expected<Tensor> get(const std::string& name) const;
 
  private:
@@ -55,7 +66,7 @@ class WeightStore {
   bool has(const std::string& name) const { return where_.count(name) != 0; }
   // Error (kNotFound) names the tensor and the directory when it is missing.
   Expected<Tensor> get(const std::string& name) const;
-  // Checks presence and shape (and that the dtype is a float type); the error
+  // Checks presence and shape (and that the dtype is F32/F16/BF16); the error
   // names the tensor, the file, the expected and the actual shape.
   Expected<Tensor> get_checked(const std::string& name, const Shape& expected) const;
   std::vector<std::string> names() const;
