@@ -13,12 +13,12 @@ namespace shardlm::cli {
 Expected<std::string> default_model_dir() {
   namespace fs = std::filesystem;
   if (auto env = env_get("SHARDLM_DEFAULT_MODEL")) return *env;
-  for (const std::string& dir : {std::string(SHARDLM_SOURCE_DIR) + "/models/default", std::string("models/default")}) {
+  for (const std::string& dir : {std::string(SHARDLM_SOURCE_DIR) + "/models/kjv", std::string("models/kjv")}) {
     if (fs::exists(dir + "/config.json")) return dir;
   }
   return make_error(ErrorCode::kNotFound,
-                    "no --model given and the default model was not found under {}/models/default; "
-                    "run tools/make_default_model.py or pass --model DIR",
+                    "no --model given and the default model was not found under {}/models/kjv; "
+                    "see tools/README.md to remake it, or pass --model DIR",
                     SHARDLM_SOURCE_DIR);
 }
 

@@ -1,6 +1,6 @@
 // Where the embedded default model lives: $SHARDLM_DEFAULT_MODEL, else
-// models/default under the source tree this binary was built from, else
-// ./models/default.
+// models/kjv (the trained demo model) under the source tree this binary was built from, else
+// ./models/kjv.
 #pragma once
 
 #include <string>

@@ -181,7 +181,7 @@ Status CpuBackend::forward(const Program& p, const StepInput& step,
         args.nkv_heads = a.nkv_heads;
         args.head_dim = a.head_dim;
         args.scale = a.scale;
-        args.sliding_window = a.sliding_window;
+        args.sliding_window = op.sliding_window;
         k::paged_attention(q_.data(), k_cache_[l].data(), v_cache_[l].data(), buf(op.out), args);
         break;
       }

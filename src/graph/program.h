@@ -48,6 +48,7 @@ struct Op {
   std::vector<int> weights; // weight ids in Program::weights order of the op's kind
   float eps = 0.0f;         // norms
   bool fused_allreduce_disabled = false;  // for the passes: keep this all-reduce unfused
+  int64_t sliding_window = 0;  // attention: 0 = full, else keys within the last N positions
 };
 
 struct AttentionShape {
@@ -55,7 +56,6 @@ struct AttentionShape {
   int64_t nkv_heads = 0;  // local
   int64_t head_dim = 0;
   float scale = 1.0f;
-  int64_t sliding_window = 0;
 };
 
 struct RopeShape {

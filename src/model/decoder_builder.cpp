@@ -72,8 +72,7 @@ Expected<BuiltModel> build_decoder(const ModelConfig& c, const Mapping& m,
   const int64_t v_end = std::min<int64_t>(c.vocab_size, v_begin + vocab_shard);
   const Range layers = split_range(c.num_layers, m.pp, m.pp_rank());
 
-  p.attn = graph::AttentionShape{nq, nkv, hd, static_cast<float>(1.0 / std::sqrt((double)hd)),
-                                 arch.uses_sliding_window ? c.sliding_window : 0};
+  p.attn = graph::AttentionShape{nq, nkv, hd, static_cast<float>(1.0 / std::sqrt((double)hd))};
   p.rope = graph::RopeShape{hd, c.rope_theta, c.rope_llama3, c.rope_factor, c.rope_low_freq_factor,
                             c.rope_high_freq_factor, c.rope_original_max_position};
   p.first_layer = static_cast<int>(layers.begin);
@@ -126,6 +125,9 @@ Expected<BuiltModel> build_decoder(const ModelConfig& c, const Mapping& m,
     }
     b.op(OpKind::kRoPE, L, qkv, -1, qkv);
     b.op(OpKind::kAttention, L, qkv, -1, attn);
+    // Per layer: Qwen2/3 use the window only from max_window_layers on.
+    if (arch.uses_sliding_window && c.layer_uses_sliding_window(l))
+      p.ops.back().sliding_window = c.sliding_window;
     WeightRecipe o_w{{WeightPart{pre + "self_attn.o_proj.weight", {H, c.num_heads * hd}, 1, tr * q_width, (tr + 1) * q_width}}, 0};
     b.op(OpKind::kLinear, L, attn, -1, o, {b.weight(tag + "o_proj", o_w)});
     if (tp > 1) b.op(OpKind::kAllReduce, L, o, -1, o);
