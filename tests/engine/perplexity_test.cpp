@@ -1,0 +1,47 @@
+// The trained default model's held-out perplexity, computed by `shardlm
+// perplexity` on the CPU, equals the value the training script recorded with
+// PyTorch (models/kjv/eval.json) on the same text and tokens. The recorded run
+// is f32 on the same bf16 weights, so only summation order differs: 1e-5
+// relative is tight enough that any broken kernel or layout shows.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace {
+
+std::string run(const std::string& args, int* exit_code) {
+  const std::string cmd = "timeout 300 " + std::string(SHARDLM_BINARY_DIR) + "/shardlm " + args + " 2>/dev/null";
+  std::string out;
+  FILE* p = popen(cmd.c_str(), "r");
+  char buf[4096];
+  size_t n;
+  while (p && (n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  int st = p ? pclose(p) : -1;
+  *exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return out;
+}
+
+TEST(Perplexity, HeldOutExcerptMatchesPyTorch) {
+  const std::string kjv = std::string(SHARDLM_SOURCE_DIR) + "/models/kjv";
+  std::ifstream f(kjv + "/eval.json");
+  ASSERT_TRUE(f) << "models/kjv/eval.json missing";
+  auto eval = nlohmann::json::parse(f);
+  const double want = eval["excerpt_ppl_f32"];
+  const int64_t want_scored = eval["excerpt_tokens_scored"];
+  int code = 0;
+  std::string out = run("perplexity --model " + kjv + " --file " + kjv +
+                            "/heldout_excerpt.txt --window 512 --stride 256 --json",
+                        &code);
+  ASSERT_EQ(code, 0) << out;
+  auto got = nlohmann::json::parse(out);
+  EXPECT_EQ(got["scored_tokens"].get<int64_t>(), want_scored);
+  EXPECT_NEAR(got["perplexity"].get<double>(), want, want * 1e-5);
+}
+
+}  // namespace
