@@ -22,6 +22,7 @@ class KvBlockManager {
   int64_t blocks_needed(int64_t seq_id, int64_t num_tokens) const;
   // Grows the sequence's table to hold `num_tokens` tokens (allocate + append).
   // Returns false and changes nothing when the pool has too few free blocks.
+  // Never shrinks; a sequence that needs no block gets no table (has() stays false).
   bool ensure_capacity(int64_t seq_id, int64_t num_tokens);
   // Returns every block of the sequence to the pool (no-op if it has none).
   void free(int64_t seq_id);
@@ -29,7 +30,12 @@ class KvBlockManager {
   bool has(int64_t seq_id) const { return tables_.count(seq_id) != 0; }
   const std::vector<int32_t>& block_table(int64_t seq_id) const;
   // Cache slot of token `pos`: block_table[pos / block_size] * block_size + pos % block_size.
+  // -1 when `pos` lies beyond the sequence's blocks (a caller bug).
   int32_t slot(int64_t seq_id, int64_t pos) const;
+  // Tokens the sequence's blocks can hold (blocks held × block_size).
+  int64_t capacity(int64_t seq_id) const;
+  // Sequences that hold at least one block.
+  int64_t num_tables() const { return static_cast<int64_t>(tables_.size()); }
 
  private:
   int64_t num_blocks_;

@@ -26,4 +26,27 @@ SampleResult sample_token(const float* logits, int64_t vocab, Sequence& seq);
 // Seeds seq.rng from params.seed (has_seed) or from `fallback_seed`.
 void seed_sequence(Sequence& seq, uint64_t fallback_seed);
 
+// ---- Pieces of sample_token, exposed for tests and for other backends to match.
+
+// Penalties in place on a full row (`logits.size()` is the vocab); ids outside
+// the row are ignored. repetition (each distinct prompt+output token):
+// logit > 0 ? logit / p : logit * p; then presence/frequency over output tokens:
+// logit -= presence * (count > 0) + frequency * count.
+void apply_penalties(std::vector<float>& logits, const Sequence& seq);
+
+// The distribution sample_token draws from, one entry per vocab id, summing to 1:
+// penalties → temperature → top-k → top-p → min-p. Greedy (temperature < 1e-5)
+// gives a one-hot at the argmax (lowest id on ties). NaN logits count as -inf.
+// top-k keeps every token tied with the k-th largest logit (as HF and vLLM do).
+std::vector<double> sampling_probs(const float* logits, int64_t vocab, const Sequence& seq);
+
+// A uniform double in [0, 1) from the top 53 bits of one rng() call: identical
+// on every platform and standard library (std::uniform_real_distribution is not
+// guaranteed to be).
+double uniform01(std::mt19937_64& rng);
+
+// Log-softmax of the raw logits (double accumulation): `token`'s logprob and the
+// top `top_n` (logprob descending, lower id first on ties; none when top_n <= 0).
+TokenLogprob compute_logprobs(const float* logits, int64_t vocab, int32_t token, int32_t top_n);
+
 }  // namespace shardlm
