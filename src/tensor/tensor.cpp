@@ -73,7 +73,38 @@ void* Tensor::raw() const {
   return static_cast<char*>(buf_->data()) + offset_ * static_cast<int64_t>(dtype_size(dtype_));
 }
 
-bool Tensor::is_contiguous() const { return strides_ == contiguous_strides(shape_); }
+// Row-major dense: the stride of a dim of size 1 never matters (a [1, n] view of
+// one row of a wider tensor is still contiguous), nor does anything in an empty one.
+bool Tensor::is_contiguous() const {
+  if (numel() == 0) return true;
+  int64_t expected = 1;
+  for (int d = rank() - 1; d >= 0; --d) {
+    if (shape_[d] != 1 && strides_[d] != expected) return false;
+    expected *= shape_[d];
+  }
+  return true;
+}
+
+namespace {
+
+// Calls fn(i, element_offset) for every element in row-major order.
+template <typename Fn>
+void for_each_element(const Shape& shape, const std::vector<int64_t>& strides, int64_t offset,
+                      Fn fn) {
+  const int64_t n = shape_numel(shape);
+  std::vector<int64_t> idx(shape.size(), 0);
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t off = offset;
+    for (size_t d = 0; d < idx.size(); ++d) off += idx[d] * strides[d];
+    fn(i, off);
+    for (int d = static_cast<int>(idx.size()) - 1; d >= 0; --d) {
+      if (++idx[d] < shape[d]) break;
+      idx[d] = 0;
+    }
+  }
+}
+
+}  // namespace
 
 Expected<Tensor> Tensor::reshape(Shape shape) const {
   if (!is_contiguous()) return make_error(ErrorCode::kInvalidArgument, "reshape of a non-contiguous tensor");
@@ -113,25 +144,26 @@ std::vector<float> Tensor::to_f32_vector() const {
     convert_to_f32(dtype_, raw(), out.data(), out.size());
     return out;
   }
-  // Generic strided walk: odometer over the index space.
-  std::vector<int64_t> idx(shape_.size(), 0);
   const char* base = static_cast<const char*>(buf_->data());
-  for (size_t i = 0; i < out.size(); ++i) {
-    int64_t off = offset_;
-    for (size_t d = 0; d < idx.size(); ++d) off += idx[d] * strides_[d];
+  for_each_element(shape_, strides_, offset_, [&](int64_t i, int64_t off) {
     convert_to_f32(dtype_, base + off * static_cast<int64_t>(es), &out[i], 1);
-    for (int d = static_cast<int>(idx.size()) - 1; d >= 0; --d) {
-      if (++idx[d] < shape_[d]) break;
-      idx[d] = 0;
-    }
-  }
+  });
   return out;
 }
 
 Tensor Tensor::to(DType dtype) const {
   Tensor out = empty(dtype, shape_);
-  if (dtype == dtype_ && is_contiguous()) {
-    std::memcpy(out.raw(), raw(), nbytes());
+  if (dtype == dtype_) {  // a copy: bytes move as they are (i32 beyond 2^24 stays exact)
+    if (is_contiguous()) {
+      if (nbytes() > 0) std::memcpy(out.raw(), raw(), nbytes());
+      return out;
+    }
+    const size_t es = dtype_size(dtype_);
+    const char* src = static_cast<const char*>(buf_->data());
+    char* dst = static_cast<char*>(out.raw());
+    for_each_element(shape_, strides_, offset_, [&](int64_t i, int64_t off) {
+      std::memcpy(dst + i * es, src + off * static_cast<int64_t>(es), es);
+    });
     return out;
   }
   auto f = to_f32_vector();
