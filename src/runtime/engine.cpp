@@ -71,15 +71,15 @@ Expected<int64_t> Engine::add_request(std::vector<int32_t> prompt, SamplingParam
     return make_error(ErrorCode::kInvalidArgument,
                       "prompt ({} tokens) + max_tokens ({}) = {} exceeds the maximum context length {}",
                       prompt.size(), params.max_tokens, need, max_model_len_);
-  const int64_t blocks_needed = (need + config_.block_size - 1) / config_.block_size;
-  if (blocks_needed > blocks_->num_blocks())
-    return make_error(ErrorCode::kInvalidArgument,
-                      "request needs {} KV blocks but the cache has only {}; raise --num-kv-blocks",
-                      blocks_needed, blocks_->num_blocks());
   auto seq = std::make_unique<Sequence>();
-  seq->id = next_id_++;
   seq->prompt = std::move(prompt);
   seq->params = std::move(params);
+  if (!scheduler_->can_ever_fit(*seq))
+    return make_error(ErrorCode::kInvalidArgument,
+                      "request of {} prompt tokens + {} max tokens can never fit the KV cache ({} blocks "
+                      "of {} tokens) or the step budget; raise --num-kv-blocks or --max-num-batched-tokens",
+                      seq->prompt.size(), seq->params.max_tokens, blocks_->num_blocks(), blocks_->block_size());
+  seq->id = next_id_++;
   seq->arrival_time = now_seconds();
   seed_sequence(*seq, seed_rng_());
   Sequence* raw = seq.get();
@@ -125,8 +125,10 @@ void Engine::build_step_input(const SchedulerOutput& out, graph::StepInput* in) 
 Expected<std::vector<StepEvent>> Engine::step() {
   std::vector<StepEvent> events;
   SchedulerOutput out = scheduler_->schedule();
+  for (Sequence* s : out.aborted) events.push_back(StepEvent{s->id, -1, true, FinishReason::kAborted});
   if (out.empty()) {
-    if (scheduler_->has_unfinished())
+    // A step that only preempted or aborted is progress; nothing at all is a bug.
+    if (scheduler_->has_unfinished() && out.preempted.empty() && out.aborted.empty())
       return make_error(ErrorCode::kInternal, "scheduler made no progress with {} waiting and {} running",
                         scheduler_->num_waiting(), scheduler_->num_running());
     return events;
@@ -134,7 +136,11 @@ Expected<std::vector<StepEvent>> Engine::step() {
   graph::StepInput in;
   build_step_input(out, &in);
   std::vector<float> logits;
-  SHARDLM_TRY(backend_->forward(built_.program, in, nullptr, nullptr, &logits));
+  Status st = backend_->forward(built_.program, in, nullptr, nullptr, &logits);
+  if (!st.ok()) {
+    scheduler_->cancel_step(out);  // the sequences stay schedulable
+    return st;
+  }
   scheduler_->on_step_done(out);
 
   const int64_t vocab = model_.vocab_size;
