@@ -79,6 +79,8 @@ class Engine {
   const KvBlockManager& blocks() const { return *blocks_; }
   int64_t max_model_len() const { return max_model_len_; }
   int64_t total_preemptions() const { return scheduler_->total_preemptions(); }
+  int64_t running_count() const { return scheduler_->num_running(); }
+  int64_t waiting_count() const { return scheduler_->num_waiting(); }
 
  private:
   Engine() = default;
