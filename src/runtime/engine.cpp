@@ -8,6 +8,7 @@
 #include "model/safetensors.h"
 #include "model/weight_loader.h"
 #include "runtime/sampler.h"
+#include "runtime/step_builder.h"
 #include "runtime/stop_checker.h"
 
 namespace shardlm {
@@ -100,28 +101,6 @@ void Engine::release(int64_t id) {
   if (it != seqs_.end() && it->second->finished()) seqs_.erase(it);
 }
 
-void Engine::build_step_input(const SchedulerOutput& out, graph::StepInput* in) const {
-  int64_t max_blocks = 1;
-  for (const auto& c : out.chunks)
-    max_blocks = std::max<int64_t>(max_blocks, blocks_->block_table(c.seq->id).size());
-  in->max_blocks_per_seq = max_blocks;
-  in->q_start.push_back(0);
-  for (const auto& c : out.chunks) {
-    const Sequence& s = *c.seq;
-    for (int64_t pos = c.start; pos < c.start + c.len; ++pos) {
-      in->token_ids.push_back(s.token_at(pos));
-      in->positions.push_back(static_cast<int32_t>(pos));
-      in->slot_mapping.push_back(blocks_->slot(s.id, pos));
-    }
-    in->q_start.push_back(static_cast<int32_t>(in->token_ids.size()));
-    in->ctx_len.push_back(static_cast<int32_t>(c.start + c.len));
-    const auto& table = blocks_->block_table(s.id);
-    for (int64_t j = 0; j < max_blocks; ++j)
-      in->block_tables.push_back(j < static_cast<int64_t>(table.size()) ? table[j] : -1);
-    if (c.sample) in->logit_rows.push_back(static_cast<int32_t>(in->token_ids.size()) - 1);
-  }
-}
-
 Expected<std::vector<StepEvent>> Engine::step() {
   std::vector<StepEvent> events;
   SchedulerOutput out = scheduler_->schedule();
@@ -134,7 +113,7 @@ Expected<std::vector<StepEvent>> Engine::step() {
     return events;
   }
   graph::StepInput in;
-  build_step_input(out, &in);
+  build_step_input(out, *blocks_, &in, nullptr);
   std::vector<float> logits;
   Status st = backend_->forward(built_.program, in, nullptr, nullptr, &logits);
   if (!st.ok()) {

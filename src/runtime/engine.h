@@ -84,7 +84,6 @@ class Engine {
 
  private:
   Engine() = default;
-  void build_step_input(const SchedulerOutput& out, graph::StepInput* in) const;
   // Runs `ids` as one private sequence in chunks; `on_logits(first_pos, rows,
   // logits)` receives the logits of every position (all_rows) or only the last.
   Status run_private_prompt(const std::vector<int32_t>& ids, bool all_rows,
