@@ -5,6 +5,7 @@
 
 #include "base/clock.h"
 #include "base/log.h"
+#include "graph/cuda_backend.h"
 #include "model/safetensors.h"
 #include "model/weight_loader.h"
 #include "runtime/sampler.h"
@@ -21,6 +22,49 @@ Expected<std::unique_ptr<Engine>> Engine::create_cpu(const std::string& model_di
   auto backend = graph::make_cpu_backend();
   SHARDLM_TRY(load_weights(built, store, *backend, config.progress));
   return create(std::move(mc), std::move(built), std::move(backend), config);
+}
+
+Expected<std::unique_ptr<Engine>> Engine::create_cuda(const std::string& model_dir, EngineConfig config,
+                                                      const CudaEngineOptions& cuda) {
+  graph::CudaBackendOptions bo;
+  bo.device = cuda.device;
+  bo.cuda_graphs = cuda.cuda_graphs;
+  SHARDLM_ASSIGN_OR_RETURN(std::unique_ptr<graph::CudaBackend> backend, graph::make_cuda_backend(bo));
+  SHARDLM_ASSIGN_OR_RETURN(ModelConfig mc, load_model_config(model_dir));
+  SHARDLM_ASSIGN_OR_RETURN(Mapping mapping, Mapping::make(0, 1, 1, 1));
+  SHARDLM_ASSIGN_OR_RETURN(BuiltModel built, build_decoder(mc, mapping));
+  SHARDLM_ASSIGN_OR_RETURN(WeightStore store, WeightStore::open_dir(model_dir));
+  SHARDLM_TRY(load_weights(built, store, *backend, config.progress));
+  int64_t max_len = config.max_model_len > 0 ? config.max_model_len : mc.max_position_embeddings;
+  if (max_len <= 0) max_len = 4096;
+  SHARDLM_TRY(backend->reserve(built.program, config.scheduler.max_num_batched_tokens,
+                               std::max(config.scheduler.max_num_seqs, config.scheduler.max_num_batched_tokens),
+                               max_len));
+  if (config.num_kv_blocks <= 0) {
+    if (!(cuda.kv_cache_fraction > 0.0 && cuda.kv_cache_fraction < 1.0))
+      return make_error(ErrorCode::kInvalidArgument, "--kv-cache-fraction must be in (0, 1), got {}",
+                        cuda.kv_cache_fraction);
+    SHARDLM_ASSIGN_OR_RETURN(graph::CudaMemoryInfo mem, backend->memory_info());
+    graph::KvCacheShape kv;
+    kv.num_layers = built.program.num_layers_local;
+    kv.num_blocks = 1;
+    kv.block_size = config.block_size;
+    kv.nkv_heads = built.program.attn.nkv_heads;
+    kv.head_dim = built.program.attn.head_dim;
+    const int64_t per_block = std::max<int64_t>(1, kv.bytes(2));  // bf16 cache
+    const int64_t blocks = static_cast<int64_t>(static_cast<double>(mem.free_bytes) * cuda.kv_cache_fraction) / per_block;
+    const int64_t per_seq = (max_len + config.block_size - 1) / config.block_size;
+    if (blocks < per_seq)
+      return make_error(ErrorCode::kOutOfMemory,
+                        "KV cache: {:.2f} GiB free × fraction {} holds {} blocks of {} tokens, fewer than one "
+                        "{}-token sequence needs; raise --kv-cache-fraction or lower --max-model-len",
+                        mem.free_bytes / double(1ull << 30), cuda.kv_cache_fraction, blocks, config.block_size,
+                        max_len);
+    config.num_kv_blocks = blocks;
+    SLOG_INFO("cuda: {} ({:.1f} GiB weights), KV cache {} blocks = {:.2f} GiB", backend->device_name(),
+              backend->weight_bytes() / double(1ull << 30), blocks, blocks * per_block / double(1ull << 30));
+  }
+  return create(std::move(mc), std::move(built), std::unique_ptr<graph::Backend>(std::move(backend)), config);
 }
 
 Expected<std::unique_ptr<Engine>> Engine::create(ModelConfig model, BuiltModel built,

@@ -39,10 +39,25 @@ struct StepEvent {
   FinishReason reason = FinishReason::kNone;
 };
 
+// GPU engine options (Engine::create_cuda).
+struct CudaEngineOptions {
+  int device = 0;
+  // Fraction of the device memory free after weights and activation buffers
+  // that the KV cache takes (--kv-cache-fraction, alias --gpu-memory-utilization).
+  double kv_cache_fraction = 0.9;
+  bool cuda_graphs = true;  // decode steps replayed from CUDA graphs per batch bucket
+};
+
 class Engine {
  public:
   // Loads `model_dir` for one process (tp = pp = 1) on the CPU backend.
   static Expected<std::unique_ptr<Engine>> create_cpu(const std::string& model_dir, EngineConfig config);
+  // Loads `model_dir` (tp = pp = 1) on CUDA device `cuda.device`: weights as bf16,
+  // activation buffers reserved for max_num_batched_tokens, then (unless
+  // config.num_kv_blocks is set) a bf16 KV cache of kv_cache_fraction × the
+  // free device memory. kUnsupported when shardlm has no CUDA or sees no device.
+  static Expected<std::unique_ptr<Engine>> create_cuda(const std::string& model_dir, EngineConfig config,
+                                                       const CudaEngineOptions& cuda = {});
   // Assembles an engine from parts already built (used by distributed executors and tests).
   static Expected<std::unique_ptr<Engine>> create(ModelConfig model, BuiltModel built,
                                                   std::unique_ptr<graph::Backend> backend,

@@ -1,0 +1,80 @@
+// The CUDA backend (DESIGN §2): graph::Backend on one GPU, plus what the
+// runtime and the benchmarks need beyond the interface (random weights made on
+// the device, activation reservation before KV sizing, memory figures,
+// per-op profiling, hardware ceilings).
+//
+// This header exists in every build. In a build without CUDA,
+// make_cuda_backend() returns kUnsupported (graph/cuda_backend_stub.cpp); with
+// CUDA the implementation lives in graph/cuda_backend*.cc (target
+// shardlm_cuda_backend, see src/CMakeLists.txt).
+//
+// Numerics: weights are stored as bf16 (checkpoints in f32/f16 are rounded
+// once at upload), activations are bf16, every kernel accumulates in f32, and
+// the LM head writes f32 logits. The KV cache is bf16.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "graph/backend.h"
+
+namespace shardlm::graph {
+
+struct CudaBackendOptions {
+  int device = 0;
+  // Capture decode steps (one token per sequence) as CUDA graphs, one per
+  // batch-size bucket (1, 2, 4, …, 512) × block-table-width bucket; the first
+  // step of a bucket runs eagerly and captures the graph, later ones replay it.
+  bool cuda_graphs = true;
+  int64_t gemm_workspace_bytes = 32ll << 20;  // cuBLASLt scratch; 32 MiB covers its split-K kernels on Hopper
+};
+
+struct CudaMemoryInfo {
+  int64_t free_bytes = 0;
+  int64_t total_bytes = 0;
+};
+
+struct CudaOpTime {
+  std::string op;  // op kind name ("linear", "attention", …)
+  double ms = 0;   // device time summed over the profiled steps
+  int64_t calls = 0;
+};
+
+class CudaBackend : public Backend {
+ public:
+  // Weight `id` of shape `shape` made on the device: uniform in [-scale, scale)
+  // bf16 from a counter hash of `seed` (benchmarks; no checkpoint, no host copy).
+  virtual Status set_random_weight(int id, const Shape& shape, uint64_t seed, float scale) = 0;
+  // Allocates activation buffers and attention scratch for steps of up to
+  // `max_tokens` tokens, `max_logit_rows` logit rows and contexts of up to
+  // `max_context` tokens, so KV sizing from free memory sees them.
+  virtual Status reserve(const Program& p, int64_t max_tokens, int64_t max_logit_rows, int64_t max_context) = 0;
+  // Fills the whole KV cache with random bf16 (benchmarks of decode at a given context).
+  virtual Status fill_kv_random(uint64_t seed) = 0;
+  virtual Expected<CudaMemoryInfo> memory_info() const = 0;
+  virtual std::string device_name() const = 0;
+  virtual int64_t weight_bytes() const = 0;
+  virtual int num_graphs() const = 0;
+
+  // Per-op device time of the eager steps run while profiling is on (CUDA
+  // events around each op; graph replays are timed as one). take_profile()
+  // returns the sums and clears them.
+  virtual void set_profiling(bool on) = 0;
+  virtual std::vector<CudaOpTime> take_profile() = 0;
+
+  // Hardware ceilings, measured on this device now:
+  // device-to-device copy of `bytes`, returned as (bytes read + bytes written) / s;
+  virtual Expected<double> measure_copy_bandwidth(int64_t bytes) = 0;
+  // bf16 GEMM [m,k]·[n,k]ᵀ through the same cuBLASLt path as the linears, FLOP/s.
+  virtual Expected<double> measure_gemm_flops(int64_t m, int64_t n, int64_t k) = 0;
+};
+
+// Empty when a CUDA device can be used, else why not ("no CUDA device: <error>").
+std::string cuda_unavailable_reason();
+
+Expected<std::unique_ptr<CudaBackend>> make_cuda_backend(const CudaBackendOptions& options = {});
+
+}  // namespace shardlm::graph

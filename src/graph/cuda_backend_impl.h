@@ -1,0 +1,152 @@
+// Internals of the CUDA backend shared by its .cc files (not a public header:
+// only graph/cuda_backend*.cc include it; it needs the CUDA toolkit headers).
+//
+// Memory: weights live in a DevicePool (first-fit bump allocation over 512 MiB
+// cudaMalloc chunks: one malloc per chunk, not per tensor, and no
+// fragmentation from frees since weights live as long as the backend). The KV
+// cache is one cudaMalloc ([2][layers][blocks, block_size, nkv, hd] bf16).
+// Activations are one allocation per buffer, sized for the largest step seen
+// (or reserved); growing them invalidates captured graphs, which hold pointers.
+//
+// A step: the host packs its int32 metadata (token ids, positions, slots,
+// token→sequence, q_start, ctx_len, block tables, logit rows) into pinned
+// memory, one H2D copy moves it, the ops run (eagerly, or as a captured CUDA
+// graph for decode buckets), and the f32 logits come back through pinned
+// memory with one D2H copy.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <map>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "graph/cuda_backend.h"
+#include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/gemm.h"
+
+namespace shardlm::graph::cuda_detail {
+
+namespace kc = shardlm::kernels::cuda;
+
+#define SHARDLM_CUDA_TRY(expr, what)                                                              \
+  do {                                                                                            \
+    cudaError_t _e = (expr);                                                                      \
+    if (_e != cudaSuccess)                                                                        \
+      return ::shardlm::make_error(::shardlm::ErrorCode::kInternal, "CUDA {}: {}", what,          \
+                                   cudaGetErrorString(_e));                                       \
+  } while (0)
+
+class DevicePool {
+ public:
+  ~DevicePool();
+  Expected<void*> alloc(size_t bytes);
+  int64_t allocated_bytes() const { return used_; }
+
+ private:
+  struct Chunk {
+    char* base = nullptr;
+    size_t size = 0, used = 0;
+  };
+  std::vector<Chunk> chunks_;
+  int64_t used_ = 0;
+};
+
+struct DevWeight {
+  void* ptr = nullptr;  // bf16
+  Shape shape;
+};
+
+// Offsets (in int32 elements) of the step metadata arrays inside one buffer.
+struct MetaLayout {
+  int64_t T = 0, S = 0, MB = 0, R = 0;  // tokens, sequences, block-table width, logit rows
+  int64_t token_ids = 0, positions = 0, slots = 0, token_seq = 0, q_start = 0, ctx_len = 0, tables = 0,
+          logit_rows = 0, total = 0;
+  static MetaLayout make(int64_t T, int64_t S, int64_t MB, int64_t R);
+};
+
+// What one run of the op list needs besides the program.
+struct RunShape {
+  int64_t T = 0, R = 0, max_context = 0;
+  MetaLayout meta;
+};
+
+class CudaBackendImpl final : public CudaBackend {
+ public:
+  explicit CudaBackendImpl(const CudaBackendOptions& o) : opt_(o) {}
+  ~CudaBackendImpl() override;
+  Status init();
+
+  const char* name() const override { return "cuda"; }
+  Status set_weight(int id, const Tensor& host) override;
+  Status allocate_kv_cache(const KvCacheShape& shape) override;
+  void set_tp_communicator(Communicator* comm) override { tp_comm_ = comm; }
+  Status forward(const Program& program, const StepInput& step, const std::vector<float>* stage_input,
+                 std::vector<float>* stage_output, std::vector<float>* logits) override;
+
+  Status set_random_weight(int id, const Shape& shape, uint64_t seed, float scale) override;
+  Status reserve(const Program& p, int64_t max_tokens, int64_t max_logit_rows, int64_t max_context) override;
+  Status fill_kv_random(uint64_t seed) override;
+  Expected<CudaMemoryInfo> memory_info() const override;
+  std::string device_name() const override { return device_name_; }
+  int64_t weight_bytes() const override { return weight_bytes_; }
+  int num_graphs() const override { return static_cast<int>(graphs_.size()); }
+  void set_profiling(bool on) override { profiling_ = on; }
+  std::vector<CudaOpTime> take_profile() override;
+  Expected<double> measure_copy_bandwidth(int64_t bytes) override;
+  Expected<double> measure_gemm_flops(int64_t m, int64_t n, int64_t k) override;
+
+ private:
+  Status check_program(const Program& p);
+  Status ensure_buffers(const Program& p, int64_t T, int64_t R, int64_t max_context);
+  Status ensure_meta(int64_t ints);
+  void pack_meta(const StepInput& step, const MetaLayout& L, bool pad_decode);
+  Status run_ops(const Program& p, const RunShape& rs);
+  Status run_op(const Program& p, const Op& op, const RunShape& rs);
+  void invalidate_graphs();
+  Expected<void*> weight_slot(int id, const Shape& shape);
+  bool buffer_is_f32(const Program& p, int id) const;
+  int64_t rows_of(const Program& p, int buf, const RunShape& rs) const {
+    return p.buffers[buf].rows == RowSpace::kTokens ? rs.T : rs.R;
+  }
+  const void* w(const Op& op, size_t i) const {
+    return i < op.weights.size() ? weights_[op.weights[i]].ptr : nullptr;
+  }
+
+  CudaBackendOptions opt_;
+  std::string device_name_;
+  cudaStream_t stream_ = nullptr;
+  std::unique_ptr<kc::Gemm> gemm_;
+  DevicePool pool_;
+  std::vector<DevWeight> weights_;
+  int64_t weight_bytes_ = 0;
+  Communicator* tp_comm_ = nullptr;
+
+  KvCacheShape kv_;
+  void* kv_base_ = nullptr;  // bf16 [2][layers][blocks·block_size·nkv·hd]
+
+  const Program* checked_ = nullptr;  // the program the buffers/inv_freq were made for
+  std::vector<void*> bufs_;           // activation buffers by id
+  int64_t cap_T_ = 0, cap_R_ = 0, cap_ctx_ = 0;
+  float* inv_freq_ = nullptr;         // [head_dim / 2]
+  float* attn_ws_ = nullptr;          // split-K scratch
+  size_t attn_ws_bytes_ = 0;
+  float* stage_f32_ = nullptr;        // stage input/output staging [T, hidden] f32
+  int32_t* meta_dev_ = nullptr;
+  int32_t* meta_host_ = nullptr;      // pinned
+  int64_t meta_cap_ = 0;
+  float* logits_host_ = nullptr;      // pinned
+  int64_t logits_host_cap_ = 0;
+
+  // Decode graphs by (batch bucket, block-table bucket).
+  std::map<std::pair<int64_t, int64_t>, cudaGraphExec_t> graphs_;
+  const Program* graph_program_ = nullptr;
+
+  bool profiling_ = false;
+  std::vector<std::pair<cudaEvent_t, cudaEvent_t>> ev_pool_;
+  std::vector<std::pair<std::string, size_t>> ev_used_;  // (op name, index into ev_pool_)
+  std::map<std::string, CudaOpTime> profile_;
+};
+
+}  // namespace shardlm::graph::cuda_detail

@@ -1,0 +1,211 @@
+// CUDA backend: the op list of one step on the device (the semantics of
+// cpu_backend.cpp op by op, on bf16 buffers), and the hardware-ceiling
+// measurements the benchmarks print next to their results.
+//
+// Row counts: a buffer in RowSpace::kTokens has T rows, one in kLogitRows R
+// rows (T and R are the padded bucket sizes on the graph path). Buffers are
+// bf16 except the logits (f32, written directly by the LM-head GEMM).
+// With tp = 1 the all-reduce ops are no-ops and the all-gather a copy, as in
+// the CPU backend; tp > 1 is refused in check_program (no NCCL yet).
+#include <algorithm>
+#include <chrono>
+
+#include "graph/cuda_backend_impl.h"
+
+namespace shardlm::graph::cuda_detail {
+
+namespace {
+kc::bf16* bf(void* p) { return static_cast<kc::bf16*>(p); }
+const kc::bf16* cbf(const void* p) { return static_cast<const kc::bf16*>(p); }
+}  // namespace
+
+Status CudaBackendImpl::run_ops(const Program& p, const RunShape& rs) {
+  for (const Op& op : p.ops) {
+    size_t ev = 0;
+    if (profiling_) {
+      ev = ev_used_.size();
+      if (ev >= ev_pool_.size()) {
+        std::pair<cudaEvent_t, cudaEvent_t> e;
+        SHARDLM_CUDA_TRY(cudaEventCreate(&e.first), "event");
+        SHARDLM_CUDA_TRY(cudaEventCreate(&e.second), "event");
+        ev_pool_.push_back(e);
+      }
+      // Linears are split into the LM head and the rest (prefill FLOP/s of the layers).
+      std::string name = op_kind_name(op.kind);
+      if (op.kind == OpKind::kLinear && op.out == p.logits_buffer) name = "lm_head";
+      ev_used_.emplace_back(name, ev);
+      cudaEventRecord(ev_pool_[ev].first, stream_);
+    }
+    Status st = run_op(p, op, rs);
+    if (!st.ok()) return st.with_context(std::string("op ") + op_kind_name(op.kind) + " layer " + std::to_string(op.layer));
+    if (profiling_) cudaEventRecord(ev_pool_[ev].second, stream_);
+  }
+  return Status::Ok();
+}
+
+Status CudaBackendImpl::run_op(const Program& p, const Op& op, const RunShape& rs) {
+  const AttentionShape& a = p.attn;
+  const int64_t q_width = a.nq_heads * a.head_dim, kv_width = a.nkv_heads * a.head_dim;
+  const int64_t T = rs.T;
+  const MetaLayout& M = rs.meta;
+  cudaStream_t s = stream_;
+  switch (op.kind) {
+    case OpKind::kEmbedding: {
+      const DevWeight& t = weights_[op.weights[0]];
+      const int64_t vocab_local = t.shape[0];
+      SHARDLM_CUDA_TRY(kc::embedding(cbf(t.ptr), vocab_local, p.hidden, meta_dev_ + M.token_ids, T, bf(bufs_[op.out]),
+                                     vocab_local * p.mapping.tp_rank(), s),
+                       "embedding");
+      break;
+    }
+    case OpKind::kRMSNorm:
+      SHARDLM_CUDA_TRY(kc::rmsnorm(cbf(bufs_[op.in]), cbf(w(op, 0)), bf(bufs_[op.out]), rows_of(p, op.in, rs),
+                                   p.buffers[op.in].width, op.eps, s),
+                       "rmsnorm");
+      break;
+    case OpKind::kAdd:
+      SHARDLM_CUDA_TRY(kc::add(cbf(bufs_[op.out]), cbf(bufs_[op.in]), bf(bufs_[op.out]),
+                               rows_of(p, op.out, rs) * p.buffers[op.out].width, s),
+                       "add");
+      break;
+    case OpKind::kAllReduce:
+      break;  // tp == 1 (check_program refuses tp > 1)
+    case OpKind::kAddRMSNorm:
+    case OpKind::kAllReduceAddRMSNorm:
+      SHARDLM_CUDA_TRY(kc::add_rmsnorm(cbf(bufs_[op.in]), bf(bufs_[op.in2]), cbf(w(op, 0)), bf(bufs_[op.out]),
+                                       rows_of(p, op.in2, rs), p.buffers[op.in2].width, op.eps, s),
+                       "add_rmsnorm");
+      break;
+    case OpKind::kLinear: {
+      const DevWeight& wt = weights_[op.weights[0]];
+      const int64_t rows = rows_of(p, op.in, rs);
+      const bool f32 = buffer_is_f32(p, op.out);
+      std::string err;
+      if (!gemm_->matmul(bufs_[op.in], wt.ptr, w(op, 1), bufs_[op.out], rows, wt.shape[0], wt.shape[1],
+                         kc::GemmType::kBF16, f32 ? kc::GemmType::kF32 : kc::GemmType::kBF16, s, &err))
+        return make_error(ErrorCode::kInternal, "linear {}: {}", p.weights[op.weights[0]], err);
+      break;
+    }
+    case OpKind::kHeadRMSNorm:
+      SHARDLM_CUDA_TRY(kc::head_rmsnorm(bf(bufs_[op.in]), p.buffers[op.in].width, T, a.nq_heads, a.nkv_heads,
+                                        a.head_dim, cbf(w(op, 0)), cbf(w(op, 1)), op.eps, s),
+                       "head_rmsnorm");
+      break;
+    case OpKind::kRoPE:
+      SHARDLM_CUDA_TRY(kc::rope_qk(bf(bufs_[op.in]), p.buffers[op.in].width, meta_dev_ + M.positions, T, a.nq_heads,
+                                   a.nkv_heads, a.head_dim, inv_freq_, s),
+                       "rope");
+      break;
+    case OpKind::kAttention: {
+      const int64_t l = op.layer - p.first_layer;
+      const int64_t per_layer = kv_.num_blocks * kv_.block_size * kv_.nkv_heads * kv_.head_dim;
+      kc::bf16* kcache = bf(kv_base_) + l * per_layer;
+      kc::bf16* vcache = bf(kv_base_) + (kv_.num_layers + l) * per_layer;
+      const int64_t width = p.buffers[op.in].width;
+      const kc::bf16* qkv = cbf(bufs_[op.in]);
+      SHARDLM_CUDA_TRY(kc::kv_write(qkv, width, q_width, q_width + kv_width, kcache, vcache, meta_dev_ + M.slots, T,
+                                    a.nkv_heads, a.head_dim, s),
+                       "kv_write");
+      kc::PagedAttentionParams ap;
+      ap.num_tokens = T;
+      ap.token_seq = meta_dev_ + M.token_seq;
+      ap.q_start = meta_dev_ + M.q_start;
+      ap.ctx_len = meta_dev_ + M.ctx_len;
+      ap.block_tables = meta_dev_ + M.tables;
+      ap.max_blocks_per_seq = M.MB;
+      ap.block_size = kv_.block_size;
+      ap.nq_heads = a.nq_heads;
+      ap.nkv_heads = a.nkv_heads;
+      ap.head_dim = a.head_dim;
+      ap.scale = a.scale;
+      ap.sliding_window = op.sliding_window;
+      ap.max_context = rs.max_context;
+      SHARDLM_CUDA_TRY(kc::paged_attention(qkv, width, kcache, vcache, bf(bufs_[op.out]), ap, attn_ws_,
+                                           attn_ws_bytes_, s),
+                       "paged_attention");
+      break;
+    }
+    case OpKind::kSiLUMul:
+      SHARDLM_CUDA_TRY(kc::silu_mul(cbf(bufs_[op.in]), bf(bufs_[op.out]), T, p.buffers[op.out].width, s), "silu_mul");
+      break;
+    case OpKind::kGatherRows: {
+      const int64_t elem = buffer_is_f32(p, op.in) ? 4 : 2;
+      SHARDLM_CUDA_TRY(kc::gather_rows(bufs_[op.in], bufs_[op.out], meta_dev_ + M.logit_rows, rs.R,
+                                       p.buffers[op.in].width * elem, s),
+                       "gather_rows");
+      break;
+    }
+    case OpKind::kAllGatherColumns: {
+      // tp == 1: the local logits are the logits.
+      const int64_t n = std::min(p.buffers[op.in].width, p.buffers[op.out].width);
+      SHARDLM_CUDA_TRY(cudaMemcpy2DAsync(bufs_[op.out], p.buffers[op.out].width * 4, bufs_[op.in],
+                                         p.buffers[op.in].width * 4, n * 4, rs.R, cudaMemcpyDeviceToDevice, s),
+                       "all_gather (tp = 1)");
+      break;
+    }
+  }
+  return Status::Ok();
+}
+
+Expected<double> CudaBackendImpl::measure_copy_bandwidth(int64_t bytes) {
+  void *src = nullptr, *dst = nullptr;
+  SHARDLM_CUDA_TRY(cudaMalloc(&src, bytes), "copy-bandwidth buffer");
+  cudaError_t e = cudaMalloc(&dst, bytes);
+  if (e != cudaSuccess) {
+    cudaFree(src);
+    SHARDLM_CUDA_TRY(e, "copy-bandwidth buffer");
+  }
+  // Random bytes, not zeros (METHOD.md: zeros can run faster than real data).
+  kc::fill_random_bf16(static_cast<kc::bf16*>(src), bytes / 2, 7, 1.0f, stream_);
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0);
+  cudaEventCreate(&e1);
+  constexpr int kIters = 10;
+  for (int i = 0; i < 2; ++i) cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_);
+  cudaEventRecord(e0, stream_);
+  for (int i = 0; i < kIters; ++i) cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_);
+  cudaEventRecord(e1, stream_);
+  e = cudaEventSynchronize(e1);
+  float ms = 0;
+  cudaEventElapsedTime(&ms, e0, e1);
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  cudaFree(src);
+  cudaFree(dst);
+  SHARDLM_CUDA_TRY(e, "copy-bandwidth run");
+  return 2.0 * static_cast<double>(bytes) * kIters / (ms * 1e-3);
+}
+
+Expected<double> CudaBackendImpl::measure_gemm_flops(int64_t m, int64_t n, int64_t k) {
+  void *x = nullptr, *w = nullptr, *y = nullptr;
+  SHARDLM_CUDA_TRY(cudaMalloc(&x, m * k * 2), "gemm buffer");
+  SHARDLM_CUDA_TRY(cudaMalloc(&w, n * k * 2), "gemm buffer");
+  SHARDLM_CUDA_TRY(cudaMalloc(&y, m * n * 2), "gemm buffer");
+  kc::fill_random_bf16(bf(x), m * k, 11, 1.0f, stream_);
+  kc::fill_random_bf16(bf(w), n * k, 12, 1.0f, stream_);
+  std::string err;
+  bool ok = gemm_->matmul(x, w, nullptr, y, m, n, k, kc::GemmType::kBF16, kc::GemmType::kBF16, stream_, &err);
+  for (int i = 0; ok && i < 3; ++i)
+    ok = gemm_->matmul(x, w, nullptr, y, m, n, k, kc::GemmType::kBF16, kc::GemmType::kBF16, stream_, &err);
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0);
+  cudaEventCreate(&e1);
+  constexpr int kIters = 10;
+  cudaEventRecord(e0, stream_);
+  for (int i = 0; ok && i < kIters; ++i)
+    ok = gemm_->matmul(x, w, nullptr, y, m, n, k, kc::GemmType::kBF16, kc::GemmType::kBF16, stream_, &err);
+  cudaEventRecord(e1, stream_);
+  cudaError_t e = cudaEventSynchronize(e1);
+  float ms = 0;
+  cudaEventElapsedTime(&ms, e0, e1);
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  cudaFree(x);
+  cudaFree(w);
+  cudaFree(y);
+  if (!ok) return make_error(ErrorCode::kInternal, "gemm peak: {}", err);
+  SHARDLM_CUDA_TRY(e, "gemm peak run");
+  return 2.0 * m * n * k * kIters / (ms * 1e-3);
+}
+
+}  // namespace shardlm::graph::cuda_detail

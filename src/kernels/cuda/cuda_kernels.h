@@ -1,0 +1,111 @@
+// CUDA kernels: raw device pointers + a stream, no engine headers (DESIGN §2).
+// Each launcher mirrors one CPU reference kernel (kernels/cpu/cpu_kernels.h)
+// with the same layouts, in bf16 storage with f32 arithmetic:
+//   activations  x[ntok, hidden] bf16
+//   qkv rows     [q heads | k heads | v heads] bf16, row stride `row_stride`
+//   paged cache  k_cache/v_cache[num_blocks, block_size, nkv_heads, head_dim] bf16
+//   linear       w[n, k] bf16 (gemm.h): y = x · wᵀ + b
+//
+// Errors: every launcher returns cudaGetLastError() after its launch, or
+// cudaErrorInvalidValue / cudaErrorNotSupported for shapes it does not handle
+// (callers turn that into a Status naming the op). Launchers never allocate
+// and never synchronise, so all of them can be captured into a CUDA graph.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace shardlm::kernels::cuda {
+
+using bf16 = __nv_bfloat16;
+
+// out[i, :] = table[ids[i] - vocab_offset, :]; ids outside the shard give zeros.
+cudaError_t embedding(const bf16* table, int64_t vocab, int64_t hidden, const int32_t* ids, int64_t n,
+                      bf16* out, int64_t vocab_offset, cudaStream_t stream);
+
+// y = bf16(w · bf16(x · rsqrt(mean(x²) + eps))) per row (HF LlamaRMSNorm in bf16). y may alias x.
+cudaError_t rmsnorm(const bf16* x, const bf16* w, bf16* y, int64_t rows, int64_t cols, float eps,
+                    cudaStream_t stream);
+// residual = bf16(residual + x); y = rmsnorm(residual). y may alias x (not residual).
+cudaError_t add_rmsnorm(const bf16* x, bf16* residual, const bf16* w, bf16* y, int64_t rows, int64_t cols,
+                        float eps, cudaStream_t stream);
+// Per-head RMSNorm of the q heads (weight wq[head_dim]) and k heads (wk) of packed qkv rows, in place.
+cudaError_t head_rmsnorm(bf16* qkv, int64_t row_stride, int64_t ntok, int64_t nq_heads, int64_t nkv_heads,
+                         int64_t head_dim, const bf16* wq, const bf16* wk, float eps, cudaStream_t stream);
+// y = a + b (n elements). y may alias a or b.
+cudaError_t add(const bf16* a, const bf16* b, bf16* y, int64_t n, cudaStream_t stream);
+// gate_up[rows, 2·inter] = [gate | up] → out[rows, inter] = bf16(bf16(silu(gate)) · up).
+cudaError_t silu_mul(const bf16* gate_up, bf16* out, int64_t rows, int64_t inter, cudaStream_t stream);
+
+// HF rotate_half rotary embedding, in place, on the q heads and the k heads of
+// packed qkv rows: pair (i, i + head_dim/2), angle = f32(pos) · inv_freq[i]
+// (inv_freq[head_dim/2] f32 on the device, computed on the host by
+// cpu::rope_inv_freq so llama3 scaling is identical to the CPU backend).
+cudaError_t rope_qk(bf16* qkv, int64_t row_stride, const int32_t* positions, int64_t ntok, int64_t nq_heads,
+                    int64_t nkv_heads, int64_t head_dim, const float* inv_freq, cudaStream_t stream);
+
+// Writes the k and v parts of packed qkv rows (at element offsets k_offset and
+// v_offset of each row) into cache slot slot_mapping[t]; a negative slot skips.
+cudaError_t kv_write(const bf16* qkv, int64_t row_stride, int64_t k_offset, int64_t v_offset, bf16* k_cache,
+                     bf16* v_cache, const int32_t* slot_mapping, int64_t ntok, int64_t nkv_heads,
+                     int64_t head_dim, cudaStream_t stream);
+
+// out[r, :] = in[rows[r], :] for r < n, rows of row_bytes bytes (any dtype; row_bytes % 2 == 0).
+cudaError_t gather_rows(const void* in, void* out, const int32_t* rows, int64_t n, int64_t row_bytes,
+                        cudaStream_t stream);
+
+cudaError_t f32_to_bf16(const float* in, bf16* out, int64_t n, cudaStream_t stream);
+cudaError_t bf16_to_f32(const bf16* in, float* out, int64_t n, cudaStream_t stream);
+// Uniform in [-scale, scale) from a counter hash of (seed, index): reproducible, no state.
+cudaError_t fill_random_bf16(bf16* p, int64_t n, uint64_t seed, float scale, cudaStream_t stream);
+cudaError_t fill_bf16(bf16* p, int64_t n, float value, cudaStream_t stream);
+
+// ---- paged attention (attention.cu) ---------------------------------------
+// One call covers prefill, chunked prefill and decode, exactly as
+// cpu::paged_attention: row t of sequence s = token_seq[t] sits at position
+// ctx_len[s] - q_len + (t - q_start[s]) and sees keys [lo, pos] (lo > 0 only
+// with a sliding window). All pointers are device pointers.
+struct PagedAttentionParams {
+  int64_t num_tokens = 0;
+  const int32_t* token_seq = nullptr;     // [num_tokens] sequence of each row
+  const int32_t* q_start = nullptr;       // [num_seqs + 1]
+  const int32_t* ctx_len = nullptr;       // [num_seqs]
+  const int32_t* block_tables = nullptr;  // [num_seqs, max_blocks_per_seq]
+  int64_t max_blocks_per_seq = 0;
+  int64_t block_size = 0;
+  int64_t nq_heads = 0, nkv_heads = 0, head_dim = 0;
+  float scale = 1.0f;
+  int64_t sliding_window = 0;
+  // Upper bound of any row's visible keys (≤ max_blocks_per_seq · block_size):
+  // sizes the split-K grid, so a CUDA graph captured for a bound serves every
+  // batch under it.
+  int64_t max_context = 0;
+};
+
+bool attention_head_dim_supported(int64_t head_dim);
+// f32 scratch the split-K path needs for these params (0 when no split happens).
+size_t paged_attention_workspace_bytes(const PagedAttentionParams& p);
+// q rows: head h of row t at q + t·q_stride + h·head_dim; out[num_tokens, nq_heads, head_dim].
+cudaError_t paged_attention(const bf16* q, int64_t q_stride, const bf16* k_cache, const bf16* v_cache,
+                            bf16* out, const PagedAttentionParams& p, float* workspace, size_t workspace_bytes,
+                            cudaStream_t stream);
+
+// ---- sampling (sampling.cu) -----------------------------------------------
+// Per row of logits[rows, vocab] (f32): temperature ≤ 0 → argmax (lowest id
+// on ties); else softmax(logits / temperature) restricted to the top_k (0 =
+// all) most likely tokens and to the smallest set whose mass reaches top_p,
+// then one draw from a counter-based generator keyed by (seeds[r], offsets[r]).
+struct SamplingRow {
+  float temperature = 0.0f;
+  int32_t top_k = 0;
+  float top_p = 1.0f;
+  uint64_t seed = 0;
+  uint64_t offset = 0;  // e.g. the number of tokens generated so far
+};
+cudaError_t sample_rows(const float* logits, int64_t rows, int64_t vocab, const SamplingRow* params,
+                        int32_t* out_tokens, cudaStream_t stream);
+
+}  // namespace shardlm::kernels::cuda

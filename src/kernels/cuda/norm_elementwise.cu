@@ -1,0 +1,226 @@
+// Row normalisation and elementwise kernels, bf16 in/out with f32 arithmetic,
+// rounding where HF's bf16 modules round (so results sit within one bf16 ulp
+// of HF's bf16 forward and of the f32 CPU reference up to bf16 rounding):
+//   rmsnorm       one block per row: Σx² in f32 (block reduction), r = rsqrt(mean + eps),
+//                 y = bf16(w · bf16(x · r)); 16-byte accesses when cols % 8 == 0.
+//   add_rmsnorm   the same block first stores residual = bf16(residual + x), then
+//                 normalises the stored (rounded) residual, as the unfused pair does.
+//   head_rmsnorm  one warp per (token, head) of the packed qkv rows.
+//   silu_mul      grid-stride; silu in f32, rounded to bf16, times up, rounded.
+//   add, converts, fills: grid-stride loops.
+#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/cuda_kernels.h"
+
+namespace shardlm::kernels::cuda {
+namespace {
+
+using namespace detail;
+
+constexpr int kNormThreads = 256;  // 8 warps: a 4096-wide row is 2 vectors of 8 per thread
+
+template <bool kVec, bool kAdd>
+__global__ void rmsnorm_kernel(const bf16* __restrict__ x, bf16* __restrict__ residual,
+                               const bf16* __restrict__ w, bf16* y, int64_t cols, float eps) {
+  const int64_t row = blockIdx.x;
+  const bf16* xr = x + row * cols;
+  bf16* rr = kAdd ? residual + row * cols : nullptr;
+  // The values normalised: x, or the updated residual (rounded to bf16 first).
+  const bf16* src = kAdd ? rr : xr;
+  float ss = 0.0f;
+  if constexpr (kVec) {
+    for (int64_t c = threadIdx.x * 8; c < cols; c += blockDim.x * 8) {
+      float v[8];
+      load8(xr + c, v);
+      if constexpr (kAdd) {
+        float r[8];
+        load8(rr + c, r);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) v[i] = round_bf16(r[i] + v[i]);
+        store8(rr + c, v);
+      }
+#pragma unroll
+      for (int i = 0; i < 8; ++i) ss += v[i] * v[i];
+    }
+  } else {
+    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+      float v = __bfloat162float(xr[c]);
+      if constexpr (kAdd) {
+        v = round_bf16(__bfloat162float(rr[c]) + v);
+        rr[c] = __float2bfloat16(v);
+      }
+      ss += v * v;
+    }
+  }
+  // Each thread re-reads only the elements it wrote itself, so no barrier is
+  // needed between the residual store and the second pass beyond block_sum's.
+  const float total = block_sum(ss);
+  const float r = rsqrtf(total / static_cast<float>(cols) + eps);
+  bf16* yr = y + row * cols;
+  if constexpr (kVec) {
+    for (int64_t c = threadIdx.x * 8; c < cols; c += blockDim.x * 8) {
+      float v[8], g[8];
+      load8(src + c, v);
+      load8(w + c, g);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) v[i] = g[i] * round_bf16(v[i] * r);
+      store8(yr + c, v);
+    }
+  } else {
+    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+      const float v = __bfloat162float(src[c]);
+      yr[c] = __float2bfloat16(__bfloat162float(w[c]) * round_bf16(v * r));
+    }
+  }
+}
+
+__global__ void head_rmsnorm_kernel(bf16* qkv, int64_t row_stride, int64_t nq, int64_t nkv, int64_t hd,
+                                    const bf16* __restrict__ wq, const bf16* __restrict__ wk, float eps) {
+  const int64_t t = blockIdx.x;
+  const int64_t head = static_cast<int64_t>(blockIdx.y) * (blockDim.x / 32) + (threadIdx.x >> 5);
+  if (head >= nq + nkv) return;
+  const int lane = threadIdx.x & 31;
+  bf16* v = qkv + t * row_stride + head * hd;  // k heads follow the q heads directly
+  const bf16* w = head < nq ? wq : wk;
+  float ss = 0.0f;
+  for (int64_t i = lane; i < hd; i += 32) {
+    const float a = __bfloat162float(v[i]);
+    ss += a * a;
+  }
+  const float r = rsqrtf(warp_sum(ss) / static_cast<float>(hd) + eps);
+  for (int64_t i = lane; i < hd; i += 32)
+    v[i] = __float2bfloat16(__bfloat162float(w[i]) * round_bf16(__bfloat162float(v[i]) * r));
+}
+
+__global__ void add_kernel(const bf16* a, const bf16* b, bf16* y, int64_t n) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    y[i] = __float2bfloat16(__bfloat162float(a[i]) + __bfloat162float(b[i]));
+}
+
+__device__ __forceinline__ float silu_times(float g, float u) {
+  return round_bf16(g / (1.0f + __expf(-g))) * u;
+}
+
+template <bool kVec>
+__global__ void silu_mul_kernel(const bf16* __restrict__ gu, bf16* __restrict__ out, int64_t rows,
+                                int64_t inter) {
+  const int64_t per_row = kVec ? inter / 8 : inter;
+  const int64_t n = rows * per_row;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t r = i / per_row, c = i % per_row;
+    const bf16* g = gu + r * 2 * inter;
+    if constexpr (kVec) {
+      float a[8], b[8];
+      load8(g + c * 8, a);
+      load8(g + inter + c * 8, b);
+#pragma unroll
+      for (int k = 0; k < 8; ++k) a[k] = silu_times(a[k], b[k]);
+      store8(out + r * inter + c * 8, a);
+    } else {
+      out[r * inter + c] = __float2bfloat16(silu_times(__bfloat162float(g[c]), __bfloat162float(g[inter + c])));
+    }
+  }
+}
+
+__global__ void f32_to_bf16_kernel(const float* in, bf16* out, int64_t n) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    out[i] = __float2bfloat16(in[i]);
+}
+
+__global__ void bf16_to_f32_kernel(const bf16* in, float* out, int64_t n) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    out[i] = __bfloat162float(in[i]);
+}
+
+__global__ void fill_random_kernel(bf16* p, int64_t n, uint64_t seed, float scale) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    p[i] = __float2bfloat16((2.0f * uniform01(mix64(seed ^ mix64(static_cast<uint64_t>(i)))) - 1.0f) * scale);
+}
+
+__global__ void fill_kernel(bf16* p, int64_t n, float value) {
+  const bf16 v = __float2bfloat16(value);
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    p[i] = v;
+}
+
+bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+
+template <bool kAdd>
+cudaError_t launch_norm(const bf16* x, bf16* residual, const bf16* w, bf16* y, int64_t rows, int64_t cols,
+                        float eps, cudaStream_t s) {
+  if (rows <= 0) return cudaSuccess;
+  if (cols <= 0 || rows > 0x7fffffff) return cudaErrorInvalidValue;
+  const bool vec = cols % 8 == 0 && aligned16(x) && aligned16(w) && aligned16(y) && (!kAdd || aligned16(residual));
+  const dim3 grid(static_cast<unsigned>(rows));
+  if (vec)
+    rmsnorm_kernel<true, kAdd><<<grid, kNormThreads, 0, s>>>(x, residual, w, y, cols, eps);
+  else
+    rmsnorm_kernel<false, kAdd><<<grid, kNormThreads, 0, s>>>(x, residual, w, y, cols, eps);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+cudaError_t rmsnorm(const bf16* x, const bf16* w, bf16* y, int64_t rows, int64_t cols, float eps, cudaStream_t s) {
+  return launch_norm<false>(x, nullptr, w, y, rows, cols, eps, s);
+}
+
+cudaError_t add_rmsnorm(const bf16* x, bf16* residual, const bf16* w, bf16* y, int64_t rows, int64_t cols,
+                        float eps, cudaStream_t s) {
+  return launch_norm<true>(x, residual, w, y, rows, cols, eps, s);
+}
+
+cudaError_t head_rmsnorm(bf16* qkv, int64_t row_stride, int64_t ntok, int64_t nq, int64_t nkv, int64_t hd,
+                         const bf16* wq, const bf16* wk, float eps, cudaStream_t s) {
+  if (ntok <= 0) return cudaSuccess;
+  constexpr int kWarps = 4;
+  const dim3 grid(static_cast<unsigned>(ntok), static_cast<unsigned>((nq + nkv + kWarps - 1) / kWarps));
+  head_rmsnorm_kernel<<<grid, kWarps * 32, 0, s>>>(qkv, row_stride, nq, nkv, hd, wq, wk, eps);
+  return cudaGetLastError();
+}
+
+cudaError_t add(const bf16* a, const bf16* b, bf16* y, int64_t n, cudaStream_t s) {
+  if (n <= 0) return cudaSuccess;
+  add_kernel<<<grid_for(n, 256), 256, 0, s>>>(a, b, y, n);
+  return cudaGetLastError();
+}
+
+cudaError_t silu_mul(const bf16* gu, bf16* out, int64_t rows, int64_t inter, cudaStream_t s) {
+  if (rows <= 0) return cudaSuccess;
+  if (inter % 8 == 0 && aligned16(gu) && aligned16(out))
+    silu_mul_kernel<true><<<grid_for(rows * inter / 8, 256), 256, 0, s>>>(gu, out, rows, inter);
+  else
+    silu_mul_kernel<false><<<grid_for(rows * inter, 256), 256, 0, s>>>(gu, out, rows, inter);
+  return cudaGetLastError();
+}
+
+cudaError_t f32_to_bf16(const float* in, bf16* out, int64_t n, cudaStream_t s) {
+  if (n <= 0) return cudaSuccess;
+  f32_to_bf16_kernel<<<grid_for(n, 256), 256, 0, s>>>(in, out, n);
+  return cudaGetLastError();
+}
+
+cudaError_t bf16_to_f32(const bf16* in, float* out, int64_t n, cudaStream_t s) {
+  if (n <= 0) return cudaSuccess;
+  bf16_to_f32_kernel<<<grid_for(n, 256), 256, 0, s>>>(in, out, n);
+  return cudaGetLastError();
+}
+
+cudaError_t fill_random_bf16(bf16* p, int64_t n, uint64_t seed, float scale, cudaStream_t s) {
+  if (n <= 0) return cudaSuccess;
+  fill_random_kernel<<<grid_for(n, 256), 256, 0, s>>>(p, n, seed, scale);
+  return cudaGetLastError();
+}
+
+cudaError_t fill_bf16(bf16* p, int64_t n, float value, cudaStream_t s) {
+  if (n <= 0) return cudaSuccess;
+  fill_kernel<<<grid_for(n, 256), 256, 0, s>>>(p, n, value);
+  return cudaGetLastError();
+}
+
+}  // namespace shardlm::kernels::cuda
