@@ -1,7 +1,10 @@
 // `shardlm generate`: one prompt through the engine, text streamed to stdout
 // (or one JSON object with --json). Loads the embedded default model when no
 // --model is given, so the first command a user types does the main job.
+#include <condition_variable>
 #include <cstdio>
+#include <deque>
+#include <mutex>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -11,7 +14,9 @@
 #include "base/log.h"
 #include "cli/commands.h"
 #include "cli/default_model.h"
+#include "cli/launcher.h"
 #include "runtime/engine.h"
+#include "runtime/generation_service.h"
 #include "tokenizer/tokenizer.h"
 
 namespace shardlm::cli {
@@ -27,6 +32,7 @@ struct GenerateArgs {
   std::vector<int32_t> stop_ids;
   bool json = false;
   EngineConfig engine;
+  DistArgs dist;
   std::string log_level = "warn";
 };
 
@@ -97,65 +103,93 @@ int run_generate(GenerateArgs a) {
     prompt = *ids;
   }
 
-  auto engine_or = Engine::create_cpu(a.model, a.engine);
-  if (!engine_or.ok()) return fail(engine_or.status().with_context("loading " + a.model));
-  Engine& engine = **engine_or;
-
   a.sampling.stop_token_ids = a.stop_ids;
   if (tok && tok->eos_id()) {
     // The tokenizer's EOS ends generation too (configs sometimes omit it).
     a.sampling.stop_token_ids.push_back(*tok->eos_id());
   }
-  // Stream text as it completes; stop strings match the decoded text.
-  std::unique_ptr<StreamDecoder> stream;
-  if (tok) {
-    stream = std::make_unique<StreamDecoder>(tok, true);
-    engine.set_detokenizer([&](Sequence& s) {
-      std::string piece = stream->push(s.output.back());
-      s.output_text += piece;
-      if (!a.json && !piece.empty()) {
-        std::fwrite(piece.data(), 1, piece.size(), stdout);
-        std::fflush(stdout);
-      }
-    });
-  }
   if (a.sampling.stop.size() && !tok)
     return fail(make_error(ErrorCode::kInvalidArgument, "--stop needs the model's tokenizer"));
 
-  auto id = engine.add_request(prompt, a.sampling);
-  if (!id.ok()) return fail(id.status());
-  while (engine.has_unfinished()) {
-    auto ev = engine.step();
-    if (!ev.ok()) return fail(ev.status());
-  }
-  const Sequence& s = *engine.get(*id);
-  if (!a.json) {
-    if (stream) {
-      std::string tail = stream->flush();
-      std::fwrite(tail.data(), 1, tail.size(), stdout);
-      std::fputc('\n', stdout);
-    } else {
-      for (size_t i = 0; i < s.output.size(); ++i) std::printf("%s%d", i ? "," : "", s.output[i]);
-      std::printf("\n");
+  // One request through whichever service runs the model; text is streamed
+  // as the service reports it (stop strings already withheld by the service).
+  auto drive = [&](GenerationService& svc) -> int {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::deque<GenerationUpdate> updates;
+    GenerationRequest req;
+    req.prompt = prompt;
+    req.params = a.sampling;
+    std::shared_ptr<StreamDecoder> stream;
+    if (tok) {
+      stream = std::make_shared<StreamDecoder>(tok, true);
+      req.detokenize = [stream](int32_t id) { return stream->push(id); };
     }
+    req.on_update = [&](const GenerationUpdate& u) {
+      std::lock_guard<std::mutex> lk(mu);
+      updates.push_back(u);
+      cv.notify_all();
+    };
+    auto id = svc.submit(std::move(req));
+    if (!id.ok()) return fail(id.status());
+    std::vector<int32_t> tokens;
+    std::vector<TokenLogprob> logprobs;
+    std::string text;
+    FinishReason reason = FinishReason::kNone;
+    for (bool done = false; !done;) {
+      std::unique_lock<std::mutex> lk(mu);
+      cv.wait(lk, [&] { return !updates.empty(); });
+      GenerationUpdate u = std::move(updates.front());
+      updates.pop_front();
+      lk.unlock();
+      if (!u.error.ok()) return fail(u.error);
+      tokens.insert(tokens.end(), u.new_tokens.begin(), u.new_tokens.end());
+      logprobs.insert(logprobs.end(), u.new_logprobs.begin(), u.new_logprobs.end());
+      text += u.new_text;
+      if (!a.json && !u.new_text.empty()) {
+        std::fwrite(u.new_text.data(), 1, u.new_text.size(), stdout);
+        std::fflush(stdout);
+      }
+      done = u.finished;
+      reason = u.reason;
+    }
+    if (!a.json) {
+      if (tok) {
+        std::fputc('\n', stdout);
+      } else {
+        for (size_t i = 0; i < tokens.size(); ++i) std::printf("%s%d", i ? "," : "", tokens[i]);
+        std::printf("\n");
+      }
+      return 0;
+    }
+    nlohmann::json out;
+    out["prompt_token_ids"] = prompt;
+    out["token_ids"] = tokens;
+    if (tok) out["text"] = text;
+    out["finish_reason"] = finish_reason_name(reason);
+    if (a.sampling.logprobs >= 0) {
+      nlohmann::json lps = nlohmann::json::array();
+      for (const auto& lp : logprobs) {
+        nlohmann::json top = nlohmann::json::array();
+        for (const auto& [tid, v] : lp.top) top.push_back({{"token_id", tid}, {"logprob", v}});
+        lps.push_back({{"token_id", lp.token}, {"logprob", lp.logprob}, {"top_logprobs", top}});
+      }
+      out["logprobs"] = lps;
+    }
+    std::cout << out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
     return 0;
-  }
-  nlohmann::json out;
-  out["prompt_token_ids"] = s.prompt;
-  out["token_ids"] = s.output;
-  if (tok) out["text"] = s.output_text + stream->flush();
-  out["finish_reason"] = finish_reason_name(s.finish_reason);
-  if (a.sampling.logprobs >= 0) {
-    nlohmann::json lps = nlohmann::json::array();
-    for (const auto& lp : s.logprobs) {
-      nlohmann::json top = nlohmann::json::array();
-      for (const auto& [tid, v] : lp.top) top.push_back({{"token_id", tid}, {"logprob", v}});
-      lps.push_back({{"token_id", lp.token}, {"logprob", lp.logprob}, {"top_logprobs", top}});
-    }
-    out["logprobs"] = lps;
-  }
-  std::cout << out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
-  return 0;
+  };
+
+  auto launch = detect_cli_launch(a.dist);
+  if (!launch.ok()) return fail(launch.status());
+  if (launch->world > 1)
+    return run_distributed_job(*launch, a.model, a.dist, a.engine, [&](Coordinator& c) { return drive(c); });
+  auto engine_or = Engine::create_cpu(a.model, a.engine);
+  if (!engine_or.ok()) return fail(engine_or.status().with_context("loading " + a.model));
+  auto svc = make_local_service(std::move(*engine_or));
+  int code = drive(*svc);
+  svc->shutdown(false);
+  return code;
 }
 
 }  // namespace
@@ -196,6 +230,7 @@ void register_generate_command(CLI::App& app, CommandRunner* run) {
   sub->add_option("--max-num-batched-tokens", a->engine.scheduler.max_num_batched_tokens,
                   "Tokens per step at most (prefill is chunked to fit)")->capture_default_str();
   sub->add_option("--max-model-len", a->engine.max_model_len, "Context length limit (0 = the model's)")->capture_default_str();
+  add_dist_flags(sub, &a->dist);
   sub->add_option("--log-level", a->log_level, "debug, info, warn, error or off")->capture_default_str();
   sub->callback([a, run] { *run = [a] { return run_generate(*a); }; });
 }

@@ -5,6 +5,7 @@
 
 #include "base/log.h"
 #include "cli/commands.h"
+#include "cli/launcher.h"
 
 int main(int argc, char** argv) {
   CLI::App app{
@@ -13,11 +14,14 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", "shardlm 0.1.0");
 
+  shardlm::cli::set_command_line(argc, argv);
   shardlm::cli::CommandRunner run;
   shardlm::cli::register_generate_command(app, &run);
   shardlm::cli::register_tokenize_command(app, &run);
   shardlm::cli::register_perplexity_command(app, &run);
   shardlm::cli::register_inspect_command(app, &run);
+  shardlm::cli::register_serve_command(app, &run);
+  shardlm::cli::register_bench_command(app, &run);
 
   try {
     app.parse(argc, argv);

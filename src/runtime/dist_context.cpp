@@ -23,6 +23,7 @@ Expected<std::unique_ptr<DistContext>> DistContext::create(const LaunchInfo& lau
   ro.timeout_s = opts.connect_timeout_s;
   SHARDLM_ASSIGN_OR_RETURN(c->rv_, Rendezvous::create(ro));
   Rendezvous& rv = *c->rv_;
+  if (launch.rank == 0 && opts.on_rendezvous_ready) SHARDLM_TRY(opts.on_rendezvous_ready(rv.port()));
   const double t = opts.collective_timeout_s;
   const Mapping& m = c->mapping_;
 

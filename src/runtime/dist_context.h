@@ -30,6 +30,9 @@ struct DistOptions {
   int pp = 1;
   double collective_timeout_s = 60;  // every Gloo call is bounded by this
   double connect_timeout_s = 120;    // rendezvous + group set-up
+  // Rank 0 only: called once its rendezvous listens, with the real port (a
+  // self-spawning rank 0 binds port 0 and starts the other ranks here).
+  std::function<Status(int port)> on_rendezvous_ready;
 };
 
 class DistContext {
