@@ -15,5 +15,8 @@ void register_generate_command(CLI::App& app, CommandRunner* run);
 void register_tokenize_command(CLI::App& app, CommandRunner* run);
 void register_perplexity_command(CLI::App& app, CommandRunner* run);
 void register_inspect_command(CLI::App& app, CommandRunner* run);
+void register_serve_command(CLI::App& app, CommandRunner* run);
+// `bench` is a group; its children (serve, ...) register in cli/bench_command.cpp.
+void register_bench_command(CLI::App& app, CommandRunner* run);
 
 }  // namespace shardlm::cli

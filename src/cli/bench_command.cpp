@@ -1,0 +1,15 @@
+// The `bench` parent command: a group with one child per benchmark. Add a
+// child by declaring its register function in cli/bench_command.h and calling
+// it below.
+#include "cli/bench_command.h"
+
+namespace shardlm::cli {
+
+void register_bench_command(CLI::App& app, CommandRunner* run) {
+  auto* bench = app.add_subcommand("bench", "Benchmarks: `shardlm bench serve` loads any OpenAI-compatible endpoint.");
+  bench->require_subcommand(1);
+  register_bench_serve(*bench, run);
+  register_bench_decode(*bench, run);
+}
+
+}  // namespace shardlm::cli
