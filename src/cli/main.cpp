@@ -22,8 +22,6 @@ int main(int argc, char** argv) {
   shardlm::cli::register_inspect_command(app, &run);
   shardlm::cli::register_serve_command(app, &run);
   shardlm::cli::register_bench_command(app, &run);
-  shardlm::cli::register_serve_command(app, &run);
-  shardlm::cli::register_bench_command(app, &run);
 
   try {
     app.parse(argc, argv);
