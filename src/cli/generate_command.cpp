@@ -4,6 +4,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <fstream>
 #include <iostream>
@@ -26,6 +27,7 @@ struct GenerateArgs {
   std::string model;
   std::string prompt;
   std::string prompt_ids;
+  std::string batch_file;
   bool chat = false;
   std::string chat_template;
   SamplingParams sampling;
@@ -66,8 +68,8 @@ int run_generate(GenerateArgs a) {
     if (!def.ok()) return fail(def.status());
     a.model = *def;
   }
-  if (a.prompt.empty() == a.prompt_ids.empty())
-    return fail(make_error(ErrorCode::kInvalidArgument, "give exactly one of --prompt or --prompt-ids"));
+  if ((!a.prompt.empty()) + (!a.prompt_ids.empty()) + (!a.batch_file.empty()) != 1)
+    return fail(make_error(ErrorCode::kInvalidArgument, "give exactly one of --prompt, --prompt-ids or --batch-file"));
 
   // The tokenizer is optional with --prompt-ids (a model dir without tokenizer.json).
   std::shared_ptr<Tokenizer> tok;
@@ -81,26 +83,53 @@ int run_generate(GenerateArgs a) {
       ss << f.rdbuf();
       tok->set_chat_template(ss.str());
     }
-  } else if (!a.prompt.empty()) {
-    return fail(t.status().with_context("--prompt needs the model's tokenizer"));
+  } else if (a.prompt_ids.empty()) {
+    return fail(t.status().with_context("text prompts need the model's tokenizer"));
   }
 
-  std::vector<int32_t> prompt;
+  auto encode_text = [&](const std::string& text) -> Expected<std::vector<int32_t>> {
+    if (!tok) return make_error(ErrorCode::kInvalidArgument, "text prompts need the model's tokenizer");
+    if (!a.chat) return tok->encode(text, true);
+    nlohmann::json msgs = nlohmann::json::array({{{"role", "user"}, {"content", text}}});
+    SHARDLM_ASSIGN_OR_RETURN(std::string rendered, tok->apply_chat_template(msgs, true));
+    return tok->encode(rendered, false);  // the template already holds BOS
+  };
+  std::vector<std::vector<int32_t>> prompts;
   if (!a.prompt_ids.empty()) {
     auto ids = parse_ids(a.prompt_ids);
     if (!ids.ok()) return fail(ids.status());
-    prompt = *ids;
-  } else if (a.chat) {
-    nlohmann::json msgs = nlohmann::json::array({{{"role", "user"}, {"content", a.prompt}}});
-    auto text = tok->apply_chat_template(msgs, true);
-    if (!text.ok()) return fail(text.status());
-    auto ids = tok->encode(*text, false);  // the template already holds BOS
+    prompts.push_back(*ids);
+  } else if (!a.prompt.empty()) {
+    auto ids = encode_text(a.prompt);
     if (!ids.ok()) return fail(ids.status());
-    prompt = *ids;
+    prompts.push_back(*ids);
   } else {
-    auto ids = tok->encode(a.prompt, true);
-    if (!ids.ok()) return fail(ids.status());
-    prompt = *ids;
+    // JSONL: one {"prompt": "..."} or {"prompt_ids": [...]} per line.
+    std::ifstream f(a.batch_file);
+    if (!f) return fail(make_error(ErrorCode::kNotFound, "cannot read --batch-file {}", a.batch_file));
+    std::string line;
+    for (int n = 1; std::getline(f, line); ++n) {
+      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+      auto j = nlohmann::json::parse(line, nullptr, false);
+      if (j.is_discarded() || !j.is_object())
+        return fail(make_error(ErrorCode::kInvalidArgument, "{}:{}: not a JSON object", a.batch_file, n));
+      if (j.contains("prompt_ids") && j["prompt_ids"].is_array()) {
+        std::vector<int32_t> ids;
+        for (auto& v : j["prompt_ids"]) {
+          if (!v.is_number_integer())
+            return fail(make_error(ErrorCode::kInvalidArgument, "{}:{}: prompt_ids must be integers", a.batch_file, n));
+          ids.push_back(v.get<int32_t>());
+        }
+        prompts.push_back(std::move(ids));
+      } else if (j.contains("prompt") && j["prompt"].is_string()) {
+        auto ids = encode_text(j["prompt"].get<std::string>());
+        if (!ids.ok()) return fail(ids.status());
+        prompts.push_back(*ids);
+      } else {
+        return fail(make_error(ErrorCode::kInvalidArgument, "{}:{}: needs \"prompt\" or \"prompt_ids\"", a.batch_file, n));
+      }
+    }
+    if (prompts.empty()) return fail(make_error(ErrorCode::kInvalidArgument, "{} holds no prompts", a.batch_file));
   }
 
   a.sampling.stop_token_ids = a.stop_ids;
@@ -111,72 +140,90 @@ int run_generate(GenerateArgs a) {
   if (a.sampling.stop.size() && !tok)
     return fail(make_error(ErrorCode::kInvalidArgument, "--stop needs the model's tokenizer"));
 
-  // One request through whichever service runs the model; text is streamed
-  // as the service reports it (stop strings already withheld by the service).
+  // Every prompt through whichever service runs the model, all at once
+  // (continuous batching). One prompt streams its text as it comes; with
+  // --json each request prints one JSON line, in input order.
   auto drive = [&](GenerationService& svc) -> int {
+    struct Result {
+      std::vector<int32_t> tokens;
+      std::vector<TokenLogprob> logprobs;
+      std::string text;
+      FinishReason reason = FinishReason::kNone;
+      bool done = false;
+    };
     std::mutex mu;
     std::condition_variable cv;
     std::deque<GenerationUpdate> updates;
-    GenerationRequest req;
-    req.prompt = prompt;
-    req.params = a.sampling;
-    std::shared_ptr<StreamDecoder> stream;
-    if (tok) {
-      stream = std::make_shared<StreamDecoder>(tok, true);
-      req.detokenize = [stream](int32_t id) { return stream->push(id); };
+    std::map<int64_t, size_t> index;  // request id → prompt index
+    std::vector<Result> results(prompts.size());
+    const bool stream_text = prompts.size() == 1 && !a.json;
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      GenerationRequest req;
+      req.prompt = prompts[i];
+      req.params = a.sampling;
+      if (tok) {
+        auto stream = std::make_shared<StreamDecoder>(tok, true);
+        req.detokenize = [stream](int32_t id) { return stream->push(id); };
+      }
+      req.on_update = [&](const GenerationUpdate& u) {
+        std::lock_guard<std::mutex> lk(mu);
+        updates.push_back(u);
+        cv.notify_all();
+      };
+      // Not under `mu`: the service may call on_update while we submit.
+      auto id = svc.submit(std::move(req));
+      if (!id.ok()) return fail(id.status().with_context("prompt " + std::to_string(i + 1)));
+      index[*id] = i;
     }
-    req.on_update = [&](const GenerationUpdate& u) {
-      std::lock_guard<std::mutex> lk(mu);
-      updates.push_back(u);
-      cv.notify_all();
-    };
-    auto id = svc.submit(std::move(req));
-    if (!id.ok()) return fail(id.status());
-    std::vector<int32_t> tokens;
-    std::vector<TokenLogprob> logprobs;
-    std::string text;
-    FinishReason reason = FinishReason::kNone;
-    for (bool done = false; !done;) {
+    for (size_t done = 0; done < prompts.size();) {
       std::unique_lock<std::mutex> lk(mu);
       cv.wait(lk, [&] { return !updates.empty(); });
       GenerationUpdate u = std::move(updates.front());
       updates.pop_front();
+      Result& r = results[index.at(u.id)];
       lk.unlock();
       if (!u.error.ok()) return fail(u.error);
-      tokens.insert(tokens.end(), u.new_tokens.begin(), u.new_tokens.end());
-      logprobs.insert(logprobs.end(), u.new_logprobs.begin(), u.new_logprobs.end());
-      text += u.new_text;
-      if (!a.json && !u.new_text.empty()) {
+      r.tokens.insert(r.tokens.end(), u.new_tokens.begin(), u.new_tokens.end());
+      r.logprobs.insert(r.logprobs.end(), u.new_logprobs.begin(), u.new_logprobs.end());
+      r.text += u.new_text;
+      if (stream_text && !u.new_text.empty()) {
         std::fwrite(u.new_text.data(), 1, u.new_text.size(), stdout);
         std::fflush(stdout);
       }
-      done = u.finished;
-      reason = u.reason;
-    }
-    if (!a.json) {
-      if (tok) {
-        std::fputc('\n', stdout);
-      } else {
-        for (size_t i = 0; i < tokens.size(); ++i) std::printf("%s%d", i ? "," : "", tokens[i]);
-        std::printf("\n");
+      if (u.finished) {
+        r.reason = u.reason;
+        ++done;
       }
-      return 0;
     }
-    nlohmann::json out;
-    out["prompt_token_ids"] = prompt;
-    out["token_ids"] = tokens;
-    if (tok) out["text"] = text;
-    out["finish_reason"] = finish_reason_name(reason);
-    if (a.sampling.logprobs >= 0) {
-      nlohmann::json lps = nlohmann::json::array();
-      for (const auto& lp : logprobs) {
-        nlohmann::json top = nlohmann::json::array();
-        for (const auto& [tid, v] : lp.top) top.push_back({{"token_id", tid}, {"logprob", v}});
-        lps.push_back({{"token_id", lp.token}, {"logprob", lp.logprob}, {"top_logprobs", top}});
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      const Result& r = results[i];
+      if (!a.json) {
+        if (stream_text) {
+          std::fputc('\n', stdout);
+        } else if (tok) {
+          std::printf("%s\n", r.text.c_str());
+        } else {
+          for (size_t k = 0; k < r.tokens.size(); ++k) std::printf("%s%d", k ? "," : "", r.tokens[k]);
+          std::printf("\n");
+        }
+        continue;
       }
-      out["logprobs"] = lps;
+      nlohmann::json out;
+      out["prompt_token_ids"] = prompts[i];
+      out["token_ids"] = r.tokens;
+      if (tok) out["text"] = r.text;
+      out["finish_reason"] = finish_reason_name(r.reason);
+      if (a.sampling.logprobs >= 0) {
+        nlohmann::json lps = nlohmann::json::array();
+        for (const auto& lp : r.logprobs) {
+          nlohmann::json top = nlohmann::json::array();
+          for (const auto& [tid, v] : lp.top) top.push_back({{"token_id", tid}, {"logprob", v}});
+          lps.push_back({{"token_id", lp.token}, {"logprob", lp.logprob}, {"top_logprobs", top}});
+        }
+        out["logprobs"] = lps;
+      }
+      std::cout << out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
     }
-    std::cout << out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
     return 0;
   };
 
@@ -203,6 +250,8 @@ void register_generate_command(CLI::App& app, CommandRunner* run) {
   sub->add_option("--model,-m", a->model, "HF model directory (config.json, *.safetensors, tokenizer.json)");
   sub->add_option("--prompt,-p", a->prompt, "Prompt text (tokenized with the model's tokenizer)");
   sub->add_option("--prompt-ids", a->prompt_ids, "Prompt as comma-separated token ids, e.g. 1,2,3");
+  sub->add_option("--batch-file", a->batch_file,
+                  "JSONL file of prompts ({\"prompt\": ...} or {\"prompt_ids\": [...]} per line), run together");
   sub->add_flag("--chat", a->chat, "Wrap the prompt as a user message with the model's chat template");
   sub->add_option("--chat-template", a->chat_template, "Jinja chat template file overriding the tokenizer's");
   sub->add_option("--max-tokens,-n", a->sampling.max_tokens, "Tokens to generate at most")->capture_default_str();
