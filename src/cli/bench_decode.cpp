@@ -1,0 +1,339 @@
+// `shardlm bench decode`: decode and prefill speed of the CUDA backend on a
+// Llama-3-8B-shaped model whose bf16 weights are random numbers made on the
+// device (no checkpoint), each figure printed next to its hardware limit
+// measured in the same run (DESIGN §4):
+//   decode   ms per step at each batch size with every sequence at --context
+//            tokens; roofline = (weight bytes read + KV bytes read) / the
+//            device-to-device copy bandwidth (bytes read + written per second).
+//            Steps run through CUDA graphs (captured in warmup) and do not
+//            download logits (a GPU sampler would not either); the cost of
+//            downloading them is printed once, at batch 1.
+//   prefill  one --prefill-tokens prompt: TFLOP/s of the linear layers and of
+//            attention (per-op CUDA events) against the bf16 GEMM peak
+//            (8192³ through the same cuBLASLt path).
+//   ready    seconds from start to the first graph-replayed step: weights,
+//            KV cache, warmup and graph capture.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <numeric>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/bench_command.h"
+#include "graph/cuda_backend.h"
+#include "model/decoder_builder.h"
+#include "model/model_config.h"
+
+namespace shardlm::cli {
+namespace {
+
+struct DecodeBenchOptions {
+  std::vector<int64_t> batches = {1, 8, 64, 256};
+  int64_t context = 512;
+  int64_t steps = 30;
+  int64_t prefill_tokens = 4096;
+  int64_t layers = 32;
+  double kv_cache_fraction = 0.9;
+  int device = 0;
+  bool no_graphs = false;
+  std::string json_path;
+};
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+ModelConfig llama3_8b(int64_t layers) {
+  ModelConfig c;
+  c.arch = Architecture::kLlama;
+  c.vocab_size = 128256;
+  c.hidden_size = 4096;
+  c.intermediate_size = 14336;
+  c.num_layers = layers;
+  c.num_heads = 32;
+  c.num_kv_heads = 8;
+  c.head_dim = 128;
+  c.max_position_embeddings = 8192;
+  c.rms_norm_eps = 1e-5;
+  c.rope_theta = 500000.0;
+  c.rope_llama3 = true;
+  c.rope_factor = 8.0;
+  c.rope_low_freq_factor = 1.0;
+  c.rope_high_freq_factor = 4.0;
+  c.rope_original_max_position = 8192;
+  c.torch_dtype = DType::kBF16;
+  return c;
+}
+
+// The shape of a program weight: its parts stacked along dim 0, padded to pad_rows.
+Shape weight_shape(const WeightRecipe& r) {
+  Shape s;
+  int64_t rows = 0;
+  for (const WeightPart& p : r.parts) {
+    Shape ps = p.full_shape;
+    ps[p.dim] = p.end - p.begin;
+    rows += ps[0];
+    if (s.empty()) s = ps;
+  }
+  if (s.empty()) return s;
+  s[0] = std::max(rows, r.pad_rows);
+  return s;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+// A decode step: `batch` sequences, each at `context` tokens after this step;
+// sequence s owns blocks [s·bps, (s+1)·bps).
+graph::StepInput decode_step(int64_t batch, int64_t context, int64_t block_size, int64_t bps) {
+  graph::StepInput in;
+  in.max_blocks_per_seq = bps;
+  in.q_start.push_back(0);
+  for (int64_t s = 0; s < batch; ++s) {
+    const int64_t pos = context - 1;
+    in.token_ids.push_back(static_cast<int32_t>((s * 7919 + 11) % 128000));
+    in.positions.push_back(static_cast<int32_t>(pos));
+    in.slot_mapping.push_back(static_cast<int32_t>((s * bps + pos / block_size) * block_size + pos % block_size));
+    in.q_start.push_back(static_cast<int32_t>(s + 1));
+    in.ctx_len.push_back(static_cast<int32_t>(context));
+    for (int64_t j = 0; j < bps; ++j) in.block_tables.push_back(static_cast<int32_t>(s * bps + j));
+    in.logit_rows.push_back(static_cast<int32_t>(s));
+  }
+  return in;
+}
+
+int run_decode_bench(const DecodeBenchOptions& o) {
+  const double t_start = now_s();
+  auto fail = [](const Status& st) {
+    std::fprintf(stderr, "shardlm bench decode: %s\n", st.to_string().c_str());
+    return 1;
+  };
+  graph::CudaBackendOptions bo;
+  bo.device = o.device;
+  bo.cuda_graphs = !o.no_graphs;
+  auto backend_or = graph::make_cuda_backend(bo);
+  if (!backend_or.ok()) return fail(backend_or.status());
+  graph::CudaBackend& be = **backend_or;
+
+  const ModelConfig mc = llama3_8b(o.layers);
+  auto mapping = Mapping::make(0, 1, 1, 1);
+  if (!mapping.ok()) return fail(mapping.status());
+  auto built_or = build_decoder(mc, *mapping);
+  if (!built_or.ok()) return fail(built_or.status());
+  const BuiltModel& built = *built_or;
+  const graph::Program& prog = built.program;
+
+  // Weights: uniform ±1/√fan_in for matrices (activations stay O(1)), ±1 for norms and the embedding.
+  int64_t embed_bytes = 0, linear_params = 0;
+  for (size_t id = 0; id < built.recipes.size(); ++id) {
+    const Shape s = weight_shape(built.recipes[id]);
+    const bool matrix = s.size() == 2;
+    const float scale = matrix ? 1.0f / std::sqrt(static_cast<float>(s[1])) : 1.0f;
+    Status st = be.set_random_weight(static_cast<int>(id), s, 1000 + id, scale);
+    if (!st.ok()) return fail(st);
+    if (prog.weights[id] == "embed_tokens") embed_bytes = shape_numel(s) * 2;
+  }
+  for (const graph::Op& op : prog.ops)
+    if (op.kind == graph::OpKind::kLinear && op.out != prog.logits_buffer)
+      linear_params += shape_numel(weight_shape(built.recipes[op.weights[0]]));
+  const int64_t lm_head_params = mc.vocab_size * mc.hidden_size;
+  const int64_t max_batch = *std::max_element(o.batches.begin(), o.batches.end());
+  const int64_t max_tokens = std::max(o.prefill_tokens, max_batch);
+  Status st = be.reserve(prog, max_tokens, max_batch, std::max(o.context, o.prefill_tokens));
+  if (!st.ok()) return fail(st);
+  auto sync_st = be.memory_info();  // also a sync point: the fills above are done
+  if (!sync_st.ok()) return fail(sync_st.status());
+  const double t_weights = now_s();
+
+  // Ceilings, measured before the KV cache takes the memory.
+  auto copy_bw = be.measure_copy_bandwidth(1ll << 30);
+  if (!copy_bw.ok()) return fail(copy_bw.status());
+  auto peak = be.measure_gemm_flops(8192, 8192, 8192);
+  if (!peak.ok()) return fail(peak.status());
+  const double t_ceilings = now_s();
+
+  // KV cache: --kv-cache-fraction of the free memory, at least what the runs need.
+  const int64_t block_size = 16;
+  graph::KvCacheShape kv;
+  kv.num_layers = prog.num_layers_local;
+  kv.num_blocks = 1;
+  kv.block_size = block_size;
+  kv.nkv_heads = prog.attn.nkv_heads;
+  kv.head_dim = prog.attn.head_dim;
+  const int64_t per_block = kv.bytes(2);
+  const int64_t bps = (o.context + block_size - 1) / block_size;
+  const int64_t need = std::max(max_batch * bps, (o.prefill_tokens + block_size - 1) / block_size);
+  auto mem = be.memory_info();
+  if (!mem.ok()) return fail(mem.status());
+  const int64_t fit = static_cast<int64_t>(mem->free_bytes * o.kv_cache_fraction) / per_block;
+  if (fit < need) {
+    std::fprintf(stderr, "shardlm bench decode: the KV cache needs %lld blocks, %.2f GiB free × %.2f holds %lld\n",
+                 static_cast<long long>(need), mem->free_bytes / double(1ull << 30), o.kv_cache_fraction,
+                 static_cast<long long>(fit));
+    return 1;
+  }
+  kv.num_blocks = fit;
+  if (Status s2 = be.allocate_kv_cache(kv); !s2.ok()) return fail(s2);
+  if (Status s2 = be.fill_kv_random(77); !s2.ok()) return fail(s2);
+  const double t_kv = now_s();
+
+  // Warmup: the first step of each batch runs eagerly and captures its graph; the second replays it.
+  for (int64_t b : o.batches) {
+    graph::StepInput in = decode_step(b, o.context, block_size, bps);
+    for (int i = 0; i < 2; ++i)
+      if (Status s2 = be.forward(prog, in, nullptr, nullptr, nullptr); !s2.ok()) return fail(s2);
+  }
+  const double t_ready = now_s();
+  const double ready_s = (t_ready - t_start) - (t_ceilings - t_weights);  // the ceiling runs are not startup
+
+  std::printf("shardlm bench decode — Llama-3-8B shape (%lld layers), random bf16 weights made on the device\n",
+              static_cast<long long>(o.layers));
+  std::printf("device: %s\n", be.device_name().c_str());
+  std::printf("weights %.2f GiB; KV cache %lld blocks × %lld tokens = %.1f GiB\n", be.weight_bytes() / double(1ull << 30),
+              static_cast<long long>(kv.num_blocks), static_cast<long long>(block_size),
+              kv.bytes(2) / double(1ull << 30));
+  std::printf("ceilings (measured now): copy bandwidth %.0f GB/s (read + write), bf16 GEMM 8192³ %.0f TFLOP/s\n",
+              *copy_bw / 1e9, *peak / 1e12);
+  std::printf("time to ready: %.2f s (weights + buffers %.2f s, KV cache %.2f s, warmup + %d graph captures %.2f s)\n",
+              ready_s, t_weights - t_start, t_kv - t_ceilings, be.num_graphs(), t_ready - t_kv);
+
+  nlohmann::json js;
+  js["device"] = be.device_name();
+  js["copy_bandwidth_Bps"] = *copy_bw;
+  js["bf16_peak_flops"] = *peak;
+  js["time_to_ready_s"] = ready_s;
+  js["weight_bytes"] = be.weight_bytes();
+  std::printf("\n%6s %6s %10s %10s %12s %11s %9s\n", "batch", "ctx", "ms/step", "tok/s", "roofline ms", "of roofline",
+              "GB/s");
+  const int64_t kv_bytes_per_token = 2 * o.layers * prog.attn.nkv_heads * prog.attn.head_dim * 2;
+  for (int64_t b : o.batches) {
+    graph::StepInput in = decode_step(b, o.context, block_size, bps);
+    std::vector<double> t;
+    for (int64_t i = 0; i < o.steps; ++i) {
+      const double t0 = now_s();
+      if (Status s2 = be.forward(prog, in, nullptr, nullptr, nullptr); !s2.ok()) return fail(s2);
+      t.push_back(now_s() - t0);
+    }
+    const double step = median(t);
+    const double bytes = static_cast<double>(be.weight_bytes() - embed_bytes + b * mc.hidden_size * 2) +
+                         static_cast<double>(b) * o.context * kv_bytes_per_token;
+    const double roof = bytes / *copy_bw;
+    std::printf("%6lld %6lld %10.3f %10.0f %12.3f %10.2fx %9.0f\n", static_cast<long long>(b),
+                static_cast<long long>(o.context), step * 1e3, b / step, roof * 1e3, step / roof, bytes / step / 1e9);
+    js["decode"].push_back({{"batch", b}, {"context", o.context}, {"ms_per_step", step * 1e3},
+                            {"tokens_per_s", b / step}, {"roofline_ms", roof * 1e3}, {"bytes", bytes}});
+  }
+  {
+    // What downloading the f32 logits adds at batch 1 (the engine's host sampler needs them).
+    graph::StepInput in = decode_step(1, o.context, block_size, bps);
+    std::vector<float> logits;
+    std::vector<double> t;
+    for (int i = 0; i < 10; ++i) {
+      const double t0 = now_s();
+      if (Status s2 = be.forward(prog, in, nullptr, nullptr, &logits); !s2.ok()) return fail(s2);
+      t.push_back(now_s() - t0);
+    }
+    std::printf("batch 1 with the f32 logits downloaded to the host: %.3f ms/step\n", median(t) * 1e3);
+    js["decode_b1_with_logits_ms"] = median(t) * 1e3;
+  }
+
+  if (o.prefill_tokens > 0) {
+    const int64_t T = o.prefill_tokens;
+    graph::StepInput in;
+    in.max_blocks_per_seq = (T + block_size - 1) / block_size;
+    in.q_start = {0, static_cast<int32_t>(T)};
+    in.ctx_len = {static_cast<int32_t>(T)};
+    for (int64_t j = 0; j < in.max_blocks_per_seq; ++j) in.block_tables.push_back(static_cast<int32_t>(j));
+    for (int64_t p = 0; p < T; ++p) {
+      in.token_ids.push_back(static_cast<int32_t>((p * 31 + 7) % 128000));
+      in.positions.push_back(static_cast<int32_t>(p));
+      in.slot_mapping.push_back(static_cast<int32_t>(p));
+    }
+    in.logit_rows = {static_cast<int32_t>(T - 1)};
+    if (Status s2 = be.forward(prog, in, nullptr, nullptr, nullptr); !s2.ok()) return fail(s2);  // warm, tune
+    std::vector<double> t;
+    for (int i = 0; i < 3; ++i) {
+      const double t0 = now_s();
+      if (Status s2 = be.forward(prog, in, nullptr, nullptr, nullptr); !s2.ok()) return fail(s2);
+      t.push_back(now_s() - t0);
+    }
+    be.set_profiling(true);
+    if (Status s2 = be.forward(prog, in, nullptr, nullptr, nullptr); !s2.ok()) return fail(s2);
+    be.set_profiling(false);
+    const auto prof = be.take_profile();
+    double lin_ms = 0, attn_ms = 0;
+    for (const auto& p : prof) {
+      if (p.op == "linear") lin_ms = p.ms;
+      if (p.op == "attention") attn_ms = p.ms;
+    }
+    const double lin_flops = 2.0 * T * linear_params;
+    const double attn_flops = 2.0 * o.layers * prog.attn.nq_heads * prog.attn.head_dim * T * (T + 1.0);  // causal
+    std::printf("\nprefill %lld tokens: %.1f ms (%.0f tokens/s); bf16 peak %.0f TFLOP/s\n", static_cast<long long>(T),
+                median(t) * 1e3, T / median(t), *peak / 1e12);
+    std::printf("  linear layers: %7.1f ms  %6.1f TFLOP/s  (%.0f %% of peak)\n", lin_ms, lin_flops / lin_ms / 1e9,
+                100.0 * lin_flops / (lin_ms * 1e-3) / *peak);
+    std::printf("  attention:     %7.1f ms  %6.1f TFLOP/s  (%.0f %% of peak)\n", attn_ms, attn_flops / attn_ms / 1e9,
+                100.0 * attn_flops / (attn_ms * 1e-3) / *peak);
+    std::printf("  per op (one profiled step, events around each op):");
+    for (const auto& p : prof) std::printf(" %s %.1f ms;", p.op.c_str(), p.ms);
+    std::printf("\n  (LM head on the last row only: %.1f GFLOP)\n", 2.0 * lm_head_params / 1e9);
+    js["prefill"] = {{"tokens", T},         {"ms", median(t) * 1e3},          {"linear_ms", lin_ms},
+                     {"attention_ms", attn_ms}, {"linear_tflops", lin_flops / lin_ms / 1e9},
+                     {"attention_tflops", attn_flops / attn_ms / 1e9}};
+  }
+  if (!o.json_path.empty()) {
+    std::ofstream f(o.json_path);
+    f << js.dump(2) << "\n";
+  }
+  return 0;
+}
+
+std::vector<int64_t> parse_list(const std::string& s) {
+  std::vector<int64_t> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ','))
+    if (!item.empty()) out.push_back(std::stoll(item));
+  return out;
+}
+
+}  // namespace
+
+void register_bench_decode(CLI::App& bench, CommandRunner* run) {
+  auto opts = std::make_shared<DecodeBenchOptions>();
+  auto batches = std::make_shared<std::string>("1,8,64,256");
+  auto* cmd = bench.add_subcommand(
+      "decode",
+      "Decode ms/step at several batch sizes and prefill TFLOP/s of the CUDA backend on a Llama-3-8B-shaped model "
+      "with random bf16 weights made on the GPU, each next to its measured hardware limit.");
+  cmd->add_option("--batches", *batches, "Comma-separated batch sizes")->capture_default_str();
+  cmd->add_option("--context", opts->context, "Tokens in every sequence's context during decode")->capture_default_str();
+  cmd->add_option("--steps", opts->steps, "Timed decode steps per batch size (median reported)")->capture_default_str();
+  cmd->add_option("--prefill-tokens", opts->prefill_tokens, "Prompt length of the prefill run (0: skip)")
+      ->capture_default_str();
+  cmd->add_option("--layers", opts->layers, "Decoder layers (32 for the 8B shape)")->capture_default_str();
+  cmd->add_option("--kv-cache-fraction,--gpu-memory-utilization", opts->kv_cache_fraction,
+                  "Fraction of the free GPU memory (after weights) for the KV cache")
+      ->capture_default_str();
+  cmd->add_option("--device", opts->device, "CUDA device")->capture_default_str();
+  cmd->add_flag("--no-graphs", opts->no_graphs, "Run decode steps eagerly instead of replaying CUDA graphs");
+  cmd->add_option("--json", opts->json_path, "Also write the results as JSON to this file");
+  cmd->callback([run, opts, batches] {
+    *run = [opts, batches] {
+      opts->batches = parse_list(*batches);
+      if (opts->batches.empty()) {
+        std::fprintf(stderr, "shardlm bench decode: --batches is empty\n");
+        return 2;
+      }
+      return run_decode_bench(*opts);
+    };
+  });
+}
+
+}  // namespace shardlm::cli

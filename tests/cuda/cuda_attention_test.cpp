@@ -1,0 +1,180 @@
+// KV write + paged attention on the GPU against cpu::kv_write +
+// cpu::paged_attention, on batches that mix decode rows, chunked-prefill rows
+// and whole prompts; contexts that cross block boundaries; shuffled block
+// tables; GQA groups of 1, 2, 4 and 7; head_dim 16 … 256; sliding windows;
+// and long contexts that take the split-K path (several splits + combine).
+//
+// q, k, v are bf16 values; the CPU reference runs in f32 on the same values.
+// Outputs are convex combinations of v ∈ [-1, 1]: the GPU rounds the result
+// once to bf16 (≤ 2^-9 relative) and sums in another order, so
+// |gpu − cpu| ≤ 4e-3 + 1/128·|cpu| is a bf16 bound, not a loose one.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <numeric>
+#include <random>
+
+#include "cuda_test_util.h"
+#include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cuda/cuda_kernels.h"
+
+namespace shardlm {
+namespace {
+
+namespace kc = kernels::cuda;
+namespace cpu = kernels::cpu;
+using namespace cuda_testing;
+using bf16 = __nv_bfloat16;
+
+struct AttnCase {
+  std::string name;
+  int64_t nq, nkv, hd, block_size;
+  std::vector<int32_t> q_len, ctx;  // per sequence
+  int64_t window = 0;
+};
+
+void run_case(const AttnCase& c) {
+  const int64_t ns = static_cast<int64_t>(c.ctx.size());
+  const int64_t width = (c.nq + 2 * c.nkv) * c.hd, q_width = c.nq * c.hd, kv_width = c.nkv * c.hd;
+  std::vector<int32_t> q_start(ns + 1, 0);
+  for (int64_t s = 0; s < ns; ++s) q_start[s + 1] = q_start[s] + c.q_len[s];
+  const int64_t ntok = q_start[ns];
+  int64_t max_ctx = 0, mb = 0;
+  for (int32_t x : c.ctx) max_ctx = std::max<int64_t>(max_ctx, x);
+  mb = (max_ctx + c.block_size - 1) / c.block_size;
+  const int64_t nblocks = ns * mb + 3;
+  // Shuffled, non-contiguous block tables (-1 padded past each sequence's blocks).
+  std::vector<int32_t> perm(nblocks);
+  std::iota(perm.begin(), perm.end(), 0);
+  std::shuffle(perm.begin(), perm.end(), std::mt19937(42));
+  std::vector<int32_t> tables(ns * mb, -1);
+  int64_t next = 0;
+  for (int64_t s = 0; s < ns; ++s)
+    for (int64_t j = 0; j < (c.ctx[s] + c.block_size - 1) / c.block_size; ++j) tables[s * mb + j] = perm[next++];
+
+  // Cache contents before this step (the earlier tokens of every sequence), random.
+  const int64_t cache_elems = nblocks * c.block_size * kv_width;
+  std::vector<float> kcache = random_bf16_values(cache_elems, 100), vcache = random_bf16_values(cache_elems, 101);
+  // This step's rows: packed qkv, and the slots of its tokens (the last q_len of each sequence).
+  std::vector<float> qkv = random_bf16_values(ntok * width, 102);
+  std::vector<int32_t> slots(ntok), token_seq(ntok);
+  for (int64_t s = 0; s < ns; ++s)
+    for (int32_t t = q_start[s]; t < q_start[s + 1]; ++t) {
+      const int64_t pos = c.ctx[s] - c.q_len[s] + (t - q_start[s]);
+      slots[t] = tables[s * mb + pos / c.block_size] * c.block_size + pos % c.block_size;
+      token_seq[t] = static_cast<int32_t>(s);
+    }
+
+  DeviceBuffer<bf16> dqkv(qkv.size()), dk(cache_elems), dv(cache_elems), dout(ntok * q_width);
+  DeviceBuffer<int32_t> dslots(ntok), dseq(ntok), dqs(ns + 1), dctx(ns), dtab(tables.size());
+  upload_bf16(dqkv, qkv);
+  upload_bf16(dk, kcache);
+  upload_bf16(dv, vcache);
+  upload(dslots, slots);
+  upload(dseq, token_seq);
+  upload(dqs, q_start);
+  upload(dctx, c.ctx);
+  upload(dtab, tables);
+  CUDA_OK(cudaMemset(dout.get(), 0xff, ntok * q_width * 2));  // poison: NaN bf16 until written
+
+  CUDA_OK(kc::kv_write(dqkv.get(), width, q_width, q_width + kv_width, dk.get(), dv.get(), dslots.get(), ntok, c.nkv,
+                       c.hd, nullptr));
+  kc::PagedAttentionParams p;
+  p.num_tokens = ntok;
+  p.token_seq = dseq.get();
+  p.q_start = dqs.get();
+  p.ctx_len = dctx.get();
+  p.block_tables = dtab.get();
+  p.max_blocks_per_seq = mb;
+  p.block_size = c.block_size;
+  p.nq_heads = c.nq;
+  p.nkv_heads = c.nkv;
+  p.head_dim = c.hd;
+  p.scale = 1.0f / std::sqrt(static_cast<float>(c.hd));
+  p.sliding_window = c.window;
+  p.max_context = max_ctx;
+  const size_t ws_bytes = kc::paged_attention_workspace_bytes(p);
+  DeviceBuffer<float> ws(ws_bytes / 4 + 1);
+  CUDA_OK(kc::paged_attention(dqkv.get(), width, dk.get(), dv.get(), dout.get(), p, ws.get(), ws_bytes, nullptr));
+  CUDA_OK(cudaDeviceSynchronize());
+  std::printf("  %s: %lld rows, split-K workspace %zu bytes\n", c.name.c_str(), static_cast<long long>(ntok), ws_bytes);
+
+  // CPU reference on the same values.
+  std::vector<float> q(ntok * q_width), k(ntok * kv_width), v(ntok * kv_width);
+  for (int64_t t = 0; t < ntok; ++t) {
+    std::copy_n(&qkv[t * width], q_width, &q[t * q_width]);
+    std::copy_n(&qkv[t * width + q_width], kv_width, &k[t * kv_width]);
+    std::copy_n(&qkv[t * width + q_width + kv_width], kv_width, &v[t * kv_width]);
+  }
+  cpu::kv_write(k.data(), v.data(), kcache.data(), vcache.data(), slots.data(), ntok, c.nkv, c.hd, c.block_size);
+  // The GPU cache after kv_write equals the CPU cache bit for bit (a copy of bf16 values).
+  expect_close(download_bf16(dk, cache_elems), kcache, 0, 0, c.name + " k cache");
+  expect_close(download_bf16(dv, cache_elems), vcache, 0, 0, c.name + " v cache");
+  cpu::PagedAttentionArgs a;
+  a.num_seqs = ns;
+  a.q_start = q_start.data();
+  a.ctx_len = c.ctx.data();
+  a.block_tables = tables.data();
+  a.max_blocks_per_seq = mb;
+  a.block_size = c.block_size;
+  a.nq_heads = c.nq;
+  a.nkv_heads = c.nkv;
+  a.head_dim = c.hd;
+  a.scale = p.scale;
+  a.sliding_window = c.window;
+  std::vector<float> ref(ntok * q_width);
+  cpu::paged_attention(q.data(), kcache.data(), vcache.data(), ref.data(), a);
+  expect_close(download_bf16(dout, ref.size()), ref, 4e-3, 1.0 / 128, c.name);
+}
+
+class CudaPagedAttention : public ::testing::TestWithParam<AttnCase> {};
+
+TEST_P(CudaPagedAttention, MatchesCpu) {
+  SHARDLM_REQUIRE_GPU();
+  run_case(GetParam());
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cases, CudaPagedAttention,
+    ::testing::Values(
+        // Decode, batch 1, first token: the smallest possible step.
+        AttnCase{"decode_b1_ctx1", 32, 8, 128, 16, {1}, {1}},
+        // Llama-3-8B decode shape at 512 context (split-K at batch 1) and at batch 8.
+        AttnCase{"decode_b1_ctx512", 32, 8, 128, 16, {1}, {512}},
+        AttnCase{"decode_b8", 32, 8, 128, 16, {1, 1, 1, 1, 1, 1, 1, 1}, {512, 17, 16, 33, 1, 500, 129, 64}},
+        // Mixed batch: decode, chunked prefill (7 new of 40), whole prompt (23), odd heads, hd 40.
+        AttnCase{"mixed_odd_heads_hd40", 6, 3, 40, 16, {1, 7, 1, 23}, {1, 40, 300, 23}},
+        // Long contexts: many splits and the combine kernel; GQA 4 and block size 32.
+        AttnCase{"long_split_k", 8, 2, 64, 32, {1, 1}, {5000, 3333}},
+        AttnCase{"long_split_k_hd128", 32, 8, 128, 16, {1}, {8191}},
+        // Prefill of a whole prompt longer than one split, chunked against a cached prefix.
+        AttnCase{"prefill_chunk_on_prefix", 4, 2, 64, 16, {200}, {700}},
+        // MHA (group 1), group 7 (not a power of two), head_dim 16, 32, 80, 96 and 256.
+        AttnCase{"mha_hd16", 5, 5, 16, 16, {3, 1}, {3, 77}},
+        AttnCase{"gqa7_hd32", 14, 2, 32, 8, {2, 1}, {9, 130}},
+        AttnCase{"hd80", 4, 1, 80, 16, {1, 5}, {33, 5}},
+        AttnCase{"hd96", 6, 2, 96, 16, {4}, {260}},
+        AttnCase{"hd256", 8, 1, 256, 16, {1, 3}, {1000, 70}},
+        AttnCase{"group16", 16, 1, 64, 16, {1}, {2000}},
+        // Sliding window (Mistral): prefill and decode rows with keys dropped off the front.
+        AttnCase{"sliding_window", 4, 2, 64, 16, {1, 30, 1}, {200, 60, 37}, 37}),
+    [](const auto& info) { return info.param.name; });
+
+TEST(CudaPagedAttention, RejectsUnsupportedHeadDim) {
+  SHARDLM_REQUIRE_GPU();
+  EXPECT_FALSE(kc::attention_head_dim_supported(48));
+  EXPECT_FALSE(kc::attention_head_dim_supported(512));
+  EXPECT_TRUE(kc::attention_head_dim_supported(128));
+  kc::PagedAttentionParams p;
+  p.num_tokens = 1;
+  p.nq_heads = 2;
+  p.nkv_heads = 1;
+  p.head_dim = 48;
+  p.block_size = 16;
+  p.max_blocks_per_seq = 1;
+  p.max_context = 1;
+  EXPECT_EQ(kc::paged_attention(nullptr, 96, nullptr, nullptr, nullptr, p, nullptr, 0, nullptr), cudaErrorNotSupported);
+}
+
+}  // namespace
+}  // namespace shardlm

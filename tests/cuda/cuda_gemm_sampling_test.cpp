@@ -1,0 +1,169 @@
+// cuBLASLt linears against cpu::matmul, and device sampling against its
+// definition.
+//
+// GEMM: x, w bf16 values; reference in f32 (CPU matmul) on the same values.
+// The GPU accumulates in f32 too, so the difference is the output rounding
+// (bf16 out: 2^-9 relative; f32 out: summation order, ~k·2^-24) plus an atol
+// scaled by √k·(typical |x·w|) for outputs near zero.
+//
+// Sampling: greedy is exactly the argmax (lowest id on ties); a draw is
+// reproducible for a (seed, offset); top-k = 1 and top-p → 0 collapse to the
+// argmax; draws stay inside the top-k set; and the empirical distribution of
+// many seeded draws matches softmax(logits / T) within 4 standard errors.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <map>
+
+#include "cuda_test_util.h"
+#include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/gemm.h"
+
+namespace shardlm {
+namespace {
+
+namespace kc = kernels::cuda;
+namespace cpu = kernels::cpu;
+using namespace cuda_testing;
+using bf16 = __nv_bfloat16;
+
+struct GemmCase {
+  int64_t m, n, k;
+  bool bias, f32_out;
+};
+
+class CudaGemm : public ::testing::TestWithParam<GemmCase> {};
+
+TEST_P(CudaGemm, MatchesCpuMatmul) {
+  SHARDLM_REQUIRE_GPU();
+  const GemmCase c = GetParam();
+  std::string err;
+  auto gemm = kc::Gemm::create(32 << 20, &err);
+  ASSERT_TRUE(gemm) << err;
+  auto x = random_bf16_values(c.m * c.k, 20), w = random_bf16_values(c.n * c.k, 21), b = random_bf16_values(c.n, 22);
+  DeviceBuffer<bf16> dx(x.size()), dw(w.size()), db(c.n);
+  upload_bf16(dx, x);
+  upload_bf16(dw, w);
+  upload_bf16(db, b);
+  std::vector<float> ref(c.m * c.n);
+  cpu::matmul(x.data(), w.data(), c.bias ? b.data() : nullptr, ref.data(), c.m, c.n, c.k);
+  const double atol = 2e-3 * std::sqrt(static_cast<double>(c.k));
+  // Twice: the first call tunes and caches the plan, the second uses the cache.
+  for (int rep = 0; rep < 2; ++rep) {
+    if (c.f32_out) {
+      DeviceBuffer<float> dy(c.m * c.n);
+      ASSERT_TRUE(gemm->matmul(dx.get(), dw.get(), nullptr, dy.get(), c.m, c.n, c.k, kc::GemmType::kBF16,
+                               kc::GemmType::kF32, nullptr, &err))
+          << err;
+      CUDA_OK(cudaDeviceSynchronize());
+      expect_close(download(dy, ref.size()), ref, atol, 1e-5, "gemm f32 out");
+    } else {
+      DeviceBuffer<bf16> dy(c.m * c.n);
+      ASSERT_TRUE(gemm->matmul(dx.get(), dw.get(), c.bias ? db.get() : nullptr, dy.get(), c.m, c.n, c.k,
+                               kc::GemmType::kBF16, kc::GemmType::kBF16, nullptr, &err))
+          << err;
+      CUDA_OK(cudaDeviceSynchronize());
+      expect_close(download_bf16(dy, ref.size()), ref, atol, 1.0 / 128, "gemm bf16 out");
+    }
+  }
+  EXPECT_EQ(gemm->cached_plans(), 1);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, CudaGemm,
+                         ::testing::Values(GemmCase{1, 4096, 4096, false, false},  // decode, 8B o_proj
+                                           GemmCase{1, 301, 96, false, true},      // odd vocab LM head
+                                           GemmCase{7, 130, 68, true, false},      // odd rows, bias (Qwen2 qkv)
+                                           GemmCase{64, 256, 512, true, false}, GemmCase{33, 1000, 96, false, true},
+                                           GemmCase{256, 512, 4096, false, false}));
+
+std::vector<int32_t> sample(const std::vector<float>& logits, int64_t rows, int64_t vocab,
+                            const std::vector<kc::SamplingRow>& params) {
+  DeviceBuffer<float> dl(logits.size());
+  DeviceBuffer<kc::SamplingRow> dp(params.size());
+  DeviceBuffer<int32_t> dt(rows);
+  upload(dl, logits);
+  upload(dp, params);
+  EXPECT_EQ(kc::sample_rows(dl.get(), rows, vocab, dp.get(), dt.get(), nullptr), cudaSuccess);
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  return download(dt, rows);
+}
+
+TEST(CudaSampling, GreedyIsArgmaxWithLowestIdOnTies) {
+  SHARDLM_REQUIRE_GPU();
+  const int64_t rows = 5, vocab = 128256;  // Llama-3 vocabulary
+  std::vector<float> logits(rows * vocab);
+  for (int64_t r = 0; r < rows; ++r) {
+    auto v = random_bf16_values(vocab, 30 + r, -10, 10);
+    std::copy(v.begin(), v.end(), logits.begin() + r * vocab);
+  }
+  logits[2 * vocab + 777] = 50;
+  logits[2 * vocab + 99999] = 50;  // tie: 777 wins
+  std::vector<kc::SamplingRow> p(rows);
+  auto got = sample(logits, rows, vocab, p);
+  for (int64_t r = 0; r < rows; ++r) {
+    const auto* row = &logits[r * vocab];
+    const int32_t want = static_cast<int32_t>(std::max_element(row, row + vocab) - row);
+    EXPECT_EQ(got[r], want) << "row " << r;
+  }
+  EXPECT_EQ(got[2], 777);
+}
+
+TEST(CudaSampling, SeededDrawsAreReproducibleAndRespectTopKTopP) {
+  SHARDLM_REQUIRE_GPU();
+  const int64_t vocab = 1000, rows = 64;
+  auto base = random_bf16_values(vocab, 40, -3, 3);
+  std::vector<float> logits;
+  for (int64_t r = 0; r < rows; ++r) logits.insert(logits.end(), base.begin(), base.end());
+  const int32_t argmax = static_cast<int32_t>(std::max_element(base.begin(), base.end()) - base.begin());
+  std::vector<float> sorted = base;
+  std::sort(sorted.rbegin(), sorted.rend());
+  const float kth = sorted[9];  // top-10 threshold
+
+  std::vector<kc::SamplingRow> p(rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    p[r].temperature = 1.0f;
+    p[r].seed = 1234;
+    p[r].offset = static_cast<uint64_t>(r);
+    p[r].top_k = r % 3 == 0 ? 1 : 10;
+    p[r].top_p = r % 3 == 1 ? 1e-6f : 1.0f;
+  }
+  auto a = sample(logits, rows, vocab, p), b = sample(logits, rows, vocab, p);
+  EXPECT_EQ(a, b) << "same (seed, offset) must give the same token";
+  for (int64_t r = 0; r < rows; ++r) {
+    if (p[r].top_k == 1 || p[r].top_p < 1e-3f) EXPECT_EQ(a[r], argmax) << "row " << r;
+    EXPECT_GE(base[a[r]], kth) << "row " << r << " drew outside the top 10";
+  }
+}
+
+TEST(CudaSampling, DrawsFollowTheSoftmax) {
+  SHARDLM_REQUIRE_GPU();
+  const int64_t vocab = 6, rows = 20000;
+  const std::vector<float> base = {1.0f, 0.5f, -1.0f, 2.0f, 0.0f, 1.5f};
+  const float temp = 0.7f;
+  std::vector<float> logits;
+  for (int64_t r = 0; r < rows; ++r) logits.insert(logits.end(), base.begin(), base.end());
+  std::vector<kc::SamplingRow> p(rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    p[r].temperature = temp;
+    p[r].seed = 99;
+    p[r].offset = static_cast<uint64_t>(r);
+  }
+  auto got = sample(logits, rows, vocab, p);
+  std::vector<double> want(vocab);
+  double z = 0;
+  for (int64_t i = 0; i < vocab; ++i) z += want[i] = std::exp((base[i] - 2.0) / temp);
+  std::vector<int64_t> count(vocab, 0);
+  for (int32_t t : got) {
+    ASSERT_GE(t, 0);
+    ASSERT_LT(t, vocab);
+    ++count[t];
+  }
+  for (int64_t i = 0; i < vocab; ++i) {
+    const double pi = want[i] / z, f = static_cast<double>(count[i]) / rows;
+    EXPECT_NEAR(f, pi, 4 * std::sqrt(pi * (1 - pi) / rows) + 1e-3) << "token " << i;
+  }
+}
+
+}  // namespace
+}  // namespace shardlm

@@ -1,0 +1,192 @@
+// CUDA row kernels against the CPU reference kernels on awkward shapes (one
+// row, odd widths that take the scalar path, head counts that are not powers
+// of two, positions in the thousands for RoPE).
+//
+// Inputs are bf16 values (so both sides see identical inputs); the CPU runs in
+// f32 on them. Tolerance: |gpu − cpu| ≤ atol + 1/64·|cpu| — the GPU output is
+// bf16 (relative rounding 2^-9) and HF's bf16 order rounds once more inside
+// RMSNorm / SiLU, so two or three bf16 roundings bound the difference.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+#include "cuda_test_util.h"
+#include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cuda/cuda_kernels.h"
+
+namespace shardlm {
+namespace {
+
+namespace kc = kernels::cuda;
+namespace cpu = kernels::cpu;
+using namespace cuda_testing;
+using bf16 = __nv_bfloat16;
+
+constexpr double kRtol = 1.0 / 64;
+
+class CudaRowKernels : public ::testing::TestWithParam<std::pair<int64_t, int64_t>> {};
+
+TEST_P(CudaRowKernels, RMSNormMatchesCpu) {
+  SHARDLM_REQUIRE_GPU();
+  const auto [rows, cols] = GetParam();
+  auto x = random_bf16_values(rows * cols, 1, -3, 3);
+  auto w = random_bf16_values(cols, 2, 0.5, 1.5);
+  DeviceBuffer<bf16> dx(x.size()), dw(cols), dy(x.size());
+  upload_bf16(dx, x);
+  upload_bf16(dw, w);
+  CUDA_OK(kc::rmsnorm(dx.get(), dw.get(), dy.get(), rows, cols, 1e-5f, nullptr));
+  CUDA_OK(cudaDeviceSynchronize());
+  std::vector<float> ref(x.size());
+  cpu::rmsnorm(x.data(), w.data(), ref.data(), rows, cols, 1e-5f);
+  expect_close(download_bf16(dy, x.size()), ref, 1e-3, kRtol, "rmsnorm");
+  // In place (y aliases x), as the head norm and the engine may use it.
+  CUDA_OK(kc::rmsnorm(dx.get(), dw.get(), dx.get(), rows, cols, 1e-5f, nullptr));
+  CUDA_OK(cudaDeviceSynchronize());
+  expect_close(download_bf16(dx, x.size()), ref, 1e-3, kRtol, "rmsnorm in place");
+}
+
+TEST_P(CudaRowKernels, AddRMSNormMatchesCpu) {
+  SHARDLM_REQUIRE_GPU();
+  const auto [rows, cols] = GetParam();
+  auto x = random_bf16_values(rows * cols, 3, -2, 2);
+  auto res = random_bf16_values(rows * cols, 4, -2, 2);
+  auto w = random_bf16_values(cols, 5, 0.5, 1.5);
+  DeviceBuffer<bf16> dx(x.size()), dr(x.size()), dw(cols), dy(x.size());
+  upload_bf16(dx, x);
+  upload_bf16(dr, res);
+  upload_bf16(dw, w);
+  CUDA_OK(kc::add_rmsnorm(dx.get(), dr.get(), dw.get(), dy.get(), rows, cols, 1e-6f, nullptr));
+  CUDA_OK(cudaDeviceSynchronize());
+  std::vector<float> ref_res = res, ref(x.size());
+  cpu::add_rmsnorm(x.data(), ref_res.data(), w.data(), ref.data(), rows, cols, 1e-6f);
+  expect_close(download_bf16(dr, x.size()), ref_res, 1e-3, kRtol, "residual");
+  expect_close(download_bf16(dy, x.size()), ref, 2e-3, kRtol, "add_rmsnorm");
+}
+
+TEST_P(CudaRowKernels, SiLUMulAndAddMatchCpu) {
+  SHARDLM_REQUIRE_GPU();
+  const auto [rows, inter] = GetParam();
+  auto gu = random_bf16_values(rows * 2 * inter, 6, -6, 6);
+  DeviceBuffer<bf16> dgu(gu.size()), dout(rows * inter);
+  upload_bf16(dgu, gu);
+  CUDA_OK(kc::silu_mul(dgu.get(), dout.get(), rows, inter, nullptr));
+  CUDA_OK(cudaDeviceSynchronize());
+  std::vector<float> ref(rows * inter);
+  cpu::silu_mul(gu.data(), ref.data(), rows, inter);
+  expect_close(download_bf16(dout, ref.size()), ref, 1e-2, kRtol, "silu_mul");
+
+  auto a = random_bf16_values(rows * inter, 7), b = random_bf16_values(rows * inter, 8);
+  DeviceBuffer<bf16> da(a.size()), db(b.size());
+  upload_bf16(da, a);
+  upload_bf16(db, b);
+  CUDA_OK(kc::add(da.get(), db.get(), da.get(), a.size(), nullptr));
+  CUDA_OK(cudaDeviceSynchronize());
+  std::vector<float> sum(a.size());
+  cpu::add(a.data(), b.data(), sum.data(), a.size());
+  expect_close(download_bf16(da, a.size()), sum, 1e-6, 1.0 / 256, "add");
+}
+
+TEST_P(CudaRowKernels, EmbeddingMatchesCpu) {
+  SHARDLM_REQUIRE_GPU();
+  const auto [n, hidden] = GetParam();
+  const int64_t vocab = 301, offset = 150;  // a vocab shard: ids outside [150, 451) give zeros
+  auto table = random_bf16_values(vocab * hidden, 9);
+  std::vector<int32_t> ids(n);
+  for (int64_t i = 0; i < n; ++i) ids[i] = static_cast<int32_t>((i * 97 + 13) % 600);
+  DeviceBuffer<bf16> dt(table.size()), dout(n * hidden);
+  DeviceBuffer<int32_t> did(n);
+  upload_bf16(dt, table);
+  upload(did, ids);
+  CUDA_OK(kc::embedding(dt.get(), vocab, hidden, did.get(), n, dout.get(), offset, nullptr));
+  CUDA_OK(cudaDeviceSynchronize());
+  std::vector<float> ref(n * hidden);
+  cpu::embedding(table.data(), vocab, hidden, ids.data(), n, ref.data(), offset);
+  expect_close(download_bf16(dout, ref.size()), ref, 0, 0, "embedding (exact)");
+}
+
+// (rows, width): one row; odd widths (scalar path); the 8B model's widths.
+INSTANTIATE_TEST_SUITE_P(Shapes, CudaRowKernels,
+                         ::testing::Values(std::make_pair(1, 4096), std::make_pair(3, 67), std::make_pair(5, 96),
+                                           std::make_pair(17, 14336), std::make_pair(2, 1)));
+
+struct RopeCase {
+  int64_t ntok, nq, nkv, hd;
+  bool llama3;
+};
+
+class CudaRope : public ::testing::TestWithParam<RopeCase> {};
+
+TEST_P(CudaRope, MatchesCpu) {
+  SHARDLM_REQUIRE_GPU();
+  const RopeCase c = GetParam();
+  const int64_t width = (c.nq + 2 * c.nkv) * c.hd;
+  auto qkv = random_bf16_values(c.ntok * width, 10);
+  std::vector<int32_t> pos(c.ntok);
+  for (int64_t t = 0; t < c.ntok; ++t) pos[t] = static_cast<int32_t>((t * 1237) % 9000);  // up to 9000
+  cpu::RopeParams rp;
+  rp.head_dim = rp.rotary_dim = c.hd;
+  rp.theta = 500000.0;
+  rp.llama3_scaling = c.llama3;
+  rp.factor = 8.0;
+  rp.original_max_position = 8192;
+  std::vector<float> inv(c.hd / 2);
+  cpu::rope_inv_freq(rp, inv.data());
+  DeviceBuffer<bf16> d(qkv.size());
+  DeviceBuffer<int32_t> dpos(c.ntok);
+  DeviceBuffer<float> dinv(inv.size());
+  upload_bf16(d, qkv);
+  upload(dpos, pos);
+  upload(dinv, inv);
+  CUDA_OK(kc::rope_qk(d.get(), width, dpos.get(), c.ntok, c.nq, c.nkv, c.hd, dinv.get(), nullptr));
+  CUDA_OK(cudaDeviceSynchronize());
+  std::vector<float> ref = qkv;
+  for (int64_t t = 0; t < c.ntok; ++t)  // q and k heads rotated, v untouched
+    cpu::rope(ref.data() + t * width, &pos[t], 1, c.nq + c.nkv, c.hd, c.hd, inv.data());
+  // Angles reach 9000 rad: an f32 angle's ulp (~1e-3) bounds the agreement, hence the atol.
+  expect_close(download_bf16(d, qkv.size()), ref, 4e-3, kRtol, "rope");
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, CudaRope,
+                         ::testing::Values(RopeCase{1, 32, 8, 128, true}, RopeCase{5, 6, 3, 40, false},
+                                           RopeCase{9, 7, 1, 64, true}, RopeCase{3, 4, 2, 16, false},
+                                           RopeCase{2, 2, 2, 256, true}));
+
+TEST(CudaHeadNorm, MatchesCpuPerHead) {
+  SHARDLM_REQUIRE_GPU();
+  const int64_t ntok = 3, nq = 6, nkv = 3, hd = 40, width = (nq + 2 * nkv) * hd;
+  auto qkv = random_bf16_values(ntok * width, 11, -2, 2);
+  auto wq = random_bf16_values(hd, 12, 0.5, 1.5), wk = random_bf16_values(hd, 13, 0.5, 1.5);
+  DeviceBuffer<bf16> d(qkv.size()), dwq(hd), dwk(hd);
+  upload_bf16(d, qkv);
+  upload_bf16(dwq, wq);
+  upload_bf16(dwk, wk);
+  CUDA_OK(kc::head_rmsnorm(d.get(), width, ntok, nq, nkv, hd, dwq.get(), dwk.get(), 1e-6f, nullptr));
+  CUDA_OK(cudaDeviceSynchronize());
+  std::vector<float> ref = qkv;
+  for (int64_t t = 0; t < ntok; ++t) {
+    float* row = ref.data() + t * width;
+    cpu::rmsnorm(row, wq.data(), row, nq, hd, 1e-6f);
+    cpu::rmsnorm(row + nq * hd, wk.data(), row + nq * hd, nkv, hd, 1e-6f);
+  }
+  expect_close(download_bf16(d, qkv.size()), ref, 2e-3, kRtol, "head_rmsnorm");
+}
+
+TEST(CudaGatherRows, CopiesSelectedRows) {
+  SHARDLM_REQUIRE_GPU();
+  const int64_t rows = 9, width = 301;  // f32 rows of odd width
+  std::vector<float> in(rows * width);
+  for (size_t i = 0; i < in.size(); ++i) in[i] = static_cast<float>(i) * 0.5f;
+  std::vector<int32_t> sel = {8, 0, 3};
+  DeviceBuffer<float> din(in.size()), dout(sel.size() * width);
+  DeviceBuffer<int32_t> dsel(sel.size());
+  upload(din, in);
+  upload(dsel, sel);
+  CUDA_OK(kc::gather_rows(din.get(), dout.get(), dsel.get(), sel.size(), width * 4, nullptr));
+  CUDA_OK(cudaDeviceSynchronize());
+  auto got = download(dout, sel.size() * width);
+  for (size_t r = 0; r < sel.size(); ++r)
+    for (int64_t c = 0; c < width; ++c) ASSERT_EQ(got[r * width + c], in[sel[r] * width + c]);
+}
+
+}  // namespace
+}  // namespace shardlm
