@@ -1,5 +1,6 @@
 #include "tokenizer/tokenizer.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -149,6 +150,29 @@ Status Tokenizer::load_config(const json& cfg) {
     special_tokens_context_["additional_special_tokens"] = list;
   }
   clean_up_tokenization_spaces_ = json_bool(cfg, "clean_up_tokenization_spaces", false);
+  // transformers' Llama/Gemma fast tokenizers rebuild the post-processor from
+  // add_bos_token / add_eos_token (update_post_processor), whatever
+  // tokenizer.json says; do the same so encode() adds what they add.
+  static const char* kRebuilds[] = {"LlamaTokenizer", "LlamaTokenizerFast", "CodeLlamaTokenizer",
+                                    "CodeLlamaTokenizerFast", "GemmaTokenizer", "GemmaTokenizerFast"};
+  const std::string cls = json_string(cfg, "tokenizer_class");
+  if (std::find(std::begin(kRebuilds), std::end(kRebuilds), cls) != std::end(kRebuilds)) {
+    const bool add_bos = json_bool(cfg, "add_bos_token", true);
+    const bool add_eos = json_bool(cfg, "add_eos_token", false);
+    json single = json::array(), specials = json::object();
+    auto special = [&](const std::optional<std::string>& tok) {
+      if (!tok) return;
+      auto id = token_to_id(*tok);
+      if (!id) return;
+      single.push_back({{"SpecialToken", {{"id", *tok}, {"type_id", 0}}}});
+      specials[*tok] = {{"id", *tok}, {"ids", {*id}}, {"tokens", {*tok}}};
+    };
+    if (add_bos) special(bos_token_);
+    single.push_back({{"Sequence", {{"id", "A"}, {"type_id", 0}}}});
+    if (add_eos) special(eos_token_);
+    SHARDLM_ASSIGN_OR_RETURN(post_processor_, make_post_processor(json{
+        {"type", "TemplateProcessing"}, {"single", single}, {"special_tokens", specials}}));
+  }
   if (auto it = cfg.find("chat_template"); it != cfg.end()) {
     if (it->is_string()) {
       set_chat_template(it->get<std::string>());

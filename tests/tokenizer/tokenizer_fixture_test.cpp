@@ -113,6 +113,22 @@ TEST(TokenizerFixtures, ByteFallback) {
   EXPECT_EQ(t->decode(Ids{233, 154, 262}, true), "\xEF\xBF\xBD\xEF\xBF\xBD" "e");
 }
 
+TEST(TokenizerFixtures, LlamaConfigRebuildsBosEos) {
+  // transformers' LlamaTokenizerFast rebuilds the post-processor from
+  // add_bos_token / add_eos_token (defaults: true / false).
+  std::string tj = read_text(tokenizer_test_dir() + "/fixtures/byte_fallback.json");
+  auto make = [&](const std::string& extra) {
+    auto t = Tokenizer::from_json_text(
+        tj, R"({"tokenizer_class": "LlamaTokenizerFast", "bos_token": "<s>", "eos_token": "</s>")" + extra + "}");
+    EXPECT_TRUE(t.ok()) << t.status().to_string();
+    return *t;
+  };
+  EXPECT_EQ(enc(*make(""), "hi"), (Ids{1, 269}));
+  EXPECT_EQ(enc(*make(R"(, "add_bos_token": false, "add_eos_token": true)"), "hi"), (Ids{269, 2}));
+  EXPECT_EQ(enc(*make(R"(, "add_eos_token": true)"), "hi"), (Ids{1, 269, 2}));
+  EXPECT_EQ(enc(*make(R"(, "add_eos_token": true)"), "hi", false), (Ids{269}));
+}
+
 TEST(TokenizerFixtures, StreamingByteFallbackNeverSplitsUtf8) {
   auto t = load_fixture("byte_fallback.json");
   std::string text = "hi \xF0\x9F\x98\x80 w\xE6\x97\xA5";
