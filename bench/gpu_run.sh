@@ -37,14 +37,17 @@ run_step() {  # name, seconds cap, command...
   echo "== $name (cap ${cap}s)"
   timeout "$cap" "$@" > "$OUT/$name.log" 2>&1; echo "rc=$?" >> "$OUT/$name.log"
 }
-run_step kernels_test 90 "$C/bin/cuda_kernels_test"
-run_step model_test 90 "$C/bin/cuda_model_test"
-run_step bench_decode 150 "$C/bin/shardlm" bench decode --json "$OUT/bench_decode.json"
-PYTHONUNBUFFERED=1 run_step hf_decode 200 python3 bench/hf_decode.py --json "$OUT/hf_decode.json" ${HF_ARGS:-}
+run_step kernels_test 60 "$C/bin/cuda_kernels_test"
+run_step model_test 80 "$C/bin/cuda_model_test"
+run_step bench_decode 120 "$C/bin/shardlm" bench decode --json "$OUT/bench_decode.json"
+[ -n "${NO_GRAPHS_RUN:-}" ] && run_step bench_decode_nographs 60 "$C/bin/shardlm" bench decode --batches 1,64 --steps 10 --prefill-tokens 0 --no-graphs
+[ -n "${NO_GEMV_RUN:-}" ] && run_step bench_decode_nogemv 60 "$C/bin/shardlm" bench decode --batches 1,8 --steps 20 --prefill-tokens 0 --no-gemv
+[ -z "${SKIP_HF:-}" ] && PYTHONUNBUFFERED=1 run_step hf_decode 200 python3 bench/hf_decode.py --json "$OUT/hf_decode.json" ${HF_ARGS:-}
 
 echo "== summary"
-for f in kernels_test model_test; do
-  echo "-- $f"; grep -E "^\[  (PASSED|FAILED|SKIPPED) |tests? ran|worst|rel L2|greedy:|^rc=" "$OUT/$f.log" | tail -40
-done
+echo "-- kernels_test"; grep -E "^\[  (PASSED|FAILED) |^rc=" "$OUT/kernels_test.log" | tail -20
+echo "-- model_test"; grep -E "^\[  (PASSED|FAILED) |rel L2|greedy:|Failure|^rc=" "$OUT/model_test.log" | tail -60
 echo "-- bench_decode"; tail -30 "$OUT/bench_decode.log"
+echo "-- bench_decode_nographs"; tail -8 "$OUT/bench_decode_nographs.log" 2>/dev/null
+echo "-- bench_decode_nogemv"; tail -8 "$OUT/bench_decode_nogemv.log" 2>/dev/null
 echo "-- hf_decode"; tail -12 "$OUT/hf_decode.log" 2>/dev/null

@@ -40,6 +40,7 @@ struct DecodeBenchOptions {
   double kv_cache_fraction = 0.9;
   int device = 0;
   bool no_graphs = false;
+  bool no_gemv = false;
   std::string json_path;
 };
 
@@ -117,6 +118,7 @@ int run_decode_bench(const DecodeBenchOptions& o) {
   graph::CudaBackendOptions bo;
   bo.device = o.device;
   bo.cuda_graphs = !o.no_graphs;
+  bo.small_batch_gemv = !o.no_gemv;
   auto backend_or = graph::make_cuda_backend(bo);
   if (!backend_or.ok()) return fail(backend_or.status());
   graph::CudaBackend& be = **backend_or;
@@ -212,6 +214,8 @@ int run_decode_bench(const DecodeBenchOptions& o) {
   std::printf("\n%6s %6s %10s %10s %12s %11s %9s\n", "batch", "ctx", "ms/step", "tok/s", "roofline ms", "of roofline",
               "GB/s");
   const int64_t kv_bytes_per_token = 2 * o.layers * prog.attn.nkv_heads * prog.attn.head_dim * 2;
+  std::vector<std::string> profiles;
+  auto fmt_batch = [](int64_t b) { return std::to_string(b); };
   for (int64_t b : o.batches) {
     graph::StepInput in = decode_step(b, o.context, block_size, bps);
     std::vector<double> t;
@@ -228,7 +232,21 @@ int run_decode_bench(const DecodeBenchOptions& o) {
                 static_cast<long long>(o.context), step * 1e3, b / step, roof * 1e3, step / roof, bytes / step / 1e9);
     js["decode"].push_back({{"batch", b}, {"context", o.context}, {"ms_per_step", step * 1e3},
                             {"tokens_per_s", b / step}, {"roofline_ms", roof * 1e3}, {"bytes", bytes}});
+    // Where the time goes: one eager step with CUDA events around each op.
+    be.set_profiling(true);
+    if (Status s2 = be.forward(prog, in, nullptr, nullptr, nullptr); !s2.ok()) return fail(s2);
+    be.set_profiling(false);
+    std::string line;
+    double total = 0;
+    for (const auto& p : be.take_profile()) {
+      total += p.ms;
+      char buf[96];
+      std::snprintf(buf, sizeof buf, " %s %.3f;", p.op.c_str(), p.ms);
+      line += buf;
+    }
+    profiles.push_back(fmt_batch(b) + " (eager, ops sum " + std::to_string(total).substr(0, 6) + " ms):" + line);
   }
+  for (const auto& l : profiles) std::printf("  per op, batch %s\n", l.c_str());
   {
     // What downloading the f32 logits adds at batch 1 (the engine's host sampler needs them).
     graph::StepInput in = decode_step(1, o.context, block_size, bps);
@@ -323,6 +341,7 @@ void register_bench_decode(CLI::App& bench, CommandRunner* run) {
       ->capture_default_str();
   cmd->add_option("--device", opts->device, "CUDA device")->capture_default_str();
   cmd->add_flag("--no-graphs", opts->no_graphs, "Run decode steps eagerly instead of replaying CUDA graphs");
+  cmd->add_flag("--no-gemv", opts->no_gemv, "Linears of ≤ 8 rows through cuBLASLt instead of the gemv kernel");
   cmd->add_option("--json", opts->json_path, "Also write the results as JSON to this file");
   cmd->callback([run, opts, batches] {
     *run = [opts, batches] {

@@ -212,8 +212,6 @@ Status CudaBackendImpl::check_program(const Program& p) {
     return make_error(ErrorCode::kUnsupported,
                       "CUDA attention supports head_dim 16, 32, 40, 64, 80, 96, 128 and 256; this model has {}",
                       p.attn.head_dim);
-  if (p.num_layers_local > 0 && !kv_base_)
-    return make_error(ErrorCode::kInternal, "CUDA backend: forward before allocate_kv_cache");
   // The program changed: buffers are re-made for it, graphs re-captured.
   invalidate_graphs();
   for (void* b : bufs_) cudaFree(b);
@@ -349,6 +347,8 @@ Status CudaBackendImpl::forward(const Program& p, const StepInput& step, const s
     return make_error(ErrorCode::kInvalidArgument, "q_start does not cover the step's tokens");
   SHARDLM_CUDA_TRY(cudaSetDevice(opt_.device), "cudaSetDevice");
   SHARDLM_TRY(check_program(p));
+  if (p.num_layers_local > 0 && !kv_base_)
+    return make_error(ErrorCode::kInternal, "CUDA backend: forward before allocate_kv_cache");
 
   // Decode steps are bucketed and replayed from graphs.
   bool decode = opt_.cuda_graphs && ntok == nseq && nlog == ntok && ntok <= kMaxGraphBatch && p.stage_in < 0 &&

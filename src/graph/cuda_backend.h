@@ -29,6 +29,9 @@ struct CudaBackendOptions {
   // batch-size bucket (1, 2, 4, …, 512) × block-table-width bucket; the first
   // step of a bucket runs eagerly and captures the graph, later ones replay it.
   bool cuda_graphs = true;
+  // Linears with ≤ 8 rows (decode at small batch) through the gemv kernel
+  // rather than cuBLASLt (off: for A/B runs of the benchmark).
+  bool small_batch_gemv = true;
   int64_t gemm_workspace_bytes = 32ll << 20;  // cuBLASLt scratch; 32 MiB covers its split-K kernels on Hopper
 };
 

@@ -80,6 +80,13 @@ Status CudaBackendImpl::run_op(const Program& p, const Op& op, const RunShape& r
       const DevWeight& wt = weights_[op.weights[0]];
       const int64_t rows = rows_of(p, op.in, rs);
       const bool f32 = buffer_is_f32(p, op.out);
+      // Decode-sized rows: one stream over the weights (gemv.cu) instead of cuBLASLt.
+      if (opt_.small_batch_gemv && kc::gemv_supported(rows, wt.shape[1], bufs_[op.in], wt.ptr)) {
+        SHARDLM_CUDA_TRY(kc::gemv(cbf(bufs_[op.in]), cbf(wt.ptr), cbf(w(op, 1)), bufs_[op.out], f32, rows,
+                                  wt.shape[0], wt.shape[1], s),
+                         "gemv");
+        break;
+      }
       std::string err;
       if (!gemm_->matmul(bufs_[op.in], wt.ptr, w(op, 1), bufs_[op.out], rows, wt.shape[0], wt.shape[1],
                          kc::GemmType::kBF16, f32 ? kc::GemmType::kF32 : kc::GemmType::kBF16, s, &err))

@@ -77,6 +77,49 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaGemm,
                                            GemmCase{64, 256, 512, true, false}, GemmCase{33, 1000, 96, false, true},
                                            GemmCase{256, 512, 4096, false, false}));
 
+class CudaGemv : public ::testing::TestWithParam<GemmCase> {};
+
+// The decode-time kernel for m ≤ 8: same contract and tolerance as the cuBLASLt path.
+TEST_P(CudaGemv, MatchesCpuMatmul) {
+  SHARDLM_REQUIRE_GPU();
+  const GemmCase c = GetParam();
+  auto x = random_bf16_values(c.m * c.k, 23), w = random_bf16_values(c.n * c.k, 24), b = random_bf16_values(c.n, 25);
+  DeviceBuffer<bf16> dx(x.size()), dw(w.size()), db(c.n);
+  upload_bf16(dx, x);
+  upload_bf16(dw, w);
+  upload_bf16(db, b);
+  ASSERT_TRUE(kc::gemv_supported(c.m, c.k, dx.get(), dw.get()));
+  std::vector<float> ref(c.m * c.n);
+  cpu::matmul(x.data(), w.data(), c.bias ? b.data() : nullptr, ref.data(), c.m, c.n, c.k);
+  const double atol = 2e-3 * std::sqrt(static_cast<double>(c.k));
+  if (c.f32_out) {
+    DeviceBuffer<float> dy(c.m * c.n);
+    CUDA_OK(kc::gemv(dx.get(), dw.get(), c.bias ? db.get() : nullptr, dy.get(), true, c.m, c.n, c.k, nullptr));
+    CUDA_OK(cudaDeviceSynchronize());
+    expect_close(download(dy, ref.size()), ref, atol, 1e-5, "gemv f32 out");
+  } else {
+    DeviceBuffer<bf16> dy(c.m * c.n);
+    CUDA_OK(cudaMemset(dy.get(), 0xff, c.m * c.n * 2));  // NaN until written
+    CUDA_OK(kc::gemv(dx.get(), dw.get(), c.bias ? db.get() : nullptr, dy.get(), false, c.m, c.n, c.k, nullptr));
+    CUDA_OK(cudaDeviceSynchronize());
+    expect_close(download_bf16(dy, ref.size()), ref, atol, 1.0 / 128, "gemv bf16 out");
+  }
+}
+
+// k = 96 and 40·… take only the tail loop; 4096 and 14336 the unrolled one; odd n; bias; every m.
+INSTANTIATE_TEST_SUITE_P(Shapes, CudaGemv,
+                         ::testing::Values(GemmCase{1, 4096, 4096, false, false}, GemmCase{1, 301, 96, false, true},
+                                           GemmCase{3, 130, 136, true, false}, GemmCase{8, 1000, 14336, false, false},
+                                           GemmCase{5, 257, 4096, true, true}, GemmCase{2, 6144, 4096, true, false},
+                                           GemmCase{7, 33, 1032, false, false}, GemmCase{4, 9, 8, false, true},
+                                           GemmCase{6, 77, 2056, false, false}));
+
+TEST(CudaGemv, RejectsWhatItCannotDo) {
+  EXPECT_FALSE(kc::gemv_supported(9, 64, nullptr, nullptr));
+  EXPECT_FALSE(kc::gemv_supported(1, 67, nullptr, nullptr));
+  EXPECT_TRUE(kc::gemv_supported(8, 64, nullptr, nullptr));
+}
+
 std::vector<int32_t> sample(const std::vector<float>& logits, int64_t rows, int64_t vocab,
                             const std::vector<kc::SamplingRow>& params) {
   DeviceBuffer<float> dl(logits.size());

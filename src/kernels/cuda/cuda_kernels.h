@@ -63,6 +63,16 @@ cudaError_t bf16_to_f32(const bf16* in, float* out, int64_t n, cudaStream_t stre
 cudaError_t fill_random_bf16(bf16* p, int64_t n, uint64_t seed, float scale, cudaStream_t stream);
 cudaError_t fill_bf16(bf16* p, int64_t n, float value, cudaStream_t stream);
 
+// ---- skinny linears (gemv.cu) ----------------------------------------------
+// y[m, n] = x[m, k] · w[n, k]ᵀ (+ bias[n]) for m ≤ kGemvMaxRows, bf16 x/w/bias,
+// y bf16 or f32: the decode-time linear as one stream over w (cuBLASLt's
+// kernels for m this small read w at a lower fraction of the bandwidth).
+// Needs k % 8 == 0 and 16-byte aligned x and w (gemv_supported).
+constexpr int64_t kGemvMaxRows = 8;
+bool gemv_supported(int64_t m, int64_t k, const void* x, const void* w);
+cudaError_t gemv(const bf16* x, const bf16* w, const bf16* bias, void* y, bool y_f32, int64_t m, int64_t n, int64_t k,
+                 cudaStream_t stream);
+
 // ---- paged attention (attention.cu) ---------------------------------------
 // One call covers prefill, chunked prefill and decode, exactly as
 // cpu::paged_attention: row t of sequence s = token_seq[t] sits at position

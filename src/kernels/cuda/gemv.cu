@@ -1,0 +1,115 @@
+// Skinny linear layers (decode at small batch): y[m, n] = x[m, k] · w[n, k]ᵀ
+// (+ bias[n]) for m ≤ 8, bf16 x and w, f32 accumulation, bf16 or f32 y.
+//
+// At m ≤ 8 a linear is a stream over the weight matrix: every weight byte is
+// read once and used m times, so the time is weight bytes / HBM bandwidth.
+// One warp owns one output row n: lanes read the row in 16-byte pieces (8
+// bf16, lane-contiguous so a warp reads 512 contiguous bytes), U = 4 pieces
+// in flight per lane before the first use, marked evict-first (the weights
+// will not be re-read this step); x (≤ 8 rows, a few KB) is read through L1.
+// Each lane keeps m partial dots; a xor-shuffle tree sums them and lane 0
+// writes y[·, n]. 8 warps per block, one row each.
+#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/cuda_kernels.h"
+
+namespace shardlm::kernels::cuda {
+namespace {
+
+using namespace detail;
+
+constexpr int kWarps = 8;
+constexpr int kUnroll = 4;
+
+__device__ __forceinline__ void dot8(const Bf16x8& w, const Bf16x8& x, float& acc) {
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 a = __bfloat1622float2(w.h[i]);
+    const float2 b = __bfloat1622float2(x.h[i]);
+    acc = fmaf(a.x, b.x, acc);
+    acc = fmaf(a.y, b.y, acc);
+  }
+}
+
+template <int M, bool kF32Out>
+__global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w,
+                                                           const bf16* __restrict__ bias, void* __restrict__ y,
+                                                           int64_t n, int64_t k) {
+  const int lane = threadIdx.x & 31;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
+  if (row >= n) return;
+  const Bf16x8* wr = reinterpret_cast<const Bf16x8*>(w + row * k);
+  const int64_t pieces = k / 8;
+  float acc[M];
+#pragma unroll
+  for (int m = 0; m < M; ++m) acc[m] = 0.0f;
+  int64_t p = lane;
+  for (; p + 32 * (kUnroll - 1) < pieces; p += 32 * kUnroll) {
+    Bf16x8 wv[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const uint4 raw = __ldcs(reinterpret_cast<const uint4*>(wr + p + 32 * u));
+      wv[u] = *reinterpret_cast<const Bf16x8*>(&raw);
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u)
+#pragma unroll
+      for (int m = 0; m < M; ++m) {
+        const Bf16x8 xv = *reinterpret_cast<const Bf16x8*>(x + m * k + (p + 32 * u) * 8);
+        dot8(wv[u], xv, acc[m]);
+      }
+  }
+  for (; p < pieces; p += 32) {
+    const uint4 raw = __ldcs(reinterpret_cast<const uint4*>(wr + p));
+    const Bf16x8 wv = *reinterpret_cast<const Bf16x8*>(&raw);
+#pragma unroll
+    for (int m = 0; m < M; ++m) dot8(wv, *reinterpret_cast<const Bf16x8*>(x + m * k + p * 8), acc[m]);
+  }
+#pragma unroll
+  for (int m = 0; m < M; ++m) acc[m] = warp_sum(acc[m]);
+  if (lane == 0) {
+    const float b = bias ? __bfloat162float(bias[row]) : 0.0f;
+#pragma unroll
+    for (int m = 0; m < M; ++m) {
+      if constexpr (kF32Out)
+        static_cast<float*>(y)[m * n + row] = acc[m] + b;
+      else
+        static_cast<bf16*>(y)[m * n + row] = __float2bfloat16(acc[m] + b);
+    }
+  }
+}
+
+template <int M>
+void launch(const bf16* x, const bf16* w, const bf16* bias, void* y, int64_t n, int64_t k, bool f32, cudaStream_t s) {
+  const unsigned grid = static_cast<unsigned>((n + kWarps - 1) / kWarps);
+  if (f32)
+    gemv_kernel<M, true><<<grid, kWarps * 32, 0, s>>>(x, w, bias, y, n, k);
+  else
+    gemv_kernel<M, false><<<grid, kWarps * 32, 0, s>>>(x, w, bias, y, n, k);
+}
+
+}  // namespace
+
+bool gemv_supported(int64_t m, int64_t k, const void* x, const void* w) {
+  return m >= 1 && m <= kGemvMaxRows && k % 8 == 0 && (reinterpret_cast<uintptr_t>(x) & 15) == 0 &&
+         (reinterpret_cast<uintptr_t>(w) & 15) == 0;
+}
+
+cudaError_t gemv(const bf16* x, const bf16* w, const bf16* bias, void* y, bool y_f32, int64_t m, int64_t n, int64_t k,
+                 cudaStream_t s) {
+  if (!gemv_supported(m, k, x, w)) return cudaErrorInvalidValue;
+  if (n <= 0) return cudaSuccess;
+  if ((n + kWarps - 1) / kWarps > 0x7fffffff) return cudaErrorInvalidValue;
+  switch (m) {
+    case 1: launch<1>(x, w, bias, y, n, k, y_f32, s); break;
+    case 2: launch<2>(x, w, bias, y, n, k, y_f32, s); break;
+    case 3: launch<3>(x, w, bias, y, n, k, y_f32, s); break;
+    case 4: launch<4>(x, w, bias, y, n, k, y_f32, s); break;
+    case 5: launch<5>(x, w, bias, y, n, k, y_f32, s); break;
+    case 6: launch<6>(x, w, bias, y, n, k, y_f32, s); break;
+    case 7: launch<7>(x, w, bias, y, n, k, y_f32, s); break;
+    default: launch<8>(x, w, bias, y, n, k, y_f32, s); break;
+  }
+  return cudaGetLastError();
+}
+
+}  // namespace shardlm::kernels::cuda
