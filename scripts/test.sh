@@ -15,6 +15,8 @@ export SHARDLM_HF_TOKENIZERS_DIR=${SHARDLM_HF_TOKENIZERS_DIR:-$ROOT/tests/data/h
 if [ -f tests/tokenizer/fetch_tokenizers.sh ]; then
   bash tests/tokenizer/fetch_tokenizers.sh "$SHARDLM_HF_TOKENIZERS_DIR"
 fi
+# The official openai npm client for the serve end-to-end tests (tests/serve/node_modules, git-ignored).
+bash tests/serve/setup_openai_client.sh
 
 echo "== build (RelWithDebInfo)"
 cmake -S . -B build-test -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo

@@ -6,9 +6,12 @@
 // load the engine while /health answers 503 → ready. SIGTERM/SIGINT: stop
 // accepting, let in-flight requests finish for up to --shutdown-timeout
 // seconds (a second signal skips the wait), abort the rest, exit 0.
-#include <pthread.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <unistd.h>
+
+#include <cerrno>
 
 #include <condition_variable>
 #include <cstdio>
@@ -31,26 +34,27 @@
 namespace shardlm::cli {
 namespace {
 
-// CLI11 reads --config through this: keys map onto flag names (and so onto
-// every alias of a flag, since CLI11 looks options up by any of their names).
-class ServeConfigFormatter : public CLI::Config {
- public:
-  std::string to_config(const CLI::App*, bool, bool, std::string) const override { return {}; }
-  std::vector<CLI::ConfigItem> from_config(std::istream& in) const override {
-    std::stringstream ss;
-    ss << in.rdbuf();
-    auto entries = serve::parse_config_text(ss.str());
-    if (!entries.ok()) throw CLI::ConfigError(entries.status().message());
-    std::vector<CLI::ConfigItem> items;
-    for (auto& e : *entries) {
-      CLI::ConfigItem item;
-      item.name = e.key;
-      item.inputs = e.values;
-      items.push_back(std::move(item));
-    }
-    return items;
+// --config FILE: CLI11 2.1 reads config files only for the top-level app, so
+// the serve subcommand applies its own after parsing. Keys name flags (any
+// alias, '-' or '_'); a flag given on the command line wins over the file.
+void apply_config_file(CLI::App* sub, const std::string& path) {
+  std::ifstream f(path);
+  if (!f) throw CLI::FileError::Missing(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  auto entries = serve::parse_config_text(ss.str());
+  if (!entries.ok()) throw CLI::ConfigError(path + ": " + entries.status().message());
+  for (const auto& e : *entries) {
+    CLI::Option* opt = sub->get_option_no_throw("--" + e.key);
+    if (!opt && e.key.size() == 1) opt = sub->get_option_no_throw("-" + e.key);
+    if (!opt || e.key == "config")
+      throw CLI::ConfigError(path + ": unknown key '" + e.key + "' (keys are `shardlm serve` flag names)");
+    if (opt->count() > 0) continue;  // the command line wins
+    if (e.values.empty()) continue;
+    opt->add_result(e.values);
+    opt->run_callback();  // converts and validates like a command-line value
   }
-};
+}
 
 int fail(const Status& st) {
   std::fprintf(stderr, "shardlm serve: error: %s\n", st.to_string().c_str());
@@ -66,11 +70,42 @@ void raise_fd_limit() {
   }
 }
 
+// SIGINT/SIGTERM: the handler only writes a byte to a pipe (async-signal-safe);
+// a watcher thread counts them. Handlers, unlike a blocked signal mask, are
+// not inherited by exec'd children (self-spawned ranks keep default SIGTERM).
 struct StopSignal {
   std::mutex mu;
   std::condition_variable cv;
   int count = 0;  // signals received
 };
+int g_signal_pipe[2] = {-1, -1};
+
+extern "C" void on_stop_signal(int) {
+  const int saved = errno;
+  char c = 1;
+  [[maybe_unused]] ssize_t n = ::write(g_signal_pipe[1], &c, 1);
+  errno = saved;
+}
+
+std::shared_ptr<StopSignal> install_stop_signals() {
+  auto stop = std::make_shared<StopSignal>();
+  if (::pipe2(g_signal_pipe, O_CLOEXEC) != 0) return stop;
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  std::thread([stop] {
+    char c;
+    while (::read(g_signal_pipe[0], &c, 1) >= 0 || errno == EINTR) {
+      std::lock_guard<std::mutex> lk(stop->mu);
+      ++stop->count;
+      stop->cv.notify_all();
+    }
+  }).detach();
+  return stop;
+}
 
 int run_serve(ServeOptions o) {
   init_logging(0, o.log_level);
@@ -87,10 +122,11 @@ int run_serve(ServeOptions o) {
   }
   if (o.kv_cache_fraction < 0 || o.kv_cache_fraction > 1)
     return fail(make_error(ErrorCode::kInvalidArgument, "--kv-cache-fraction must be in (0, 1]; got {}", o.kv_cache_fraction));
-  if (o.tp * o.pp > 1) {  // fail before binding: nothing to serve
-    auto svc = make_service(o);
-    if (!svc.ok()) return fail(svc.status());
-  }
+  auto launch = detect_cli_launch(o.dist);
+  if (!launch.ok()) return fail(launch.status());
+  signal(SIGPIPE, SIG_IGN);
+  if (launch->rank != 0)  // a worker rank: never reaches serving code (DESIGN §1)
+    return run_with_service(o, *launch, [](GenerationService&) { return 0; });
 
   auto tok_or = Tokenizer::load(o.model);
   if (!tok_or.ok()) return fail(tok_or.status().with_context("the server needs the model's tokenizer"));
@@ -104,23 +140,7 @@ int run_serve(ServeOptions o) {
   }
 
   raise_fd_limit();
-  // Signals go to one thread (sigwait) so nothing else is interrupted.
-  sigset_t sigs;
-  sigemptyset(&sigs);
-  sigaddset(&sigs, SIGINT);
-  sigaddset(&sigs, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
-  signal(SIGPIPE, SIG_IGN);
-  auto stop = std::make_shared<StopSignal>();
-  std::thread([sigs, stop] {
-    for (;;) {
-      int sig = 0;
-      if (sigwait(&sigs, &sig) != 0) continue;
-      std::lock_guard<std::mutex> lk(stop->mu);
-      ++stop->count;
-      stop->cv.notify_all();
-    }
-  }).detach();
+  auto stop = install_stop_signals();
 
   serve::OpenAiServerConfig sc;
   sc.served_model_names = o.served_model_names;
@@ -139,44 +159,44 @@ int run_serve(ServeOptions o) {
   std::fflush(stdout);
   std::thread http_thread([&http] { http.serve(); });
 
-  SLOG_INFO("loading {} (served as '{}')", o.model, o.served_model_names[0]);
+  SLOG_INFO("loading {} (served as '{}', tp {} pp {})", o.model, o.served_model_names[0], o.dist.tp, o.dist.pp);
   if (o.debug_delay_load_s > 0)  // tests: a window in which the server answers 503 "loading"
     std::this_thread::sleep_for(std::chrono::duration<double>(o.debug_delay_load_s));
-  auto svc_or = make_service(o);
-  if (!svc_or.ok()) {
-    http.stop_accepting();
-    http_thread.join();
-    return fail(svc_or.status().with_context("loading " + o.model));
-  }
-  std::shared_ptr<GenerationService> service = std::move(*svc_or);
-  server.set_ready(service, tok);
-  {
-    const ServiceStats s = service->stats();
-    SLOG_INFO("ready: max_model_len {}, {} KV blocks", s.max_model_len, s.kv_blocks_total);
-  }
-  std::fprintf(stderr, "shardlm serve: ready\n");
 
-  {
-    std::unique_lock<std::mutex> lk(stop->mu);
-    stop->cv.wait(lk, [&] { return stop->count > 0; });
-  }
-  std::fprintf(stderr, "shardlm serve: stopping: no new connections; draining %lld request(s) for up to %g s\n",
-               static_cast<long long>(server.in_flight()), o.shutdown_timeout_s);
-  server.begin_shutdown();
+  bool served = false;
+  const int code = run_with_service(o, *launch, [&](GenerationService& svc) {
+    served = true;
+    // Non-owning: the service outlives every use (detached below before it goes).
+    server.set_ready(std::shared_ptr<GenerationService>(&svc, [](GenerationService*) {}), tok);
+    const ServiceStats s = svc.stats();
+    SLOG_INFO("ready: max_model_len {}, {} KV blocks", s.max_model_len, s.kv_blocks_total);
+    std::fprintf(stderr, "shardlm serve: ready\n");
+    {
+      std::unique_lock<std::mutex> lk(stop->mu);
+      stop->cv.wait(lk, [&] { return stop->count > 0; });
+    }
+    std::fprintf(stderr, "shardlm serve: stopping: no new connections; draining %lld request(s) for up to %g s\n",
+                 static_cast<long long>(server.in_flight()), o.shutdown_timeout_s);
+    server.begin_shutdown();
+    http.stop_accepting();
+    const Deadline drain(o.shutdown_timeout_s);
+    while (!drain.expired() && !server.wait_idle(std::min(0.2, std::max(0.0, drain.remaining_seconds())))) {
+      std::lock_guard<std::mutex> lk(stop->mu);
+      if (stop->count > 1) break;  // a second signal: stop now
+    }
+    if (server.in_flight() > 0)
+      std::fprintf(stderr, "shardlm serve: aborting %lld request(s)\n", static_cast<long long>(server.in_flight()));
+    svc.shutdown(/*drain=*/false);  // aborts what is left; their streams end with finish_reason "abort"
+    server.wait_idle(10);
+    http.wait_no_connections(5);
+    server.set_ready(nullptr, tok);
+    return 0;
+  });
   http.stop_accepting();
-  const Deadline drain(o.shutdown_timeout_s);
-  while (!drain.expired() && !server.wait_idle(std::min(0.2, std::max(0.0, drain.remaining_seconds())))) {
-    std::lock_guard<std::mutex> lk(stop->mu);
-    if (stop->count > 1) break;  // a second signal: stop now
-  }
-  if (server.in_flight() > 0)
-    std::fprintf(stderr, "shardlm serve: aborting %lld request(s)\n", static_cast<long long>(server.in_flight()));
-  service->shutdown(/*drain=*/false);  // aborts what is left; their streams end with finish_reason "abort"
-  server.wait_idle(10);
-  http.wait_no_connections(5);
   http_thread.join();
+  if (!served) return code ? code : 1;
   std::fprintf(stderr, "shardlm serve: stopped\n");
-  return 0;
+  return code;
 }
 
 }  // namespace
@@ -187,15 +207,13 @@ void register_serve_command(CLI::App& app, CommandRunner* run) {
       "serve",
       "Serve a model over the OpenAI API (/v1/completions, /v1/chat/completions, /v1/models),\n"
       "with /health and Prometheus /metrics. Without MODEL, serves the embedded default model.");
-  sub->config_formatter(std::make_shared<ServeConfigFormatter>());
-  sub->set_config("--config", "", "Flags from a file: JSON object or 'key: value' lines (keys are flag names)");
+  auto config_path = std::make_shared<std::string>();
+  sub->add_option("--config", *config_path,
+                  "Flags from a file: a JSON object or 'key: value' lines; keys are flag names (any alias, - or _)");
   sub->add_option("model,--model,-m", o->model, "HF model directory (config.json, *.safetensors, tokenizer.json)");
   sub->add_option("--served-model-name", o->served_model_names,
                   "Name(s) clients use in 'model' (default: MODEL as given, or the default model's folder name)");
-  sub->add_option("--tp,--tp-size,--tp_size,--tensor-parallel-size,--tensor_parallel_size", o->tp,
-                  "Tensor-parallel ranks")->capture_default_str();
-  sub->add_option("--pp,--pp-size,--pp_size,--pipeline-parallel-size,--pipeline_parallel_size", o->pp,
-                  "Pipeline-parallel stages")->capture_default_str();
+  add_dist_flags(sub, &o->dist);  // --tp/--pp with the vLLM, TRT-LLM and SGLang spellings
   sub->add_option("--max-num-seqs,--max-batch-size,--max_batch_size,--max-running-requests", o->engine.scheduler.max_num_seqs,
                   "Sequences per step at most")->capture_default_str()->check(CLI::PositiveNumber);
   sub->add_option("--max-num-batched-tokens,--max-num-tokens,--max_num_tokens", o->engine.scheduler.max_num_batched_tokens,
@@ -225,7 +243,10 @@ void register_serve_command(CLI::App& app, CommandRunner* run) {
   sub->add_option("--debug-delay-load", o->debug_delay_load_s, "Testing: wait this long before loading the model")
       ->group("");  // hidden
   sub->add_option("--log-level", o->log_level, "debug, info, warn, error or off")->capture_default_str();
-  sub->callback([o, run] { *run = [o] { return run_serve(*o); }; });
+  sub->callback([o, run, sub, config_path] {
+    if (!config_path->empty()) apply_config_file(sub, *config_path);
+    *run = [o] { return run_serve(*o); };
+  });
 }
 
 }  // namespace shardlm::cli
