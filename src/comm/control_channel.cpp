@@ -192,11 +192,12 @@ Status ControlChannel::pump(int timeout_ms) {
 Expected<ControlMessage> ControlChannel::recv(double timeout_s) {
   std::lock_guard<std::mutex> lk(recv_mu_);
   Deadline d(timeout_s);
+  // Pump before the deadline check, so a zero timeout still reads what arrived.
   while (inbox_.empty()) {
-    if (d.expired())
+    SHARDLM_TRY(pump(std::max(0, to_ms(d.remaining_seconds()))));
+    if (inbox_.empty() && d.expired())
       return make_error(ErrorCode::kTimeout, "control channel '{}': rank {} received nothing for {:.1f} s", name_,
                         rv_->rank(), timeout_s);
-    SHARDLM_TRY(pump(std::max(1, to_ms(d.remaining_seconds()))));
   }
   ControlMessage m = std::move(inbox_.front());
   inbox_.pop_front();
@@ -213,10 +214,11 @@ Expected<std::string> ControlChannel::recv_from(int peer, double timeout_s) {
       inbox_.erase(it);
       return body;
     }
-    if (d.expired())
+    const bool expired = d.expired();
+    SHARDLM_TRY(pump(expired ? 0 : std::max(1, to_ms(d.remaining_seconds()))));
+    if (expired && std::none_of(inbox_.begin(), inbox_.end(), [&](const ControlMessage& m) { return m.from == peer; }))
       return make_error(ErrorCode::kTimeout, "control channel '{}': rank {} received nothing from rank {} for {:.1f} s",
                         name_, rv_->rank(), peer, timeout_s);
-    SHARDLM_TRY(pump(std::max(1, to_ms(d.remaining_seconds()))));
   }
 }
 

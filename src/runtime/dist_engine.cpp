@@ -1,6 +1,9 @@
 #include "runtime/dist_engine.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <fstream>
 
 #include "base/log.h"
 #include "model/safetensors.h"
@@ -52,7 +55,10 @@ Expected<std::unique_ptr<DistEngine>> DistEngine::create(const LaunchInfo& launc
   WorkerOptions wo;
   wo.synchronous_relay = o.synchronous;
   wo.wait_timeout_s = o.dist.collective_timeout_s;
-  if (!o.trace_dir.empty()) wo.trace_path = o.trace_dir + "/rank" + std::to_string(launch.rank) + ".trace";
+  if (!o.trace_dir.empty()) {
+    wo.trace_path = o.trace_dir + "/rank" + std::to_string(launch.rank) + ".trace";
+    std::ofstream(o.trace_dir + "/rank" + std::to_string(launch.rank) + ".pid") << getpid() << "\n";
+  }
   e->worker_ = std::make_unique<PipelineWorker>(ctx, e->model_, e->built_.program, *e->backend_, wo);
 
   if (o.warmup) {

@@ -1,9 +1,13 @@
 // GenerationService over one in-process Engine. One thread steps the engine;
-// submit/abort take the same mutex, so they wait at most one step (the engine
-// is single-threaded by design). Text for stop strings is produced by each
+// submit/abort/stats/health take the same mutex, so they wait at most one step
+// (the engine is single-threaded by design): a caller announces itself
+// (waiters_) and the loop, between steps, gives the mutex up until every
+// announced caller has had it — std::mutex alone is not fair, and the loop
+// would otherwise re-lock it at once and hold it until the engine is idle. Text for stop strings is produced by each
 // request's detokenize callback; while a request runs, the last
 // (longest stop string − 1) bytes are withheld so a stop string is never shown.
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <map>
 #include <mutex>
@@ -15,6 +19,27 @@
 
 namespace shardlm {
 namespace {
+
+// A caller's turn at the mutex (see the top of the file).
+class Turn {
+ public:
+  Turn(std::mutex& mu, std::atomic<int>& waiters, std::condition_variable& turn_cv)
+      : waiters_(waiters), turn_cv_(turn_cv) {
+    waiters_.fetch_add(1);
+    lk_ = std::unique_lock<std::mutex>(mu);
+    waiters_.fetch_sub(1);
+  }
+  ~Turn() {
+    if (lk_.owns_lock()) lk_.unlock();
+    turn_cv_.notify_all();
+  }
+  std::unique_lock<std::mutex>& lock() { return lk_; }
+
+ private:
+  std::atomic<int>& waiters_;
+  std::condition_variable& turn_cv_;
+  std::unique_lock<std::mutex> lk_;
+};
 
 struct LiveRequest {
   GenerationRequest req;
@@ -36,7 +61,7 @@ class LocalService final : public GenerationService {
   ~LocalService() override { shutdown(false); }
 
   Expected<int64_t> submit(GenerationRequest request) override {
-    std::unique_lock<std::mutex> lk(mu_);
+    Turn turn(mu_, waiters_, turn_cv_);
     if (stopping_) return make_error(ErrorCode::kAborted, "the engine is shutting down");
     std::vector<double> plp;
     if (request.want_prompt_logprobs && request.prompt.size() >= 2) {
@@ -53,12 +78,12 @@ class LocalService final : public GenerationService {
   }
 
   void abort(int64_t id) override {
-    std::unique_lock<std::mutex> lk(mu_);
+    Turn turn(mu_, waiters_, turn_cv_);
     if (engine_->abort_request(id)) finish_aborted(id);
   }
 
   ServiceStats stats() const override {
-    std::unique_lock<std::mutex> lk(mu_);
+    Turn turn(mu_, waiters_, turn_cv_);
     ServiceStats s;
     s.running = running_;
     s.waiting = waiting_;
@@ -72,13 +97,14 @@ class LocalService final : public GenerationService {
   }
 
   Status health() const override {
-    std::unique_lock<std::mutex> lk(mu_);
+    Turn turn(mu_, waiters_, turn_cv_);
     return failure_;
   }
 
   void shutdown(bool drain) override {
     {
-      std::unique_lock<std::mutex> lk(mu_);
+      Turn turn(mu_, waiters_, turn_cv_);
+      auto& lk = turn.lock();
       if (!thread_.joinable()) return;
       if (drain) {
         drained_cv_.wait(lk, [this] { return live_.empty() || !failure_.ok(); });
@@ -178,11 +204,15 @@ class LocalService final : public GenerationService {
       for (const auto& ev : *events) emit(ev);
       running_ = engine_->running_count();
       waiting_ = engine_->waiting_count();
+      // Let announced callers (submit/abort/stats/health) in before the next step.
+      turn_cv_.wait(lk, [this] { return waiters_.load() == 0; });
     }
   }
 
   std::unique_ptr<Engine> engine_;
   mutable std::mutex mu_;
+  mutable std::atomic<int> waiters_{0};
+  mutable std::condition_variable turn_cv_;
   std::condition_variable cv_, drained_cv_;
   std::map<int64_t, LiveRequest> live_;
   std::thread thread_;

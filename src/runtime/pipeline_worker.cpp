@@ -16,6 +16,13 @@ constexpr double kPollSeconds = 0.1;  // idle polling of the count/term channels
 
 bool is_timeout(const Status& s) { return s.code() == ErrorCode::kTimeout; }
 
+// Wall-clock microseconds: comparable across the processes of one machine (tests
+// order events of different ranks by it).
+int64_t wall_us() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
 double log_softmax_at(const float* row, int64_t vocab, int32_t target) {
   double mx = row[0];
   for (int64_t v = 1; v < vocab; ++v) mx = std::max<double>(mx, row[v]);
@@ -192,6 +199,7 @@ Status PipelineWorker::execute(const ScheduleMsg& s) {
     SHARDLM_TRY(ctx_.prev_stage()->recv(in.data(), in.size() * 4, 0, kActivationTag)
                     .with_context("receiving activations of micro-batch " + std::to_string(s.mb_id)));
   }
+  if (trace_) trace_ << "exec mb " << s.mb_id << " start " << wall_us() << "\n" << std::flush;
   SHARDLM_TRY(forward(step, m_.is_first_stage() ? nullptr : &in, &out, &logits));
   in_flight_.push_back(s.mb_id);
   if (!m_.is_last_stage()) {
@@ -221,6 +229,7 @@ Status PipelineWorker::execute(const ScheduleMsg& s) {
     res.logprob.token = res.token;
     msg.tokens.push_back(SampledToken{row.seq_id, std::move(res.logprob)});
   }
+  if (trace_) trace_ << "sampled mb " << s.mb_id << " end " << wall_us() << "\n" << std::flush;
   const std::string bytes = encode(msg);
   {
     std::lock_guard<std::mutex> lk(tok_mu_);
