@@ -118,7 +118,7 @@ int run_decode_bench(const DecodeBenchOptions& o) {
   graph::CudaBackendOptions bo;
   bo.device = o.device;
   bo.cuda_graphs = !o.no_graphs;
-  bo.small_batch_gemv = !o.no_gemv;
+  if (o.no_gemv) bo.gemv_max_rows = 0;
   auto backend_or = graph::make_cuda_backend(bo);
   if (!backend_or.ok()) return fail(backend_or.status());
   graph::CudaBackend& be = **backend_or;
@@ -341,7 +341,7 @@ void register_bench_decode(CLI::App& bench, CommandRunner* run) {
       ->capture_default_str();
   cmd->add_option("--device", opts->device, "CUDA device")->capture_default_str();
   cmd->add_flag("--no-graphs", opts->no_graphs, "Run decode steps eagerly instead of replaying CUDA graphs");
-  cmd->add_flag("--no-gemv", opts->no_gemv, "Linears of ≤ 8 rows through cuBLASLt instead of the gemv kernel");
+  cmd->add_flag("--no-gemv", opts->no_gemv, "Batch-1 linears through cuBLASLt instead of the gemv kernel");
   cmd->add_option("--json", opts->json_path, "Also write the results as JSON to this file");
   cmd->callback([run, opts, batches] {
     *run = [opts, batches] {

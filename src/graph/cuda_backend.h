@@ -29,9 +29,11 @@ struct CudaBackendOptions {
   // batch-size bucket (1, 2, 4, …, 512) × block-table-width bucket; the first
   // step of a bucket runs eagerly and captures the graph, later ones replay it.
   bool cuda_graphs = true;
-  // Linears with ≤ 8 rows (decode at small batch) through the gemv kernel
-  // rather than cuBLASLt (off: for A/B runs of the benchmark).
-  bool small_batch_gemv = true;
+  // Linears with ≤ gemv_max_rows rows go through the gemv kernel instead of
+  // cuBLASLt (0: never). Measured on H200, 8B shape, sum of the linears of one
+  // step: m = 1 gemv 3.99 ms vs cuBLASLt 4.15 ms; m = 8 gemv 15.4 ms vs 4.2 ms
+  // (its x reads through L1 grow with m), hence 1 (bench/NOTES.md, run 3).
+  int64_t gemv_max_rows = 1;
   int64_t gemm_workspace_bytes = 32ll << 20;  // cuBLASLt scratch; 32 MiB covers its split-K kernels on Hopper
 };
 

@@ -81,7 +81,7 @@ Status CudaBackendImpl::run_op(const Program& p, const Op& op, const RunShape& r
       const int64_t rows = rows_of(p, op.in, rs);
       const bool f32 = buffer_is_f32(p, op.out);
       // Decode-sized rows: one stream over the weights (gemv.cu) instead of cuBLASLt.
-      if (opt_.small_batch_gemv && kc::gemv_supported(rows, wt.shape[1], bufs_[op.in], wt.ptr)) {
+      if (rows <= opt_.gemv_max_rows && kc::gemv_supported(rows, wt.shape[1], bufs_[op.in], wt.ptr)) {
         SHARDLM_CUDA_TRY(kc::gemv(cbf(bufs_[op.in]), cbf(wt.ptr), cbf(w(op, 1)), bufs_[op.out], f32, rows,
                                   wt.shape[0], wt.shape[1], s),
                          "gemv");

@@ -124,35 +124,45 @@ __global__ void __launch_bounds__(kThreads) paged_attention_kernel(const KArgs a
   const int64_t kv_row = a.nkv * a.hd;
   const int64_t col = g * a.hd + d0;
 
+  const int bs = static_cast<int>(a.block_size);
   for (int64_t tile = k_begin; tile < k_end; tile += kTile) {
     int64_t off[U];
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      const int64_t j = tile + kslot + u * KPI;
+      const int j = static_cast<int>(tile) + kslot + u * KPI;  // positions < 2^31
       off[u] = -1;
       if (j < k_end) {
-        const int64_t blk = table[j / a.block_size];
-        off[u] = (blk * a.block_size + j % a.block_size) * kv_row + col;
+        const int64_t blk = table[j / bs];
+        off[u] = (blk * bs + j % bs) * kv_row + col;
+      }
+    }
+    // K and V of the tile are both requested before any use: the V loads are in
+    // flight during the dot products and the softmax step (raw bf16 in registers).
+    Bf16x8 kraw[U], vraw[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      kraw[u] = Bf16x8{};
+      vraw[u] = Bf16x8{};
+      if (off[u] >= 0 && dim_ok) {
+        kraw[u] = *reinterpret_cast<const Bf16x8*>(a.kc + off[u]);
+        vraw[u] = *reinterpret_cast<const Bf16x8*>(a.vc + off[u]);
       }
     }
     // 1. scores
-    float kf[U][8];
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      if (off[u] >= 0 && dim_ok) {
-        load8(a.kc + off[u], kf[u]);
-      } else {
+      float kf[8];
 #pragma unroll
-        for (int i = 0; i < 8; ++i) kf[u][i] = 0.0f;
+      for (int i = 0; i < 4; ++i) {
+        const float2 t2 = __bfloat1622float2(kraw[u].h[i]);
+        kf[2 * i] = t2.x;
+        kf[2 * i + 1] = t2.y;
       }
-    }
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
 #pragma unroll
       for (int h = 0; h < MAXH; ++h) {
         float d = 0.0f;
 #pragma unroll
-        for (int i = 0; i < 8; ++i) d = fmaf(qv[h][i], kf[u][i], d);
+        for (int i = 0; i < 8; ++i) d = fmaf(qv[h][i], kf[i], d);
 #pragma unroll
         for (int o = 1; o < TPR; o <<= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
         if (chunk == 0) sc[h][kslot + u * KPI] = off[u] >= 0 ? d : -INFINITY;
@@ -178,26 +188,26 @@ __global__ void __launch_bounds__(kThreads) paged_attention_kernel(const KArgs a
     }
     __syncthreads();
     // 3. values
-    float vf[U][8];
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      if (off[u] >= 0 && dim_ok) {
-        load8(a.vc + off[u], vf[u]);
-      } else {
-#pragma unroll
-        for (int i = 0; i < 8; ++i) vf[u][i] = 0.0f;
-      }
-    }
 #pragma unroll
     for (int h = 0; h < MAXH; ++h) {
       const float al = alpha_s[h];
 #pragma unroll
       for (int i = 0; i < 8; ++i) acc[h][i] *= al;
+    }
 #pragma unroll
-      for (int u = 0; u < U; ++u) {
+    for (int u = 0; u < U; ++u) {
+      float vf[8];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const float2 t2 = __bfloat1622float2(vraw[u].h[i]);
+        vf[2 * i] = t2.x;
+        vf[2 * i + 1] = t2.y;
+      }
+#pragma unroll
+      for (int h = 0; h < MAXH; ++h) {
         const float p = sc[h][kslot + u * KPI];
 #pragma unroll
-        for (int i = 0; i < 8; ++i) acc[h][i] = fmaf(p, vf[u][i], acc[h][i]);
+        for (int i = 0; i < 8; ++i) acc[h][i] = fmaf(p, vf[i], acc[h][i]);
       }
     }
     __syncthreads();  // sc is rewritten by the next tile
