@@ -163,10 +163,7 @@ Expected<RelayMsg> PipelineWorker::take_tokens(uint64_t mb_id) {
     if (deadline.expired())
       return make_error(ErrorCode::kTimeout, "rank {} waited {} s for the sampled tokens of micro-batch {}",
                         m_.rank, opt_.wait_timeout_s, mb_id);
-    if (opt_.synchronous_relay && relay_source_exists()) {
-      Status st = relay_one(kPollSeconds);
-      if (!st.ok() && !is_timeout(st)) return st;
-    } else if (m_.is_last_stage() || m_.pp == 1) {
+    if (opt_.synchronous_relay || m_.is_last_stage() || m_.pp == 1) {
       return make_error(ErrorCode::kInternal, "micro-batch {} retired before it ran on rank {}", mb_id, m_.rank);
     }
   }
@@ -203,11 +200,28 @@ Status PipelineWorker::execute(const ScheduleMsg& s) {
   SHARDLM_TRY(forward(step, m_.is_first_stage() ? nullptr : &in, &out, &logits));
   in_flight_.push_back(s.mb_id);
   if (!m_.is_last_stage()) {
-    std::lock_guard<std::mutex> lk(send_mu_);
-    if (!send_error_.ok()) return send_error_;
-    send_queue_.push_back(std::move(out));
-    send_cv_.notify_all();
-    return Status::Ok();
+    {
+      std::lock_guard<std::mutex> lk(send_mu_);
+      if (!send_error_.ok()) return send_error_;
+      send_queue_.push_back(std::move(out));
+      send_cv_.notify_all();
+    }
+    if (!opt_.synchronous_relay) return Status::Ok();
+    // Synchronous switch: wait here for this micro-batch's tokens and relay
+    // them on before the next iteration (what the background thread does
+    // otherwise, without holding up the loop).
+    Deadline deadline(opt_.wait_timeout_s);
+    for (;;) {
+      {
+        std::lock_guard<std::mutex> tl(tok_mu_);
+        if (tokens_.count(s.mb_id)) return Status::Ok();
+      }
+      if (deadline.expired())
+        return make_error(ErrorCode::kTimeout, "rank {} waited {} s for the tokens of micro-batch {}", m_.rank,
+                          opt_.wait_timeout_s, s.mb_id);
+      Status st = relay_one(kPollSeconds);
+      if (!st.ok() && !is_timeout(st)) return st;
+    }
   }
   // Last stage: sample, keep the tokens for our own retirement, start the relay.
   if (int d = FaultInjection::get().sample_delay_ms; d > 0)

@@ -42,7 +42,8 @@ class PipelineLoop(unittest.TestCase):
         prompts = [[(7 * i + j) % 500 + 1 for j in range(3 + i)] for i in range(8)]
         batch = write_batch(prompts)
         trace = tempfile.mkdtemp()
-        extra = ["--max-num-seqs", "4", "--log-level", "info"] + (["--pp-sync"] if sync else [])
+        # A 16-token budget splits the prefills over several micro-batches.
+        extra = ["--max-num-batched-tokens", "16", "--log-level", "info"] + (["--pp-sync"] if sync else [])
         code, out, err = run_job("self", 1, 2, greedy_args(batch, 12, extra),
                                  {"SHARDLM_TRACE_DIR": trace, "SHARDLM_FAULT_SAMPLE_DELAY_MS": "100"})
         self.assertEqual(code, 0, err[-4000:])
@@ -110,7 +111,10 @@ class RankDeath(unittest.TestCase):
             time.sleep(0.2)
         time.sleep(2)  # mid-generation
         self.assertIsNone(p.poll(), "the job ended before the kill")
-        pids = {int(os.path.basename(f)[4:-4]): int(open(f).read()) for f in glob.glob(os.path.join(trace, "*.pid"))}
+        pids = {}
+        for f in glob.glob(os.path.join(trace, "*.pid")):
+            with open(f) as fh:
+                pids[int(os.path.basename(f)[4:-4])] = int(fh.read())
         self.assertEqual(len(pids), 4)
         return p, pids
 
