@@ -397,16 +397,16 @@ Status CudaBackendImpl::forward(const Program& p, const StepInput& step, const s
       SHARDLM_CUDA_TRY(cudaGraphLaunch(it->second, stream_), "graph launch");
     } else {
       SHARDLM_TRY(run_ops(p, rs));  // eager: computes this step and tunes the GEMM plans
-      cudaGraph_t g = nullptr;
-      SHARDLM_CUDA_TRY(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), "begin capture");
-      Status st = run_ops(p, rs);
-      cudaError_t e = cudaStreamEndCapture(stream_, &g);
-      SHARDLM_TRY(st);
-      SHARDLM_CUDA_TRY(e, "end capture");
       cudaGraphExec_t exec = nullptr;
-      e = cudaGraphInstantiate(&exec, g, 0);
-      cudaGraphDestroy(g);
-      SHARDLM_CUDA_TRY(e, "graph instantiate");
+      Status st = capture(p, rs, &exec);
+      if (!st.ok() && opt_.gemv_overlap_prologue) {
+        // A driver that cannot capture programmatic launches: capture without them.
+        SLOG_WARN("cuda: graph capture with programmatic launches failed ({}); capturing without", st.message());
+        cudaGetLastError();
+        opt_.gemv_overlap_prologue = false;
+        st = capture(p, rs, &exec);
+      }
+      SHARDLM_TRY(st);
       graphs_[key] = exec;
       SLOG_DEBUG("cuda: captured decode graph for batch {} × {} blocks", rs.T, rs.meta.MB);
     }
@@ -448,6 +448,22 @@ Status CudaBackendImpl::forward(const Program& p, const StepInput& step, const s
     }
     ev_used_.clear();
   }
+  return Status::Ok();
+}
+
+Status CudaBackendImpl::capture(const Program& p, const RunShape& rs, cudaGraphExec_t* exec) {
+  cudaGraph_t g = nullptr;
+  SHARDLM_CUDA_TRY(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), "begin capture");
+  Status st = run_ops(p, rs);
+  cudaError_t e = cudaStreamEndCapture(stream_, &g);
+  if (!st.ok()) {
+    if (g) cudaGraphDestroy(g);
+    return st;
+  }
+  SHARDLM_CUDA_TRY(e, "end capture");
+  e = cudaGraphInstantiate(exec, g, 0);
+  cudaGraphDestroy(g);
+  SHARDLM_CUDA_TRY(e, "graph instantiate");
   return Status::Ok();
 }
 

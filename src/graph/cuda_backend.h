@@ -34,6 +34,9 @@ struct CudaBackendOptions {
   // step: m = 1 gemv 3.99 ms vs cuBLASLt 4.15 ms; m = 8 gemv 15.4 ms vs 4.2 ms
   // (its x reads through L1 grow with m), hence 1 (bench/NOTES.md, run 3).
   int64_t gemv_max_rows = 1;
+  // Launch those gemvs as programmatic dependent launches that prefetch their
+  // weights while the previous kernel drains (kernels/cuda/gemv.cu).
+  bool gemv_overlap_prologue = true;
   int64_t gemm_workspace_bytes = 32ll << 20;  // cuBLASLt scratch; 32 MiB covers its split-K kernels on Hopper
 };
 

@@ -103,6 +103,7 @@ class CudaBackendImpl final : public CudaBackend {
   Status ensure_meta(int64_t ints);
   void pack_meta(const StepInput& step, const MetaLayout& L, bool pad_decode);
   Status run_ops(const Program& p, const RunShape& rs);
+  Status capture(const Program& p, const RunShape& rs, cudaGraphExec_t* exec);
   Status run_op(const Program& p, const Op& op, const RunShape& rs);
   void invalidate_graphs();
   Expected<void*> weight_slot(int id, const Shape& shape);

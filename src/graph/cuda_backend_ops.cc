@@ -83,7 +83,7 @@ Status CudaBackendImpl::run_op(const Program& p, const Op& op, const RunShape& r
       // Decode-sized rows: one stream over the weights (gemv.cu) instead of cuBLASLt.
       if (rows <= opt_.gemv_max_rows && kc::gemv_supported(rows, wt.shape[1], bufs_[op.in], wt.ptr)) {
         SHARDLM_CUDA_TRY(kc::gemv(cbf(bufs_[op.in]), cbf(wt.ptr), cbf(w(op, 1)), bufs_[op.out], f32, rows,
-                                  wt.shape[0], wt.shape[1], s),
+                                  wt.shape[0], wt.shape[1], s, opt_.gemv_overlap_prologue),
                          "gemv");
         break;
       }

@@ -92,17 +92,25 @@ TEST_P(CudaGemv, MatchesCpuMatmul) {
   std::vector<float> ref(c.m * c.n);
   cpu::matmul(x.data(), w.data(), c.bias ? b.data() : nullptr, ref.data(), c.m, c.n, c.k);
   const double atol = 2e-3 * std::sqrt(static_cast<double>(c.k));
-  if (c.f32_out) {
-    DeviceBuffer<float> dy(c.m * c.n);
-    CUDA_OK(kc::gemv(dx.get(), dw.get(), c.bias ? db.get() : nullptr, dy.get(), true, c.m, c.n, c.k, nullptr));
-    CUDA_OK(cudaDeviceSynchronize());
-    expect_close(download(dy, ref.size()), ref, atol, 1e-5, "gemv f32 out");
-  } else {
-    DeviceBuffer<bf16> dy(c.m * c.n);
-    CUDA_OK(cudaMemset(dy.get(), 0xff, c.m * c.n * 2));  // NaN until written
-    CUDA_OK(kc::gemv(dx.get(), dw.get(), c.bias ? db.get() : nullptr, dy.get(), false, c.m, c.n, c.k, nullptr));
-    CUDA_OK(cudaDeviceSynchronize());
-    expect_close(download_bf16(dy, ref.size()), ref, atol, 1.0 / 128, "gemv bf16 out");
+  // Plain launch, and the programmatic dependent launch right behind a kernel that writes x
+  // (a copy kernel standing in for the norm before a linear): the wait must see x complete.
+  for (bool pdl : {false, true}) {
+    DeviceBuffer<bf16> dx2(x.size());
+    CUDA_OK(cudaMemset(dx2.get(), 0, x.size() * 2));
+    CUDA_OK(kc::add(dx.get(), dx2.get(), dx2.get(), x.size(), nullptr));  // dx2 = x, written by a kernel
+    const std::string tag = pdl ? " (programmatic launch)" : "";
+    if (c.f32_out) {
+      DeviceBuffer<float> dy(c.m * c.n);
+      CUDA_OK(kc::gemv(dx2.get(), dw.get(), c.bias ? db.get() : nullptr, dy.get(), true, c.m, c.n, c.k, nullptr, pdl));
+      CUDA_OK(cudaDeviceSynchronize());
+      expect_close(download(dy, ref.size()), ref, atol, 1e-5, "gemv f32 out" + tag);
+    } else {
+      DeviceBuffer<bf16> dy(c.m * c.n);
+      CUDA_OK(cudaMemset(dy.get(), 0xff, c.m * c.n * 2));  // NaN until written
+      CUDA_OK(kc::gemv(dx2.get(), dw.get(), c.bias ? db.get() : nullptr, dy.get(), false, c.m, c.n, c.k, nullptr, pdl));
+      CUDA_OK(cudaDeviceSynchronize());
+      expect_close(download_bf16(dy, ref.size()), ref, atol, 1.0 / 128, "gemv bf16 out" + tag);
+    }
   }
 }
 

@@ -70,8 +70,10 @@ cudaError_t fill_bf16(bf16* p, int64_t n, float value, cudaStream_t stream);
 // Needs k % 8 == 0 and 16-byte aligned x and w (gemv_supported).
 constexpr int64_t kGemvMaxRows = 8;
 bool gemv_supported(int64_t m, int64_t k, const void* x, const void* w);
+// overlap_prologue: launch as a programmatic dependent launch that prefetches
+// w before waiting for the previous kernel in the stream (see gemv.cu).
 cudaError_t gemv(const bf16* x, const bf16* w, const bf16* bias, void* y, bool y_f32, int64_t m, int64_t n, int64_t k,
-                 cudaStream_t stream);
+                 cudaStream_t stream, bool overlap_prologue = false);
 
 // ---- paged attention (attention.cu) ---------------------------------------
 // One call covers prefill, chunked prefill and decode, exactly as

@@ -9,6 +9,10 @@
 // will not be re-read this step); x (≤ 8 rows, a few KB) is read through L1.
 // Each lane keeps m partial dots; a xor-shuffle tree sums them and lane 0
 // writes y[·, n]. 8 warps per block, one row each.
+// With overlap_prologue the kernel is launched as a programmatic dependent
+// launch (Hopper): its blocks start while the previous kernel drains, prefetch
+// their weight rows into L2, and only then wait for that kernel's output x —
+// the fixed ramp of each small linear overlaps the kernel before it.
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/cuda_kernels.h"
 
@@ -19,6 +23,7 @@ using namespace detail;
 
 constexpr int kWarps = 8;
 constexpr int kUnroll = 4;
+constexpr int kPrefetchPerLane = 32;  // ≤ 16 KB of a row prefetched per warp before the wait
 
 __device__ __forceinline__ void dot8(const Bf16x8& w, const Bf16x8& x, float& acc) {
 #pragma unroll
@@ -30,7 +35,7 @@ __device__ __forceinline__ void dot8(const Bf16x8& w, const Bf16x8& x, float& ac
   }
 }
 
-template <int M, bool kF32Out>
+template <int M, bool kF32Out, bool kPrologue>
 __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w,
                                                            const bf16* __restrict__ bias, void* __restrict__ y,
                                                            int64_t n, int64_t k) {
@@ -39,6 +44,13 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const bf16* __restric
   if (row >= n) return;
   const Bf16x8* wr = reinterpret_cast<const Bf16x8*>(w + row * k);
   const int64_t pieces = k / 8;
+  if (kPrologue) {
+    // The weights do not depend on the previous kernel: pull this warp's row
+    // toward L2 while that kernel finishes, then wait for its output (x).
+    for (int64_t q = lane; q < pieces && q < 32 * kPrefetchPerLane; q += 32)
+      asm volatile("prefetch.global.L2 [%0];" ::"l"(wr + q));
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+  }
   float acc[M];
 #pragma unroll
   for (int m = 0; m < M; ++m) acc[m] = 0.0f;
@@ -78,13 +90,33 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const bf16* __restric
   }
 }
 
-template <int M>
-void launch(const bf16* x, const bf16* w, const bf16* bias, void* y, int64_t n, int64_t k, bool f32, cudaStream_t s) {
+template <int M, bool kF32Out>
+cudaError_t launch2(const bf16* x, const bf16* w, const bf16* bias, void* y, int64_t n, int64_t k, bool pdl,
+                    cudaStream_t s) {
   const unsigned grid = static_cast<unsigned>((n + kWarps - 1) / kWarps);
-  if (f32)
-    gemv_kernel<M, true><<<grid, kWarps * 32, 0, s>>>(x, w, bias, y, n, k);
-  else
-    gemv_kernel<M, false><<<grid, kWarps * 32, 0, s>>>(x, w, bias, y, n, k);
+  if (!pdl) {
+    gemv_kernel<M, kF32Out, false><<<grid, kWarps * 32, 0, s>>>(x, w, bias, y, n, k);
+    return cudaGetLastError();
+  }
+  // Programmatic dependent launch: blocks may start before the previous kernel
+  // in the stream has finished; the kernel waits (griddepcontrol.wait) before reading x.
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(grid);
+  cfg.blockDim = dim3(kWarps * 32);
+  cfg.dynamicSmemBytes = 0;
+  cfg.stream = s;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  return cudaLaunchKernelEx(&cfg, gemv_kernel<M, kF32Out, true>, x, w, bias, y, n, k);
+}
+
+template <int M>
+cudaError_t launch(const bf16* x, const bf16* w, const bf16* bias, void* y, int64_t n, int64_t k, bool f32, bool pdl,
+                   cudaStream_t s) {
+  return f32 ? launch2<M, true>(x, w, bias, y, n, k, pdl, s) : launch2<M, false>(x, w, bias, y, n, k, pdl, s);
 }
 
 }  // namespace
@@ -95,21 +127,20 @@ bool gemv_supported(int64_t m, int64_t k, const void* x, const void* w) {
 }
 
 cudaError_t gemv(const bf16* x, const bf16* w, const bf16* bias, void* y, bool y_f32, int64_t m, int64_t n, int64_t k,
-                 cudaStream_t s) {
+                 cudaStream_t s, bool overlap_prologue) {
   if (!gemv_supported(m, k, x, w)) return cudaErrorInvalidValue;
   if (n <= 0) return cudaSuccess;
   if ((n + kWarps - 1) / kWarps > 0x7fffffff) return cudaErrorInvalidValue;
   switch (m) {
-    case 1: launch<1>(x, w, bias, y, n, k, y_f32, s); break;
-    case 2: launch<2>(x, w, bias, y, n, k, y_f32, s); break;
-    case 3: launch<3>(x, w, bias, y, n, k, y_f32, s); break;
-    case 4: launch<4>(x, w, bias, y, n, k, y_f32, s); break;
-    case 5: launch<5>(x, w, bias, y, n, k, y_f32, s); break;
-    case 6: launch<6>(x, w, bias, y, n, k, y_f32, s); break;
-    case 7: launch<7>(x, w, bias, y, n, k, y_f32, s); break;
-    default: launch<8>(x, w, bias, y, n, k, y_f32, s); break;
+    case 1: return launch<1>(x, w, bias, y, n, k, y_f32, overlap_prologue, s);
+    case 2: return launch<2>(x, w, bias, y, n, k, y_f32, overlap_prologue, s);
+    case 3: return launch<3>(x, w, bias, y, n, k, y_f32, overlap_prologue, s);
+    case 4: return launch<4>(x, w, bias, y, n, k, y_f32, overlap_prologue, s);
+    case 5: return launch<5>(x, w, bias, y, n, k, y_f32, overlap_prologue, s);
+    case 6: return launch<6>(x, w, bias, y, n, k, y_f32, overlap_prologue, s);
+    case 7: return launch<7>(x, w, bias, y, n, k, y_f32, overlap_prologue, s);
+    default: return launch<8>(x, w, bias, y, n, k, y_f32, overlap_prologue, s);
   }
-  return cudaGetLastError();
 }
 
 }  // namespace shardlm::kernels::cuda
