@@ -104,7 +104,7 @@ bool HttpResponseWriter::send(int status, std::string_view content_type, std::st
   if (state_ != State::kNone) return false;
   state_ = State::kDone;
   std::string out = head(status, content_type, extra_headers, false, body.size());
-  out.append(body);
+  if (!head_only_) out.append(body);
   return write_all(out);
 }
 
@@ -386,7 +386,7 @@ void HttpServer::handle_connection(int fd) {
     bool keep_alive = true;
     if (const std::string* c = req.header("connection")) keep_alive = lower(*c).find("close") == std::string::npos;
     if (stopping_.load()) keep_alive = false;
-    HttpResponseWriter w(fd, keep_alive);
+    HttpResponseWriter w(fd, keep_alive, req.method == "HEAD");
     try {
       handler_(req, w);
     } catch (const std::exception& e) {

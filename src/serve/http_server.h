@@ -40,7 +40,8 @@ struct HttpRequest {
 // write_chunk()… then end_chunked(). Writes return false once the peer is gone.
 class HttpResponseWriter {
  public:
-  HttpResponseWriter(int fd, bool keep_alive) : fd_(fd), keep_alive_(keep_alive) {}
+  HttpResponseWriter(int fd, bool keep_alive, bool head_only = false)
+      : fd_(fd), keep_alive_(keep_alive), head_only_(head_only) {}
 
   bool send(int status, std::string_view content_type, std::string_view body,
             const std::map<std::string, std::string>& extra_headers = {});
@@ -68,6 +69,7 @@ class HttpResponseWriter {
 
   int fd_;
   bool keep_alive_;
+  bool head_only_;  // a HEAD request: headers only
   bool failed_ = false;
   State state_ = State::kNone;
 };
