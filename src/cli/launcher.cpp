@@ -137,6 +137,7 @@ Expected<LaunchInfo> detect_cli_launch(const DistArgs& a) {
 
 int run_distributed_job(const LaunchInfo& launch, const std::string& model_dir, const DistArgs& a,
                         EngineConfig engine, const std::function<int(Coordinator&)>& body) {
+  init_logging(launch.rank, spdlog::level::to_string_view(spdlog::get_level()).data());
   const bool parent = launch.launcher == LaunchInfo::Launcher::kSelfSpawn && launch.rank == 0 &&
                       !env_get("SHARDLM_RANK");
   DistEngineOptions o;

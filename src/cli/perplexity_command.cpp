@@ -5,6 +5,9 @@
 // "perplexity of fixed-length models" recipe), so every token after the first
 // is predicted exactly once: ppl = exp(−Σ log p / (N − 1)).
 #include <cmath>
+#include <condition_variable>
+#include <map>
+#include <mutex>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -14,7 +17,9 @@
 #include "base/log.h"
 #include "cli/commands.h"
 #include "cli/default_model.h"
+#include "cli/launcher.h"
 #include "runtime/engine.h"
+#include "runtime/generation_service.h"
 #include "tokenizer/tokenizer.h"
 
 namespace shardlm::cli {
@@ -28,12 +33,19 @@ struct PerplexityArgs {
   bool add_bos = true;
   bool json = false;
   EngineConfig engine;
+  DistArgs dist;
   std::string log_level = "warn";
 };
 
 int fail(const Status& st) {
   std::fprintf(stderr, "shardlm perplexity: error: %s\n", st.to_string().c_str());
   return 1;
+}
+
+// The model's context length from config.json (4096 when it does not say).
+int64_t model_max_len(const std::string& dir) {
+  auto c = load_model_config(dir);
+  return c.ok() && c->max_position_embeddings > 0 ? c->max_position_embeddings : 4096;
 }
 
 int run_perplexity(PerplexityArgs a) {
@@ -54,43 +66,90 @@ int run_perplexity(PerplexityArgs a) {
   const std::vector<int32_t>& ids = *ids_or;
   if (ids.size() < 2) return fail(make_error(ErrorCode::kInvalidArgument, "{} has fewer than 2 tokens", a.file));
 
-  a.engine.scheduler.max_num_seqs = 1;
-  auto engine_or = Engine::create_cpu(a.model, a.engine);
-  if (!engine_or.ok()) return fail(engine_or.status());
-  Engine& engine = **engine_or;
-  const int64_t window = a.window > 0 ? std::min(a.window, engine.max_model_len()) : std::min<int64_t>(engine.max_model_len(), 1024);
+  const int64_t max_len = a.engine.max_model_len > 0 ? a.engine.max_model_len : model_max_len(a.model);
+  const int64_t window = a.window > 0 ? std::min(a.window, max_len) : std::min<int64_t>(max_len, 1024);
   const int64_t stride = a.stride > 0 ? std::min(a.stride, window) : std::max<int64_t>(1, window / 2);
   if (window < 2) return fail(make_error(ErrorCode::kInvalidArgument, "--window must be ≥ 2"));
 
+  // The windows: [begin, end) for begin = 0, stride, …, until one reaches n;
+  // window w scores the targets at [max(prev_end, begin + 1), end).
   const int64_t n = static_cast<int64_t>(ids.size());
-  double nll = 0;
-  int64_t scored = 0, prev_end = 0;
-  for (int64_t begin = 0; begin < n; begin += stride) {
+  struct Window {
+    int64_t begin, end, first_target;
+  };
+  std::vector<Window> windows;
+  for (int64_t begin = 0, prev_end = 0; begin < n; begin += stride) {
     const int64_t end = std::min(begin + window, n);
-    std::vector<int32_t> win(ids.begin() + begin, ids.begin() + end);
-    auto lp = engine.score(win);  // lp[i] = log p(win[i+1] | win[..i])
-    if (!lp.ok()) return fail(lp.status());
-    // Score targets at absolute positions [max(prev_end, begin + 1), end).
-    for (int64_t t = std::max(prev_end, begin + 1); t < end; ++t) {
-      nll -= (*lp)[t - begin - 1];
-      ++scored;
-    }
+    windows.push_back(Window{begin, end, std::max(prev_end, begin + 1)});
     prev_end = end;
     if (end == n) break;
-    if (isatty(fileno(stderr)))
-      std::fprintf(stderr, "\rscoring %lld/%lld tokens", (long long)end, (long long)n);
   }
-  if (isatty(fileno(stderr))) std::fprintf(stderr, "\n");
-  const double ppl = std::exp(nll / static_cast<double>(scored));
-  if (a.json) {
-    nlohmann::json j{{"perplexity", ppl}, {"tokens", n}, {"scored_tokens", scored},
-                     {"mean_nll", nll / scored}, {"window", window}, {"stride", stride}};
-    std::printf("%s\n", j.dump().c_str());
-  } else {
-    std::printf("perplexity %.4f over %lld tokens (%lld scored; window %lld, stride %lld)\n", ppl,
-                (long long)n, (long long)scored, (long long)window, (long long)stride);
-  }
-  return 0;
+
+  // Every window is one scoring request (prompt logprobs, one sampled token we
+  // ignore); all are submitted at once and batched by the engine.
+  auto drive = [&](GenerationService& svc) -> int {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::map<int64_t, std::vector<double>> done;
+    std::map<int64_t, size_t> index;
+    Status error;
+    for (size_t w = 0; w < windows.size(); ++w) {
+      GenerationRequest req;
+      req.prompt.assign(ids.begin() + windows[w].begin, ids.begin() + windows[w].end);
+      req.params.temperature = 0;
+      req.params.max_tokens = 1;
+      req.params.ignore_eos = true;
+      req.want_prompt_logprobs = true;
+      req.on_update = [&](const GenerationUpdate& u) {
+        if (!u.finished) return;
+        std::lock_guard<std::mutex> lk(mu);
+        if (!u.error.ok()) error = u.error;
+        done[u.id] = u.prompt_logprobs;
+        cv.notify_all();
+      };
+      auto id = svc.submit(std::move(req));
+      if (!id.ok()) return fail(id.status());
+      std::lock_guard<std::mutex> lk(mu);
+      index[*id] = w;
+    }
+    std::unique_lock<std::mutex> lk(mu);
+    cv.wait(lk, [&] { return done.size() == windows.size() || !error.ok(); });
+    if (!error.ok()) return fail(error);
+    double nll = 0;
+    int64_t scored = 0;
+    for (auto& [id, lps] : done) {
+      const Window& win = windows[index.at(id)];
+      // lps[i] = log p(token begin+i+1 | tokens ..begin+i)
+      if (static_cast<int64_t>(lps.size()) != win.end - win.begin - 1)
+        return fail(make_error(ErrorCode::kInternal, "window at {} returned {} logprobs, expected {}", win.begin,
+                               lps.size(), win.end - win.begin - 1));
+      for (int64_t t = win.first_target; t < win.end; ++t) {
+        nll -= lps[t - win.begin - 1];
+        ++scored;
+      }
+    }
+    const double ppl = std::exp(nll / static_cast<double>(scored));
+    if (a.json) {
+      nlohmann::json j{{"perplexity", ppl}, {"tokens", n}, {"scored_tokens", scored},
+                       {"mean_nll", nll / scored}, {"window", window}, {"stride", stride}};
+      std::printf("%s\n", j.dump().c_str());
+    } else {
+      std::printf("perplexity %.4f over %lld tokens (%lld scored; window %lld, stride %lld)\n", ppl,
+                  (long long)n, (long long)scored, (long long)window, (long long)stride);
+    }
+    return 0;
+  };
+
+  auto launch = detect_cli_launch(a.dist);
+  if (!launch.ok()) return fail(launch.status());
+  if (launch->world > 1)
+    return run_distributed_job(*launch, a.model, a.dist, a.engine, [&](Coordinator& c) { return drive(c); });
+  auto engine_or = Engine::create_cpu(a.model, a.engine);
+  if (!engine_or.ok()) return fail(engine_or.status());
+  auto svc = make_local_service(std::move(*engine_or));
+  int code = drive(*svc);
+  svc->shutdown(false);
+  return code;
 }
 
 }  // namespace
@@ -106,6 +165,7 @@ void register_perplexity_command(CLI::App& app, CommandRunner* run) {
   sub->add_flag("--json", a->json, "Print one JSON object");
   sub->add_option("--max-num-batched-tokens", a->engine.scheduler.max_num_batched_tokens,
                   "Tokens per forward at most (longer windows run in chunks)")->capture_default_str();
+  add_dist_flags(sub, &a->dist);
   sub->add_option("--log-level", a->log_level, "debug, info, warn, error or off")->capture_default_str();
   sub->callback([a, run] { *run = [a] { return run_perplexity(*a); }; });
 }

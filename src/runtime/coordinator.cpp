@@ -35,7 +35,7 @@ Expected<int64_t> Coordinator::submit(GenerationRequest request) {
                         model_.vocab_size);
   if (request.params.max_tokens < 1) return make_error(ErrorCode::kInvalidArgument, "max_tokens must be ≥ 1");
   const int64_t need = static_cast<int64_t>(prompt.size()) + request.params.max_tokens;
-  if (need > opt_.max_model_len)
+  if (need - 1 > opt_.max_model_len)  // the last sampled token takes no position
     return make_error(ErrorCode::kInvalidArgument,
                       "prompt ({} tokens) + max_tokens ({}) = {} exceeds the maximum context length {}",
                       prompt.size(), request.params.max_tokens, need, opt_.max_model_len);

@@ -112,7 +112,9 @@ Expected<int64_t> Engine::add_request(std::vector<int32_t> prompt, SamplingParam
                         id, model_.vocab_size);
   if (params.max_tokens < 1) return make_error(ErrorCode::kInvalidArgument, "max_tokens must be ≥ 1");
   const int64_t need = static_cast<int64_t>(prompt.size()) + params.max_tokens;
-  if (static_cast<int64_t>(prompt.size()) >= max_model_len_ || need > max_model_len_)
+  // The last sampled token is never fed back, so it takes no position: a
+  // request fits when prompt + max_tokens − 1 positions do.
+  if (need - 1 > max_model_len_)
     return make_error(ErrorCode::kInvalidArgument,
                       "prompt ({} tokens) + max_tokens ({}) = {} exceeds the maximum context length {}",
                       prompt.size(), params.max_tokens, need, max_model_len_);
@@ -198,8 +200,7 @@ Status Engine::run_private_prompt(
     if (id < 0 || id >= model_.vocab_size)
       return make_error(ErrorCode::kInvalidArgument, "token id {} is outside the vocabulary [0, {})", id,
                         model_.vocab_size);
-  if (scheduler_->has_unfinished())
-    return make_error(ErrorCode::kInvalidArgument, "scoring needs an idle engine");
+  // Safe beside queued requests: it runs between steps, on blocks of its own.
   const int64_t seq_id = -1;  // private id: never handed out by add_request
   const int64_t n = static_cast<int64_t>(ids.size());
   if (!blocks_->ensure_capacity(seq_id, n))

@@ -16,7 +16,7 @@
 namespace {
 
 std::string run(const std::string& args, int* exit_code) {
-  const std::string cmd = "timeout 300 " + std::string(SHARDLM_BINARY_DIR) + "/shardlm " + args + " 2>/dev/null";
+  const std::string cmd = "SHARDLM_NUM_THREADS=1 timeout 300 " + std::string(SHARDLM_BINARY_DIR) + "/shardlm " + args + " 2>/dev/null";
   std::string out;
   FILE* p = popen(cmd.c_str(), "r");
   char buf[4096];
@@ -27,7 +27,12 @@ std::string run(const std::string& args, int* exit_code) {
   return out;
 }
 
-TEST(Perplexity, HeldOutExcerptMatchesPyTorch) {
+class Perplexity : public ::testing::TestWithParam<std::pair<int, int>> {};
+
+// Every (tp, pp) layout, on CPU ranks started by self-spawn, gives the value
+// PyTorch recorded (and so the same value as tp = pp = 1).
+TEST_P(Perplexity, HeldOutExcerptMatchesPyTorch) {
+  const auto [tp, pp] = GetParam();
   const std::string kjv = std::string(SHARDLM_SOURCE_DIR) + "/models/kjv";
   std::ifstream f(kjv + "/eval.json");
   ASSERT_TRUE(f) << "models/kjv/eval.json missing";
@@ -36,12 +41,20 @@ TEST(Perplexity, HeldOutExcerptMatchesPyTorch) {
   const int64_t want_scored = eval["excerpt_tokens_scored"];
   int code = 0;
   std::string out = run("perplexity --model " + kjv + " --file " + kjv +
-                            "/heldout_excerpt.txt --window 512 --stride 256 --json",
+                            "/heldout_excerpt.txt --window 512 --stride 256 --json --tp " + std::to_string(tp) +
+                            " --pp " + std::to_string(pp),
                         &code);
   ASSERT_EQ(code, 0) << out;
   auto got = nlohmann::json::parse(out);
   EXPECT_EQ(got["scored_tokens"].get<int64_t>(), want_scored);
-  EXPECT_NEAR(got["perplexity"].get<double>(), want, want * 1e-5);
+  EXPECT_NEAR(got["perplexity"].get<double>(), want, want * 1e-5) << "tp " << tp << " pp " << pp;
 }
+
+INSTANTIATE_TEST_SUITE_P(Layouts, Perplexity,
+                         ::testing::Values(std::make_pair(1, 1), std::make_pair(2, 1), std::make_pair(1, 2),
+                                           std::make_pair(2, 2)),
+                         [](const auto& info) {
+                           return "tp" + std::to_string(info.param.first) + "_pp" + std::to_string(info.param.second);
+                         });
 
 }  // namespace
