@@ -113,6 +113,7 @@ Status CudaBackendImpl::init() {
     return make_error(ErrorCode::kUnsupported, "CUDA device {} ({}) has compute capability {}.{}; bf16 kernels need ≥ 8.0",
                       opt_.device, device_name_, prop.major, prop.minor);
   SHARDLM_CUDA_TRY(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
+  kc::set_programmatic_launch(opt_.programmatic_launch);
   std::string err;
   gemm_ = kc::Gemm::create(static_cast<size_t>(opt_.gemm_workspace_bytes), &err);
   if (!gemm_) return make_error(ErrorCode::kInternal, "cuBLASLt: {}", err);
@@ -399,11 +400,13 @@ Status CudaBackendImpl::forward(const Program& p, const StepInput& step, const s
       SHARDLM_TRY(run_ops(p, rs));  // eager: computes this step and tunes the GEMM plans
       cudaGraphExec_t exec = nullptr;
       Status st = capture(p, rs, &exec);
-      if (!st.ok() && opt_.gemv_overlap_prologue) {
+      if (!st.ok() && (opt_.gemv_overlap_prologue || opt_.programmatic_launch)) {
         // A driver that cannot capture programmatic launches: capture without them.
         SLOG_WARN("cuda: graph capture with programmatic launches failed ({}); capturing without", st.message());
         cudaGetLastError();
         opt_.gemv_overlap_prologue = false;
+        opt_.programmatic_launch = false;
+        kc::set_programmatic_launch(false);
         st = capture(p, rs, &exec);
       }
       SHARDLM_TRY(st);

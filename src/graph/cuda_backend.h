@@ -37,6 +37,9 @@ struct CudaBackendOptions {
   // Launch those gemvs as programmatic dependent launches that prefetch their
   // weights while the previous kernel drains (kernels/cuda/gemv.cu).
   bool gemv_overlap_prologue = true;
+  // All hot-path kernels as programmatic dependent launches (each waits for its
+  // predecessor on the device; only the launch gap is hidden).
+  bool programmatic_launch = true;
   int64_t gemm_workspace_bytes = 32ll << 20;  // cuBLASLt scratch; 32 MiB covers its split-K kernels on Hopper
 };
 

@@ -190,3 +190,39 @@ TEST(CudaGatherRows, CopiesSelectedRows) {
 
 }  // namespace
 }  // namespace shardlm
+
+namespace shardlm {
+namespace {
+
+// Programmatic dependent launches must keep stream order: a chain of dependent
+// kernels (add → rmsnorm → silu_mul-shaped reads) gives bitwise the same result
+// with the switch on as off.
+TEST(CudaProgrammaticLaunch, KeepsStreamOrderBitwise) {
+  SHARDLM_REQUIRE_GPU();
+  const int64_t rows = 64, cols = 4096;
+  auto x = cuda_testing::random_bf16_values(rows * cols, 50);
+  auto w = cuda_testing::random_bf16_values(cols, 51, 0.5, 1.5);
+  std::vector<float> results[2];
+  for (int on = 0; on < 2; ++on) {
+    kernels::cuda::set_programmatic_launch(on == 1);
+    cuda_testing::DeviceBuffer<__nv_bfloat16> dx(x.size()), dy(x.size()), dw(cols);
+    cuda_testing::upload_bf16(dx, x);
+    cuda_testing::upload_bf16(dy, x);
+    cuda_testing::upload_bf16(dw, w);
+    cudaStream_t s;
+    ASSERT_EQ(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
+    for (int i = 0; i < 50; ++i) {
+      ASSERT_EQ(kernels::cuda::add(dy.get(), dx.get(), dy.get(), x.size(), s), cudaSuccess);
+      ASSERT_EQ(kernels::cuda::rmsnorm(dy.get(), dw.get(), dy.get(), rows, cols, 1e-5f, s), cudaSuccess);
+    }
+    ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+    cudaStreamDestroy(s);
+    results[on] = cuda_testing::download_bf16(dy, x.size());
+  }
+  kernels::cuda::set_programmatic_launch(false);
+  ASSERT_EQ(results[0].size(), results[1].size());
+  EXPECT_EQ(0, std::memcmp(results[0].data(), results[1].data(), results[0].size() * sizeof(float)));
+}
+
+}  // namespace
+}  // namespace shardlm

@@ -76,6 +76,7 @@ __device__ __forceinline__ RowRange row_range(const KArgs& a, int64_t t, int64_t
 
 template <int HDP, int MAXH>
 __global__ void __launch_bounds__(kThreads) paged_attention_kernel(const KArgs a) {
+  griddep_wait();
   constexpr int TPR = HDP / 8;        // threads per key row
   constexpr int KPI = kThreads / TPR; // keys side by side
   constexpr int U = kTile / KPI;      // keys per thread per tile
@@ -248,6 +249,7 @@ __global__ void __launch_bounds__(kThreads) paged_attention_kernel(const KArgs a
 }
 
 __global__ void combine_kernel(const KArgs a) {
+  griddep_wait();
   const int64_t t = blockIdx.x, head = blockIdx.y;
   const RowRange rr = row_range(a, t, a.token_seq[t]);
   const int64_t n_vis = rr.pos - rr.lo + 1;
@@ -312,16 +314,16 @@ bool make_plan(const PagedAttentionParams& p, Plan* out) {
 }
 
 template <int HDP, int MAXH>
-void launch(const KArgs& a, dim3 grid, cudaStream_t s) {
-  paged_attention_kernel<HDP, MAXH><<<grid, kThreads, 0, s>>>(a);
+cudaError_t launch(const KArgs& a, dim3 grid, cudaStream_t s) {
+  return launch_k(paged_attention_kernel<HDP, MAXH>, grid, dim3(kThreads), 0, s, a);
 }
 
 template <int HDP>
-void launch_h(const KArgs& a, int maxh, dim3 grid, cudaStream_t s) {
+cudaError_t launch_h(const KArgs& a, int maxh, dim3 grid, cudaStream_t s) {
   switch (maxh) {
-    case 1: launch<HDP, 1>(a, grid, s); break;
-    case 4: launch<HDP, 4>(a, grid, s); break;
-    default: launch<HDP, 8>(a, grid, s); break;
+    case 1: return launch<HDP, 1>(a, grid, s);
+    case 4: return launch<HDP, 4>(a, grid, s);
+    default: return launch<HDP, 8>(a, grid, s);
   }
 }
 
@@ -375,18 +377,18 @@ cudaError_t paged_attention(const bf16* q, int64_t q_stride, const bf16* k_cache
   if (p.num_tokens > 0x7fffffff || p.nkv_heads * pl.hgroups > 65535) return cudaErrorInvalidValue;
   const dim3 grid(static_cast<unsigned>(p.num_tokens), static_cast<unsigned>(p.nkv_heads * pl.hgroups),
                   static_cast<unsigned>(pl.nsplits));
+  cudaError_t e = cudaErrorNotSupported;
   switch (padded_head_dim(p.head_dim)) {
-    case 16: launch_h<16>(a, pl.maxh, grid, stream); break;
-    case 32: launch_h<32>(a, pl.maxh, grid, stream); break;
-    case 64: launch_h<64>(a, pl.maxh, grid, stream); break;
-    case 128: launch_h<128>(a, pl.maxh, grid, stream); break;
-    case 256: launch_h<256>(a, pl.maxh, grid, stream); break;
+    case 16: e = launch_h<16>(a, pl.maxh, grid, stream); break;
+    case 32: e = launch_h<32>(a, pl.maxh, grid, stream); break;
+    case 64: e = launch_h<64>(a, pl.maxh, grid, stream); break;
+    case 128: e = launch_h<128>(a, pl.maxh, grid, stream); break;
+    case 256: e = launch_h<256>(a, pl.maxh, grid, stream); break;
     default: return cudaErrorNotSupported;
   }
-  cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess || pl.nsplits == 1) return e;
-  combine_kernel<<<dim3(static_cast<unsigned>(p.num_tokens), static_cast<unsigned>(p.nq_heads)), 128, 0, stream>>>(a);
-  return cudaGetLastError();
+  return launch_k(combine_kernel, dim3(static_cast<unsigned>(p.num_tokens), static_cast<unsigned>(p.nq_heads)),
+                  dim3(128), 0, stream, a);
 }
 
 }  // namespace shardlm::kernels::cuda

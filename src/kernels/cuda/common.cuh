@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <utility>
 
 namespace shardlm::kernels::cuda::detail {
 
@@ -82,6 +83,45 @@ __host__ __device__ __forceinline__ uint64_t mix64(uint64_t x) {
 
 // Uniform in [0, 1) from the top 24 bits.
 __device__ __forceinline__ float uniform01(uint64_t h) { return static_cast<float>(h >> 40) * (1.0f / 16777216.0f); }
+
+// Programmatic dependent launch (Hopper): a kernel launched with the
+// programmatic-serialization attribute may be scheduled while the previous
+// kernel in the stream drains; it must call griddep_wait() before touching
+// memory that kernel writes (every hot-path kernel here calls it first, so the
+// stream order is kept and only the launch gap is hidden). Process-wide switch,
+// off by default; the CUDA backend turns it on (set_programmatic_launch).
+inline bool& programmatic_launch_flag() {
+  static bool on = false;
+  return on;
+}
+
+// Waits for the previous kernel (a no-op when not launched programmatically),
+// then lets the next kernel's blocks be scheduled: they fill SM slots this
+// kernel's last wave leaves idle and wait there in turn. Every block of this
+// kernel has started by the time the next one may launch, so no slot is taken
+// from it.
+__device__ __forceinline__ void griddep_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+template <typename... KArgs, typename... Args>
+inline cudaError_t launch_k(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
+                            Args&&... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = s;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = programmatic_launch_flag() ? 1 : 0;
+  return cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
+}
 
 inline int grid_for(int64_t n, int threads, int64_t cap = 65535LL * 8) {
   int64_t g = (n + threads - 1) / threads;

@@ -22,6 +22,12 @@ namespace shardlm::kernels::cuda {
 
 using bf16 = __nv_bfloat16;
 
+// Launch the kernels below as programmatic dependent launches (Hopper): each
+// kernel may be scheduled while the previous one drains and waits for it on
+// the device (griddepcontrol.wait) before reading anything, which hides the
+// launch gap between dependent kernels. Process-wide; off by default.
+void set_programmatic_launch(bool on);
+
 // out[i, :] = table[ids[i] - vocab_offset, :]; ids outside the shard give zeros.
 cudaError_t embedding(const bf16* table, int64_t vocab, int64_t hidden, const int32_t* ids, int64_t n,
                       bf16* out, int64_t vocab_offset, cudaStream_t stream);

@@ -49,7 +49,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const bf16* __restric
     // toward L2 while that kernel finishes, then wait for its output (x).
     for (int64_t q = lane; q < pieces && q < 32 * kPrefetchPerLane; q += 32)
       asm volatile("prefetch.global.L2 [%0];" ::"l"(wr + q));
-    asm volatile("griddepcontrol.wait;" ::: "memory");
+    griddep_wait();
   }
   float acc[M];
 #pragma unroll

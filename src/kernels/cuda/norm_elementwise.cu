@@ -21,6 +21,7 @@ constexpr int kNormThreads = 256;  // 8 warps: a 4096-wide row is 2 vectors of 8
 template <bool kVec, bool kAdd>
 __global__ void rmsnorm_kernel(const bf16* __restrict__ x, bf16* __restrict__ residual,
                                const bf16* __restrict__ w, bf16* y, int64_t cols, float eps) {
+  griddep_wait();
   const int64_t row = blockIdx.x;
   const bf16* xr = x + row * cols;
   bf16* rr = kAdd ? residual + row * cols : nullptr;
@@ -75,6 +76,7 @@ __global__ void rmsnorm_kernel(const bf16* __restrict__ x, bf16* __restrict__ re
 
 __global__ void head_rmsnorm_kernel(bf16* qkv, int64_t row_stride, int64_t nq, int64_t nkv, int64_t hd,
                                     const bf16* __restrict__ wq, const bf16* __restrict__ wk, float eps) {
+  griddep_wait();
   const int64_t t = blockIdx.x;
   const int64_t head = static_cast<int64_t>(blockIdx.y) * (blockDim.x / 32) + (threadIdx.x >> 5);
   if (head >= nq + nkv) return;
@@ -92,6 +94,7 @@ __global__ void head_rmsnorm_kernel(bf16* qkv, int64_t row_stride, int64_t nq, i
 }
 
 __global__ void add_kernel(const bf16* a, const bf16* b, bf16* y, int64_t n) {
+  griddep_wait();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
     y[i] = __float2bfloat16(__bfloat162float(a[i]) + __bfloat162float(b[i]));
@@ -104,6 +107,7 @@ __device__ __forceinline__ float silu_times(float g, float u) {
 template <bool kVec>
 __global__ void silu_mul_kernel(const bf16* __restrict__ gu, bf16* __restrict__ out, int64_t rows,
                                 int64_t inter) {
+  griddep_wait();
   const int64_t per_row = kVec ? inter / 8 : inter;
   const int64_t n = rows * per_row;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
@@ -124,24 +128,28 @@ __global__ void silu_mul_kernel(const bf16* __restrict__ gu, bf16* __restrict__ 
 }
 
 __global__ void f32_to_bf16_kernel(const float* in, bf16* out, int64_t n) {
+  griddep_wait();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
     out[i] = __float2bfloat16(in[i]);
 }
 
 __global__ void bf16_to_f32_kernel(const bf16* in, float* out, int64_t n) {
+  griddep_wait();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
     out[i] = __bfloat162float(in[i]);
 }
 
 __global__ void fill_random_kernel(bf16* p, int64_t n, uint64_t seed, float scale) {
+  griddep_wait();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
     p[i] = __float2bfloat16((2.0f * uniform01(mix64(seed ^ mix64(static_cast<uint64_t>(i)))) - 1.0f) * scale);
 }
 
 __global__ void fill_kernel(bf16* p, int64_t n, float value) {
+  griddep_wait();
   const bf16 v = __float2bfloat16(value);
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
@@ -158,13 +166,21 @@ cudaError_t launch_norm(const bf16* x, bf16* residual, const bf16* w, bf16* y, i
   const bool vec = cols % 8 == 0 && aligned16(x) && aligned16(w) && aligned16(y) && (!kAdd || aligned16(residual));
   const dim3 grid(static_cast<unsigned>(rows));
   if (vec)
-    rmsnorm_kernel<true, kAdd><<<grid, kNormThreads, 0, s>>>(x, residual, w, y, cols, eps);
+    {
+    cudaError_t _e = launch_k(rmsnorm_kernel<true, kAdd>, grid, kNormThreads, 0, s, x, residual, w, y, cols, eps);
+    if (_e != cudaSuccess) return _e;
+  }
   else
-    rmsnorm_kernel<false, kAdd><<<grid, kNormThreads, 0, s>>>(x, residual, w, y, cols, eps);
+    {
+    cudaError_t _e = launch_k(rmsnorm_kernel<false, kAdd>, grid, kNormThreads, 0, s, x, residual, w, y, cols, eps);
+    if (_e != cudaSuccess) return _e;
+  }
   return cudaGetLastError();
 }
 
 }  // namespace
+
+void set_programmatic_launch(bool on) { detail::programmatic_launch_flag() = on; }
 
 cudaError_t rmsnorm(const bf16* x, const bf16* w, bf16* y, int64_t rows, int64_t cols, float eps, cudaStream_t s) {
   return launch_norm<false>(x, nullptr, w, y, rows, cols, eps, s);
@@ -180,46 +196,70 @@ cudaError_t head_rmsnorm(bf16* qkv, int64_t row_stride, int64_t ntok, int64_t nq
   if (ntok <= 0) return cudaSuccess;
   constexpr int kWarps = 4;
   const dim3 grid(static_cast<unsigned>(ntok), static_cast<unsigned>((nq + nkv + kWarps - 1) / kWarps));
-  head_rmsnorm_kernel<<<grid, kWarps * 32, 0, s>>>(qkv, row_stride, nq, nkv, hd, wq, wk, eps);
+  {
+    cudaError_t _e = launch_k(head_rmsnorm_kernel, grid, kWarps * 32, 0, s, qkv, row_stride, nq, nkv, hd, wq, wk, eps);
+    if (_e != cudaSuccess) return _e;
+  }
   return cudaGetLastError();
 }
 
 cudaError_t add(const bf16* a, const bf16* b, bf16* y, int64_t n, cudaStream_t s) {
   if (n <= 0) return cudaSuccess;
-  add_kernel<<<grid_for(n, 256), 256, 0, s>>>(a, b, y, n);
+  {
+    cudaError_t _e = launch_k(add_kernel, grid_for(n, 256), 256, 0, s, a, b, y, n);
+    if (_e != cudaSuccess) return _e;
+  }
   return cudaGetLastError();
 }
 
 cudaError_t silu_mul(const bf16* gu, bf16* out, int64_t rows, int64_t inter, cudaStream_t s) {
   if (rows <= 0) return cudaSuccess;
   if (inter % 8 == 0 && aligned16(gu) && aligned16(out))
-    silu_mul_kernel<true><<<grid_for(rows * inter / 8, 256), 256, 0, s>>>(gu, out, rows, inter);
+    {
+    cudaError_t _e = launch_k(silu_mul_kernel<true>, grid_for(rows * inter / 8, 256), 256, 0, s, gu, out, rows, inter);
+    if (_e != cudaSuccess) return _e;
+  }
   else
-    silu_mul_kernel<false><<<grid_for(rows * inter, 256), 256, 0, s>>>(gu, out, rows, inter);
+    {
+    cudaError_t _e = launch_k(silu_mul_kernel<false>, grid_for(rows * inter, 256), 256, 0, s, gu, out, rows, inter);
+    if (_e != cudaSuccess) return _e;
+  }
   return cudaGetLastError();
 }
 
 cudaError_t f32_to_bf16(const float* in, bf16* out, int64_t n, cudaStream_t s) {
   if (n <= 0) return cudaSuccess;
-  f32_to_bf16_kernel<<<grid_for(n, 256), 256, 0, s>>>(in, out, n);
+  {
+    cudaError_t _e = launch_k(f32_to_bf16_kernel, grid_for(n, 256), 256, 0, s, in, out, n);
+    if (_e != cudaSuccess) return _e;
+  }
   return cudaGetLastError();
 }
 
 cudaError_t bf16_to_f32(const bf16* in, float* out, int64_t n, cudaStream_t s) {
   if (n <= 0) return cudaSuccess;
-  bf16_to_f32_kernel<<<grid_for(n, 256), 256, 0, s>>>(in, out, n);
+  {
+    cudaError_t _e = launch_k(bf16_to_f32_kernel, grid_for(n, 256), 256, 0, s, in, out, n);
+    if (_e != cudaSuccess) return _e;
+  }
   return cudaGetLastError();
 }
 
 cudaError_t fill_random_bf16(bf16* p, int64_t n, uint64_t seed, float scale, cudaStream_t s) {
   if (n <= 0) return cudaSuccess;
-  fill_random_kernel<<<grid_for(n, 256), 256, 0, s>>>(p, n, seed, scale);
+  {
+    cudaError_t _e = launch_k(fill_random_kernel, grid_for(n, 256), 256, 0, s, p, n, seed, scale);
+    if (_e != cudaSuccess) return _e;
+  }
   return cudaGetLastError();
 }
 
 cudaError_t fill_bf16(bf16* p, int64_t n, float value, cudaStream_t s) {
   if (n <= 0) return cudaSuccess;
-  fill_kernel<<<grid_for(n, 256), 256, 0, s>>>(p, n, value);
+  {
+    cudaError_t _e = launch_k(fill_kernel, grid_for(n, 256), 256, 0, s, p, n, value);
+    if (_e != cudaSuccess) return _e;
+  }
   return cudaGetLastError();
 }
 

@@ -19,6 +19,7 @@ template <bool kVec>
 __global__ void embedding_kernel(const bf16* __restrict__ table, int64_t vocab, int64_t hidden,
                                  const int32_t* __restrict__ ids, int64_t n, bf16* __restrict__ out,
                                  int64_t offset) {
+  griddep_wait();
   const int64_t per_row = kVec ? hidden / 8 : hidden;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n * per_row;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -37,6 +38,7 @@ __global__ void embedding_kernel(const bf16* __restrict__ table, int64_t vocab, 
 
 __global__ void rope_kernel(bf16* qkv, int64_t row_stride, const int32_t* __restrict__ positions, int64_t ntok,
                             int64_t nheads, int64_t half, const float* __restrict__ inv_freq) {
+  griddep_wait();
   const int64_t per_tok = nheads * half;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < ntok * per_tok;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -55,6 +57,7 @@ __global__ void rope_kernel(bf16* qkv, int64_t row_stride, const int32_t* __rest
 __global__ void kv_write_kernel(const bf16* __restrict__ qkv, int64_t row_stride, int64_t k_off, int64_t v_off,
                                 bf16* __restrict__ kc, bf16* __restrict__ vc, const int32_t* __restrict__ slots,
                                 int64_t ntok, int64_t width) {
+  griddep_wait();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < ntok * width;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t t = i / width, e = i % width;
@@ -68,6 +71,7 @@ __global__ void kv_write_kernel(const bf16* __restrict__ qkv, int64_t row_stride
 template <typename W>
 __global__ void gather_kernel(const W* __restrict__ in, W* __restrict__ out, const int32_t* __restrict__ rows,
                               int64_t n, int64_t words) {
+  griddep_wait();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n * words;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t r = i / words, c = i % words;
@@ -83,11 +87,17 @@ cudaError_t embedding(const bf16* table, int64_t vocab, int64_t hidden, const in
   const bool vec = hidden % 8 == 0 && (reinterpret_cast<uintptr_t>(table) & 15) == 0 &&
                    (reinterpret_cast<uintptr_t>(out) & 15) == 0;
   if (vec)
-    embedding_kernel<true><<<grid_for(n * hidden / 8, 256), 256, 0, s>>>(table, vocab, hidden, ids, n, out,
+    {
+    cudaError_t _e = launch_k(embedding_kernel<true>, grid_for(n * hidden / 8, 256), 256, 0, s, table, vocab, hidden, ids, n, out,
                                                                          vocab_offset);
+    if (_e != cudaSuccess) return _e;
+  }
   else
-    embedding_kernel<false><<<grid_for(n * hidden, 256), 256, 0, s>>>(table, vocab, hidden, ids, n, out,
+    {
+    cudaError_t _e = launch_k(embedding_kernel<false>, grid_for(n * hidden, 256), 256, 0, s, table, vocab, hidden, ids, n, out,
                                                                       vocab_offset);
+    if (_e != cudaSuccess) return _e;
+  }
   return cudaGetLastError();
 }
 
@@ -96,8 +106,11 @@ cudaError_t rope_qk(bf16* qkv, int64_t row_stride, const int32_t* positions, int
   if (ntok <= 0) return cudaSuccess;
   if (head_dim % 2 != 0) return cudaErrorInvalidValue;
   const int64_t half = head_dim / 2;
-  rope_kernel<<<grid_for(ntok * (nq + nkv) * half, 256), 256, 0, s>>>(qkv, row_stride, positions, ntok, nq + nkv,
+  {
+    cudaError_t _e = launch_k(rope_kernel, grid_for(ntok * (nq + nkv) * half, 256), 256, 0, s, qkv, row_stride, positions, ntok, nq + nkv,
                                                                       half, inv_freq);
+    if (_e != cudaSuccess) return _e;
+  }
   return cudaGetLastError();
 }
 
@@ -106,8 +119,11 @@ cudaError_t kv_write(const bf16* qkv, int64_t row_stride, int64_t k_offset, int6
                      cudaStream_t s) {
   if (ntok <= 0) return cudaSuccess;
   const int64_t width = nkv * hd;
-  kv_write_kernel<<<grid_for(ntok * width, 256), 256, 0, s>>>(qkv, row_stride, k_offset, v_offset, k_cache, v_cache,
+  {
+    cudaError_t _e = launch_k(kv_write_kernel, grid_for(ntok * width, 256), 256, 0, s, qkv, row_stride, k_offset, v_offset, k_cache, v_cache,
                                                               slot_mapping, ntok, width);
+    if (_e != cudaSuccess) return _e;
+  }
   return cudaGetLastError();
 }
 
@@ -115,11 +131,17 @@ cudaError_t gather_rows(const void* in, void* out, const int32_t* rows, int64_t 
                         cudaStream_t s) {
   if (n <= 0) return cudaSuccess;
   if (row_bytes % 4 == 0)
-    gather_kernel<uint32_t><<<grid_for(n * row_bytes / 4, 256), 256, 0, s>>>(
+    {
+    cudaError_t _e = launch_k(gather_kernel<uint32_t>, grid_for(n * row_bytes / 4, 256), 256, 0, s, 
         static_cast<const uint32_t*>(in), static_cast<uint32_t*>(out), rows, n, row_bytes / 4);
+    if (_e != cudaSuccess) return _e;
+  }
   else if (row_bytes % 2 == 0)
-    gather_kernel<uint16_t><<<grid_for(n * row_bytes / 2, 256), 256, 0, s>>>(
+    {
+    cudaError_t _e = launch_k(gather_kernel<uint16_t>, grid_for(n * row_bytes / 2, 256), 256, 0, s, 
         static_cast<const uint16_t*>(in), static_cast<uint16_t*>(out), rows, n, row_bytes / 2);
+    if (_e != cudaSuccess) return _e;
+  }
   else
     return cudaErrorInvalidValue;
   return cudaGetLastError();
