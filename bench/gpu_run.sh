@@ -42,7 +42,7 @@ run_step model_test 80 "$C/bin/cuda_model_test"
 run_step bench_decode 120 "$C/bin/shardlm" bench decode --json "$OUT/bench_decode.json"
 [ -n "${NO_GRAPHS_RUN:-}" ] && run_step bench_decode_nographs 60 "$C/bin/shardlm" bench decode --batches 1,64 --steps 10 --prefill-tokens 0 --no-graphs
 [ -n "${NO_GEMV_RUN:-}" ] && run_step bench_decode_nogemv 60 "$C/bin/shardlm" bench decode --batches 1,8 --steps 20 --prefill-tokens 0 --no-gemv
-[ -n "${NO_PDL_RUN:-}" ] && run_step bench_decode_nopdl 60 "$C/bin/shardlm" bench decode --batches 1 --steps 30 --prefill-tokens 0 --no-pdl
+[ -n "${PDL_RUN:-}" ] && run_step bench_decode_pdl 60 "$C/bin/shardlm" bench decode --batches 1,64 --steps 30 --prefill-tokens 0 --pdl
 # Counters of one decode attention launch at batch 256 (Firecracker machines let ncu read them).
 [ -n "${NCU_RUN:-}" ] && run_step ncu_attention 60 ncu --clock-control none --kernel-name regex:paged_attention \
   --launch-skip 200 --launch-count 1 --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy \
@@ -55,6 +55,6 @@ echo "-- model_test"; grep -E "^\[  (PASSED|FAILED) |rel L2|greedy:|Failure|^rc=
 echo "-- bench_decode"; tail -30 "$OUT/bench_decode.log"
 echo "-- bench_decode_nographs"; tail -8 "$OUT/bench_decode_nographs.log" 2>/dev/null
 echo "-- bench_decode_nogemv"; tail -8 "$OUT/bench_decode_nogemv.log" 2>/dev/null
-echo "-- bench_decode_nopdl"; tail -5 "$OUT/bench_decode_nopdl.log" 2>/dev/null
+echo "-- bench_decode_pdl"; tail -6 "$OUT/bench_decode_pdl.log" 2>/dev/null
 echo "-- ncu_attention"; grep -E "DRAM Throughput|Memory Throughput|Duration|Achieved Occupancy|Registers Per|Compute \(SM\)|rc=" "$OUT/ncu_attention.log" 2>/dev/null | head -12
 echo "-- hf_decode"; tail -12 "$OUT/hf_decode.log" 2>/dev/null

@@ -41,7 +41,7 @@ struct DecodeBenchOptions {
   int device = 0;
   bool no_graphs = false;
   bool no_gemv = false;
-  bool no_pdl = false;
+  bool pdl = false;
   std::string json_path;
 };
 
@@ -120,8 +120,8 @@ int run_decode_bench(const DecodeBenchOptions& o) {
   bo.device = o.device;
   bo.cuda_graphs = !o.no_graphs;
   if (o.no_gemv) bo.gemv_max_rows = 0;
-  bo.gemv_overlap_prologue = !o.no_pdl;
-  bo.programmatic_launch = !o.no_pdl;
+  bo.gemv_overlap_prologue = o.pdl;
+  bo.programmatic_launch = o.pdl;
   auto backend_or = graph::make_cuda_backend(bo);
   if (!backend_or.ok()) return fail(backend_or.status());
   graph::CudaBackend& be = **backend_or;
@@ -344,7 +344,8 @@ void register_bench_decode(CLI::App& bench, CommandRunner* run) {
       ->capture_default_str();
   cmd->add_option("--device", opts->device, "CUDA device")->capture_default_str();
   cmd->add_flag("--no-graphs", opts->no_graphs, "Run decode steps eagerly instead of replaying CUDA graphs");
-  cmd->add_flag("--no-pdl", opts->no_pdl, "Plain kernel launches (no programmatic dependent launch, no gemv weight prefetch)");
+  cmd->add_flag("--pdl", opts->pdl,
+                "Programmatic dependent launches and gemv weight prefetch (experimental: slower at batch 1 on H200)");
   cmd->add_flag("--no-gemv", opts->no_gemv, "Batch-1 linears through cuBLASLt instead of the gemv kernel");
   cmd->add_option("--json", opts->json_path, "Also write the results as JSON to this file");
   cmd->callback([run, opts, batches] {

@@ -35,11 +35,12 @@ struct CudaBackendOptions {
   // (its x reads through L1 grow with m), hence 1 (bench/NOTES.md, run 3).
   int64_t gemv_max_rows = 1;
   // Launch those gemvs as programmatic dependent launches that prefetch their
-  // weights while the previous kernel drains (kernels/cuda/gemv.cu).
-  bool gemv_overlap_prologue = true;
-  // All hot-path kernels as programmatic dependent launches (each waits for its
-  // predecessor on the device; only the launch gap is hidden).
-  bool programmatic_launch = true;
+  // weights while the previous kernel drains (kernels/cuda/gemv.cu), and all
+  // hot-path kernels as programmatic dependent launches. Off: measured slower
+  // at batch 1 (5.18 vs 4.64 ms/step on H200, bench/NOTES.md run 4) and no
+  // faster at batch ≥ 8; kept, tested, for the next round of tuning.
+  bool gemv_overlap_prologue = false;
+  bool programmatic_launch = false;
   int64_t gemm_workspace_bytes = 32ll << 20;  // cuBLASLt scratch; 32 MiB covers its split-K kernels on Hopper
 };
 
