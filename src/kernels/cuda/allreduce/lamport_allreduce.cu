@@ -1,0 +1,523 @@
+// Lamport all-reduce (TensorRT-LLM / FlashInfer style; DESIGN §3.3).
+//
+// Algorithm. Every rank's workspace is mapped by every peer (CUDA IPC or cuMem
+// fabric handles; comm/symmetric_buffer.h). A slot byte that still holds the
+// dtype's −0.0 pattern means "not arrived": writers store inputs with −0
+// replaced by +0, readers poll with volatile (L1-bypassing) 16-byte loads until
+// no element of the vector has the sentinel bits (bitwise compare: a float
+// compare would treat −0 == +0). The data is its own flag, so no barrier.
+//   one-shot: each rank stores its whole input into slot[rank] of every
+//     peer's stage0 (and its own); then each rank polls slot 0..W−1 and sums
+//     in that fixed order in f32 → every rank gets bitwise-identical results.
+//   two-shot: vector (plain) / row (fused) t belongs to rank t mod W. Each rank
+//     stores its t-th piece into owner's stage0 slot[rank]; the owner sums the
+//     W slots (fixed order, f32), rounds, and unicast-stores the sum into every
+//     peer's stage1 (no multicast anywhere); every rank then polls its stage1.
+// Three groups rotate mod 3: call k writes group k%3 and clears group
+// (k−1)%3 (used by the previous call, fully read by us before this kernel
+// started: stream order / griddepcontrol.wait). A fast peer may already be in
+// call k+1 writing group (k+1)%3, cleared during call k−1, and can never be in
+// k+2 (that needs our k+1 stores). The last block to finish advances the
+// device flags, so CUDA-graph replays keep rotating without the host.
+// Every spin-wait is bounded by %globaltimer: on expiry the thread records
+// (op << 16) | (1 + awaited rank) in the error flag and every other waiter
+// leaves at its next check; the host reads the flag after synchronising.
+// The phases that spin need all blocks co-resident: grids are ≤ max_blocks
+// (≤ SM count), so a spinning block never starves one that must store first.
+#include "kernels/cuda/allreduce/lamport_allreduce.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+namespace shardlm::kernels::cuda {
+namespace {
+
+constexpr int kPlainThreads = 512;   // 16 warps: enough loads in flight per SM
+constexpr int kCheckEvery = 64;      // polls between timer/error-flag checks
+
+template <int D>
+struct Vec;  // D = LamportDType as int; a 16-byte vector of elements
+
+template <>
+struct Vec<0> {  // f32: 4 lanes, sentinel 0x80000000
+  static constexpr int N = 4;
+  __device__ static float get(const uint4& v, int i) { return __uint_as_float((&v.x)[i]); }
+  __device__ static void set(uint4& v, int i, float f) { (&v.x)[i] = __float_as_uint(f); }
+  __device__ static bool pending(const uint4& v) {
+    return v.x == 0x80000000u || v.y == 0x80000000u || v.z == 0x80000000u || v.w == 0x80000000u;
+  }
+  __device__ static uint32_t fix_word(uint32_t w) { return w == 0x80000000u ? 0u : w; }
+  static constexpr uint32_t kSentinelWord = 0x80000000u;
+};
+
+__device__ __forceinline__ bool half_pending(uint32_t w) {
+  return (w & 0xffffu) == 0x8000u || (w >> 16) == 0x8000u;
+}
+__device__ __forceinline__ uint32_t half_fix(uint32_t w) {
+  if ((w & 0xffffu) == 0x8000u) w &= 0xffff0000u;
+  if ((w >> 16) == 0x8000u) w &= 0x0000ffffu;
+  return w;
+}
+
+template <int D>
+struct HalfVec {  // f16 / bf16: 8 lanes, sentinel 0x8000 per lane
+  static constexpr int N = 8;
+  __device__ static float to_f(uint16_t h) {
+    if constexpr (D == 1) return __half2float(__ushort_as_half(h));
+    else return __bfloat162float(__ushort_as_bfloat16(h));
+  }
+  __device__ static uint16_t from_f(float f) {
+    if constexpr (D == 1) return __half_as_ushort(__float2half_rn(f));
+    else return __bfloat16_as_ushort(__float2bfloat16_rn(f));
+  }
+  __device__ static float get(const uint4& v, int i) {
+    uint32_t w = (&v.x)[i >> 1];
+    return to_f(static_cast<uint16_t>((i & 1) ? (w >> 16) : (w & 0xffffu)));
+  }
+  __device__ static void set(uint4& v, int i, float f) {
+    uint32_t& w = (&v.x)[i >> 1];
+    uint32_t h = from_f(f);
+    w = (i & 1) ? ((w & 0x0000ffffu) | (h << 16)) : ((w & 0xffff0000u) | h);
+  }
+  __device__ static bool pending(const uint4& v) {
+    return half_pending(v.x) || half_pending(v.y) || half_pending(v.z) || half_pending(v.w);
+  }
+  __device__ static uint32_t fix_word(uint32_t w) { return half_fix(w); }
+  static constexpr uint32_t kSentinelWord = 0x80008000u;
+};
+template <>
+struct Vec<1> : HalfVec<1> {};
+template <>
+struct Vec<2> : HalfVec<2> {};
+
+template <int D>
+__device__ __forceinline__ uint4 fix_neg_zero(uint4 v) {
+  v.x = Vec<D>::fix_word(v.x);
+  v.y = Vec<D>::fix_word(v.y);
+  v.z = Vec<D>::fix_word(v.z);
+  v.w = Vec<D>::fix_word(v.w);
+  return v;
+}
+
+__device__ __forceinline__ uint4 ld_volatile(const uint4* p) {
+  uint4 v;
+  asm volatile("ld.volatile.global.v4.u32 {%0,%1,%2,%3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p)
+               : "memory");
+  return v;
+}
+__device__ __forceinline__ void st_volatile(uint4* p, uint4 v) {
+  asm volatile("st.volatile.global.v4.u32 [%0], {%1,%2,%3,%4};" ::"l"(p), "r"(v.x), "r"(v.y), "r"(v.z),
+               "r"(v.w)
+               : "memory");
+}
+__device__ __forceinline__ unsigned long long global_ns() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+__device__ __forceinline__ void pdl_wait_and_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  // Wait for the previous kernel (its output is our input, and its last block
+  // advanced the flags), then let the next one start its prologue.
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// Loads a pushed vector, polling until no lane holds the sentinel; bounded.
+// `failed` makes every later poll of this thread return at once.
+template <int D>
+__device__ __forceinline__ uint4 poll(const uint4* p, uint32_t* flags, unsigned long long timeout_ns, int op,
+                                      int from_rank, bool& failed) {
+  uint4 v = ld_volatile(p);
+  if (!Vec<D>::pending(v) || failed) return v;
+  unsigned long long start = global_ns();
+  for (unsigned it = 1;; ++it) {
+    v = ld_volatile(p);
+    if (!Vec<D>::pending(v)) return v;
+    if (it % kCheckEvery == 0) {
+      if (*reinterpret_cast<volatile uint32_t*>(&flags[kError]) != 0) {
+        failed = true;
+        return v;
+      }
+      if (global_ns() - start > timeout_ns) {
+        atomicCAS(&flags[kError], 0u, (static_cast<uint32_t>(op) << 16) | static_cast<uint32_t>(1 + from_rank));
+        failed = true;
+        return v;
+      }
+    }
+  }
+}
+
+struct Groups {
+  size_t slot_vecs;   // capacity in 16-byte vectors
+  uint32_t cur;       // group this call writes
+  uint32_t clear;     // group this call clears
+  uint32_t clear_vecs;
+};
+
+__device__ __forceinline__ Groups read_groups(const LamportParams& p) {
+  Groups g;
+  g.slot_vecs = p.capacity_bytes / 16;
+  g.cur = *reinterpret_cast<volatile uint32_t*>(&p.flags[kCurGroup]);
+  g.clear = *reinterpret_cast<volatile uint32_t*>(&p.flags[kClearGroup]);
+  g.clear_vecs = *reinterpret_cast<volatile uint32_t*>(&p.flags[kClearVecs]);
+  return g;
+}
+
+// stage0 slot `slot` of group `group` in workspace `ws`.
+__device__ __forceinline__ uint4* stage0(void* ws, const Groups& g, uint32_t group, int world, int slot) {
+  return reinterpret_cast<uint4*>(ws) + (static_cast<size_t>(group) * (world + 1) + slot) * g.slot_vecs;
+}
+__device__ __forceinline__ uint4* stage1(void* ws, const Groups& g, uint32_t group, int world) {
+  return reinterpret_cast<uint4*>(ws) + (static_cast<size_t>(group) * (world + 1) + world) * g.slot_vecs;
+}
+
+// Rewrites the previous call's region of our own workspace with the sentinel.
+template <int D>
+__device__ void clear_previous(const LamportParams& p, const Groups& g) {
+  const uint32_t s = Vec<D>::kSentinelWord;
+  const uint4 sv = make_uint4(s, s, s, s);
+  const size_t per_slot = g.clear_vecs;
+  const size_t total = per_slot * (p.world + 1);
+  const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
+  for (size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += stride) {
+    size_t slot = i / per_slot, v = i % per_slot;
+    stage0(p.peer_ws[p.rank], g, g.clear, p.world, static_cast<int>(slot))[v] = sv;
+  }
+}
+
+// The last block to arrive advances the rotation: this call's group becomes
+// the one to clear, the next group becomes current.
+__device__ void finish_call(const LamportParams& p, const Groups& g, uint32_t used_vecs) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence();
+    uint32_t done = atomicAdd(&p.flags[kCounter], 1u);
+    if (done == gridDim.x - 1) {
+      p.flags[kClearGroup] = g.cur;
+      p.flags[kClearVecs] = used_vecs;
+      p.flags[kCurGroup] = (g.cur + 1) % 3;
+      p.flags[kCounter] = 0;
+      __threadfence();
+    }
+  }
+}
+
+// Loads input vector v of `n_vecs` (the last may be partial: `count` elements
+// in all), −0 → +0, padding lanes +0 so the reader's full-vector check passes.
+template <int D>
+__device__ __forceinline__ uint4 load_input(const void* in, size_t v, size_t count) {
+  constexpr int N = Vec<D>::N;
+  const size_t first = v * N;
+  uint4 x;
+  if (first + N <= count) {
+    x = reinterpret_cast<const uint4*>(in)[v];
+  } else {
+    x = make_uint4(0, 0, 0, 0);
+    const int esz = 16 / N;
+    const char* src = reinterpret_cast<const char*>(in) + first * esz;
+    char* dst = reinterpret_cast<char*>(&x);
+    for (size_t i = 0; i < (count - first) * esz; ++i) dst[i] = src[i];
+  }
+  return fix_neg_zero<D>(x);
+}
+template <int D>
+__device__ __forceinline__ void store_output(void* out, size_t v, size_t count, const uint4& x) {
+  constexpr int N = Vec<D>::N;
+  const size_t first = v * N;
+  if (first + N <= count) {
+    reinterpret_cast<uint4*>(out)[v] = x;
+  } else {
+    const int esz = 16 / N;
+    char* dst = reinterpret_cast<char*>(out) + first * esz;
+    const char* src = reinterpret_cast<const char*>(&x);
+    for (size_t i = 0; i < (count - first) * esz; ++i) dst[i] = src[i];
+  }
+}
+
+// Sums slot 0..W−1 at vector v of our stage0 (fixed order) into acc.
+template <int D>
+__device__ __forceinline__ void sum_slots(const LamportParams& p, const Groups& g, size_t v, int op,
+                                          float (&acc)[Vec<D>::N], bool& failed) {
+  constexpr int N = Vec<D>::N;
+#pragma unroll
+  for (int i = 0; i < N; ++i) acc[i] = 0.f;
+  for (int r = 0; r < p.world; ++r) {
+    uint4 x = poll<D>(stage0(p.peer_ws[p.rank], g, g.cur, p.world, r) + v, p.flags, p.timeout_ns, op, r, failed);
+#pragma unroll
+    for (int i = 0; i < N; ++i) acc[i] += Vec<D>::get(x, i);
+  }
+}
+
+template <int D>
+__device__ __forceinline__ uint4 pack(const float (&acc)[Vec<D>::N]) {
+  uint4 x = make_uint4(0, 0, 0, 0);
+#pragma unroll
+  for (int i = 0; i < Vec<D>::N; ++i) Vec<D>::set(x, i, acc[i]);
+  return x;
+}
+
+template <int D, bool kTwoShot>
+__global__ void __launch_bounds__(kPlainThreads) lamport_plain_kernel(LamportParams p, const void* in, void* out,
+                                                                     size_t count) {
+  pdl_wait_and_trigger();
+  constexpr int N = Vec<D>::N;
+  constexpr int op = kTwoShot ? kOpTwoShot : kOpOneShot;
+  const Groups g = read_groups(p);
+  const size_t n_vecs = (count + N - 1) / N;
+  const size_t tid = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
+  bool failed = false;
+
+  // 1. push
+  for (size_t v = tid; v < n_vecs; v += stride) {
+    uint4 x = load_input<D>(in, v, count);
+    if constexpr (kTwoShot) {
+      int owner = static_cast<int>(v % p.world);
+      st_volatile(stage0(p.peer_ws[owner], g, g.cur, p.world, p.rank) + v, x);
+    } else {
+      for (int r = 0; r < p.world; ++r) {
+        int peer = (p.rank + r) % p.world;  // staggered: ranks hit different links first
+        st_volatile(stage0(p.peer_ws[peer], g, g.cur, p.world, p.rank) + v, x);
+      }
+    }
+  }
+  // 2. clear the previous call's group (ours only)
+  clear_previous<D>(p, g);
+  // 3. reduce
+  if constexpr (!kTwoShot) {
+    for (size_t v = tid; v < n_vecs; v += stride) {
+      float acc[N];
+      sum_slots<D>(p, g, v, op, acc, failed);
+      store_output<D>(out, v, count, pack<D>(acc));
+    }
+  } else {
+    // 3a. reduce the vectors we own, broadcast the sums into every stage1
+    for (size_t v = p.rank + tid * p.world; v < n_vecs; v += stride * p.world) {
+      float acc[N];
+      sum_slots<D>(p, g, v, op, acc, failed);
+      uint4 s = fix_neg_zero<D>(pack<D>(acc));
+      for (int r = 0; r < p.world; ++r) {
+        int peer = (p.rank + r) % p.world;
+        st_volatile(stage1(p.peer_ws[peer], g, g.cur, p.world) + v, s);
+      }
+    }
+    // 3b. gather every sum from our stage1
+    for (size_t v = tid; v < n_vecs; v += stride) {
+      uint4 s = poll<D>(stage1(p.peer_ws[p.rank], g, g.cur, p.world) + v, p.flags, p.timeout_ns, op,
+                        static_cast<int>(v % p.world), failed);
+      store_output<D>(out, v, count, s);
+    }
+  }
+  finish_call(p, g, static_cast<uint32_t>(n_vecs));
+}
+
+__device__ __forceinline__ float block_sum(float x, float* red) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  __syncthreads();  // red[] may still be read from the previous row
+  if (lane == 0) red[warp] = x;
+  __syncthreads();
+  float t = 0.f;
+  const int warps = (blockDim.x + 31) >> 5;
+  for (int w = 0; w < warps; ++w) t += red[w];
+  return t;
+}
+
+// Residual add + RMSNorm of one row whose reduced sum vectors come from
+// `sum_vec(j)`. Matches the unfused path: the all-reduce output rounded to
+// the dtype, then add (rounded), then the norm of the rounded residual.
+template <int D, typename SumFn>
+__device__ void add_rmsnorm_row(SumFn sum_vec, const void* residual, const void* weight, float eps,
+                                void* out_residual, void* out, int row, int hidden, float* red) {
+  constexpr int N = Vec<D>::N;
+  const int hv = hidden / N;
+  const size_t base = static_cast<size_t>(row) * hv;
+  float ss = 0.f;
+  for (int j = threadIdx.x; j < hv; j += blockDim.x) {
+    uint4 s = sum_vec(j);
+    uint4 res = reinterpret_cast<const uint4*>(residual)[base + j];
+    float r[N];
+#pragma unroll
+    for (int i = 0; i < N; ++i) r[i] = Vec<D>::get(s, i) + Vec<D>::get(res, i);
+    uint4 rv = pack<D>(r);
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+      float q = Vec<D>::get(rv, i);
+      ss += q * q;
+    }
+    reinterpret_cast<uint4*>(out_residual)[base + j] = rv;
+  }
+  const float inv = rsqrtf(block_sum(ss, red) / static_cast<float>(hidden) + eps);
+  for (int j = threadIdx.x; j < hv; j += blockDim.x) {
+    uint4 rv = reinterpret_cast<const uint4*>(out_residual)[base + j];  // this thread's own store
+    uint4 w = reinterpret_cast<const uint4*>(weight)[j];
+    float o[N];
+#pragma unroll
+    for (int i = 0; i < N; ++i) o[i] = Vec<D>::get(rv, i) * inv * Vec<D>::get(w, i);
+    reinterpret_cast<uint4*>(out)[base + j] = pack<D>(o);
+  }
+}
+
+template <int D, bool kTwoShot>
+__global__ void __launch_bounds__(1024) lamport_fused_kernel(LamportParams p, const void* in, const void* residual,
+                                                             const void* weight, float eps, void* out_residual,
+                                                             void* out, int rows, int hidden) {
+  pdl_wait_and_trigger();
+  constexpr int N = Vec<D>::N;
+  constexpr int op = kTwoShot ? kOpFusedTwoShot : kOpFusedOneShot;
+  __shared__ float red[32];
+  const Groups g = read_groups(p);
+  const int hv = hidden / N;
+  bool failed = false;
+
+  // 1. push rows (row t: to everyone, or to its owner t mod W)
+  for (int t = blockIdx.x; t < rows; t += gridDim.x) {
+    for (int j = threadIdx.x; j < hv; j += blockDim.x) {
+      const size_t v = static_cast<size_t>(t) * hv + j;
+      uint4 x = fix_neg_zero<D>(reinterpret_cast<const uint4*>(in)[v]);
+      if constexpr (kTwoShot) {
+        st_volatile(stage0(p.peer_ws[t % p.world], g, g.cur, p.world, p.rank) + v, x);
+      } else {
+        for (int r = 0; r < p.world; ++r) {
+          int peer = (p.rank + r) % p.world;
+          st_volatile(stage0(p.peer_ws[peer], g, g.cur, p.world, p.rank) + v, x);
+        }
+      }
+    }
+  }
+  clear_previous<D>(p, g);
+
+  if constexpr (kTwoShot) {
+    // 2. owners reduce their rows and unicast the sums into every stage1
+    const int owned = (rows - p.rank + p.world - 1) / p.world;
+    for (int k = blockIdx.x; k < owned; k += gridDim.x) {
+      const int t = p.rank + k * p.world;
+      for (int j = threadIdx.x; j < hv; j += blockDim.x) {
+        const size_t v = static_cast<size_t>(t) * hv + j;
+        float acc[N];
+        sum_slots<D>(p, g, v, op, acc, failed);
+        uint4 s = fix_neg_zero<D>(pack<D>(acc));
+        for (int r = 0; r < p.world; ++r) {
+          int peer = (p.rank + r) % p.world;
+          st_volatile(stage1(p.peer_ws[peer], g, g.cur, p.world) + v, s);
+        }
+      }
+    }
+  }
+  // 3. every rank: sums of each row → residual add → RMSNorm
+  for (int t = blockIdx.x; t < rows; t += gridDim.x) {
+    const size_t base = static_cast<size_t>(t) * hv;
+    auto sum_vec = [&](int j) -> uint4 {
+      if constexpr (kTwoShot) {
+        return poll<D>(stage1(p.peer_ws[p.rank], g, g.cur, p.world) + base + j, p.flags, p.timeout_ns, op,
+                       t % p.world, failed);
+      } else {
+        float acc[N];
+        sum_slots<D>(p, g, base + j, op, acc, failed);
+        return pack<D>(acc);
+      }
+    };
+    add_rmsnorm_row<D>(sum_vec, residual, weight, eps, out_residual, out, t, hidden, red);
+  }
+  finish_call(p, g, static_cast<uint32_t>(static_cast<size_t>(rows) * hv));
+}
+
+__global__ void fill_kernel(uint32_t* p, size_t words, uint32_t pattern) {
+  for (size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < words;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x)
+    p[i] = pattern;
+}
+__global__ void init_flags_kernel(uint32_t* flags, uint32_t capacity_vecs) {
+  for (int i = 0; i < kLamportFlagCount; ++i) flags[i] = 0;
+  flags[kCurGroup] = 0;
+  flags[kClearGroup] = 2;  // nothing to clear yet (kClearVecs = 0)
+  flags[kCapacity] = capacity_vecs;
+}
+
+template <typename Kernel, typename... Args>
+cudaError_t launch(const LamportParams& p, Kernel k, dim3 grid, dim3 block, cudaStream_t s, Args... args) {
+  if (p.pdl) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.stream = s;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    cudaError_t e = cudaLaunchKernelEx(&cfg, k, args...);
+    if (e == cudaSuccess) return e;
+    (void)cudaGetLastError();  // unsupported here (e.g. some capture modes): plain launch
+  }
+  k<<<grid, block, 0, s>>>(args...);
+  return cudaGetLastError();
+}
+
+int dt_index(LamportDType dt) { return static_cast<int>(dt); }
+
+}  // namespace
+
+cudaError_t lamport_init(void* ws, size_t bytes, LamportDType dt, uint32_t* flags, size_t capacity_bytes,
+                         cudaStream_t stream) {
+  const uint32_t pattern = dt == LamportDType::kF32 ? 0x80000000u : 0x80008000u;
+  fill_kernel<<<1024, 256, 0, stream>>>(reinterpret_cast<uint32_t*>(ws), bytes / 4, pattern);
+  init_flags_kernel<<<1, 1, 0, stream>>>(flags, static_cast<uint32_t>(capacity_bytes / 16));
+  return cudaGetLastError();
+}
+
+cudaError_t lamport_allreduce(const LamportParams& p, LamportDType dt, const void* in, void* out, size_t count,
+                              bool two_shot, cudaStream_t stream) {
+  if (count == 0) return cudaSuccess;
+  const int n = dt == LamportDType::kF32 ? 4 : 8;
+  const size_t n_vecs = (count + n - 1) / n;
+  if (n_vecs * 16 > p.capacity_bytes || p.world < 1 || p.world > kLamportMaxRanks) return cudaErrorInvalidValue;
+  size_t blocks = (n_vecs + kPlainThreads - 1) / kPlainThreads;
+  if (blocks > static_cast<size_t>(p.max_blocks)) blocks = p.max_blocks;
+  if (blocks < 1) blocks = 1;
+  dim3 grid(static_cast<unsigned>(blocks)), block(kPlainThreads);
+  switch (dt_index(dt) * 2 + (two_shot ? 1 : 0)) {
+    case 0: return launch(p, lamport_plain_kernel<0, false>, grid, block, stream, p, in, out, count);
+    case 1: return launch(p, lamport_plain_kernel<0, true>, grid, block, stream, p, in, out, count);
+    case 2: return launch(p, lamport_plain_kernel<1, false>, grid, block, stream, p, in, out, count);
+    case 3: return launch(p, lamport_plain_kernel<1, true>, grid, block, stream, p, in, out, count);
+    case 4: return launch(p, lamport_plain_kernel<2, false>, grid, block, stream, p, in, out, count);
+    case 5: return launch(p, lamport_plain_kernel<2, true>, grid, block, stream, p, in, out, count);
+  }
+  return cudaErrorInvalidValue;
+}
+
+cudaError_t lamport_allreduce_add_rmsnorm(const LamportParams& p, LamportDType dt, const void* in,
+                                          const void* residual, const void* weight, float eps,
+                                          void* out_residual, void* out, int rows, int hidden, bool two_shot,
+                                          cudaStream_t stream) {
+  if (rows <= 0) return cudaSuccess;
+  const int n = dt == LamportDType::kF32 ? 4 : 8;
+  if (hidden <= 0 || hidden % n != 0) return cudaErrorInvalidValue;
+  if (static_cast<size_t>(rows) * hidden / n * 16 > p.capacity_bytes) return cudaErrorInvalidValue;
+  int threads = ((hidden / n + 31) / 32) * 32;
+  if (threads > 1024) threads = 1024;
+  int blocks = rows < p.max_blocks ? rows : p.max_blocks;
+  dim3 grid(blocks), block(threads);
+  switch (dt_index(dt) * 2 + (two_shot ? 1 : 0)) {
+#define SHARDLM_FUSED(i, D, TS)                                                                              \
+  case i:                                                                                                    \
+    return launch(p, lamport_fused_kernel<D, TS>, grid, block, stream, p, in, residual, weight, eps,         \
+                  out_residual, out, rows, hidden);
+    SHARDLM_FUSED(0, 0, false)
+    SHARDLM_FUSED(1, 0, true)
+    SHARDLM_FUSED(2, 1, false)
+    SHARDLM_FUSED(3, 1, true)
+    SHARDLM_FUSED(4, 2, false)
+    SHARDLM_FUSED(5, 2, true)
+#undef SHARDLM_FUSED
+  }
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace shardlm::kernels::cuda
