@@ -33,6 +33,12 @@ struct GemmCase {
   bool bias, f32_out;
 };
 
+std::string gemm_name(const ::testing::TestParamInfo<GemmCase>& i) {
+  const GemmCase& c = i.param;
+  return "m" + std::to_string(c.m) + "_n" + std::to_string(c.n) + "_k" + std::to_string(c.k) +
+         (c.bias ? "_bias" : "") + (c.f32_out ? "_f32out" : "");
+}
+
 class CudaGemm : public ::testing::TestWithParam<GemmCase> {};
 
 TEST_P(CudaGemm, MatchesCpuMatmul) {
@@ -75,7 +81,8 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaGemm,
                                            GemmCase{1, 301, 96, false, true},      // odd vocab LM head
                                            GemmCase{7, 130, 68, true, false},      // odd rows, bias (Qwen2 qkv)
                                            GemmCase{64, 256, 512, true, false}, GemmCase{33, 1000, 96, false, true},
-                                           GemmCase{256, 512, 4096, false, false}));
+                                           GemmCase{256, 512, 4096, false, false}),
+                         gemm_name);
 
 class CudaGemv : public ::testing::TestWithParam<GemmCase> {};
 
@@ -120,7 +127,8 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaGemv,
                                            GemmCase{3, 130, 136, true, false}, GemmCase{8, 1000, 14336, false, false},
                                            GemmCase{5, 257, 4096, true, true}, GemmCase{2, 6144, 4096, true, false},
                                            GemmCase{7, 33, 1032, false, false}, GemmCase{4, 9, 8, false, true},
-                                           GemmCase{6, 77, 2056, false, false}));
+                                           GemmCase{6, 77, 2056, false, false}),
+                         gemm_name);
 
 TEST(CudaGemv, RejectsWhatItCannotDo) {
   EXPECT_FALSE(kc::gemv_supported(9, 64, nullptr, nullptr));

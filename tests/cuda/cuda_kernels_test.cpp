@@ -107,7 +107,10 @@ TEST_P(CudaRowKernels, EmbeddingMatchesCpu) {
 // (rows, width): one row; odd widths (scalar path); the 8B model's widths.
 INSTANTIATE_TEST_SUITE_P(Shapes, CudaRowKernels,
                          ::testing::Values(std::make_pair(1, 4096), std::make_pair(3, 67), std::make_pair(5, 96),
-                                           std::make_pair(17, 14336), std::make_pair(2, 1)));
+                                           std::make_pair(17, 14336), std::make_pair(2, 1)),
+                         [](const auto& i) {
+                           return "r" + std::to_string(i.param.first) + "_c" + std::to_string(i.param.second);
+                         });
 
 struct RopeCase {
   int64_t ntok, nq, nkv, hd;
@@ -149,7 +152,12 @@ TEST_P(CudaRope, MatchesCpu) {
 INSTANTIATE_TEST_SUITE_P(Shapes, CudaRope,
                          ::testing::Values(RopeCase{1, 32, 8, 128, true}, RopeCase{5, 6, 3, 40, false},
                                            RopeCase{9, 7, 1, 64, true}, RopeCase{3, 4, 2, 16, false},
-                                           RopeCase{2, 2, 2, 256, true}));
+                                           RopeCase{2, 2, 2, 256, true}),
+                         [](const auto& i) {
+                           const RopeCase& c = i.param;
+                           return "t" + std::to_string(c.ntok) + "_q" + std::to_string(c.nq) + "_kv" +
+                                  std::to_string(c.nkv) + "_hd" + std::to_string(c.hd) + (c.llama3 ? "_llama3" : "");
+                         });
 
 TEST(CudaHeadNorm, MatchesCpuPerHead) {
   SHARDLM_REQUIRE_GPU();
