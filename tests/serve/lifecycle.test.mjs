@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import OpenAI from 'openai';
 
-import { BIN, startServer, waitHealthy, postRaw, assertOpenAiError, readSse, waitKvFree } from './server_util.mjs';
+import { BIN, SCALE, startServer, waitHealthy, postRaw, assertOpenAiError, readSse, waitKvFree } from './server_util.mjs';
 
 const PROMPT = 'In the beginning God created';
 
@@ -55,6 +55,28 @@ test('request timeout: stream gets a data: error event then [DONE]; non-stream g
     // still serving
     const ok = await client.completions.create({ model: 'kjv', prompt: 'And', max_tokens: 2, temperature: 0 });
     assert.equal(ok.usage.completion_tokens, 2);
+  } finally {
+    assert.equal(await server.stop(), 0);
+  }
+});
+
+test('queue timeout: a request that never gets a slot is aborted with 503; the running one is untouched', async () => {
+  // One sequence at a time: the second request can only wait in the queue.
+  const server = await startServer(['--max-num-seqs', '1', '--queue-timeout', '0.5']);
+  try {
+    const client = new OpenAI({ baseURL: server.baseURL, apiKey: 'unused', maxRetries: 0 });
+    // Long enough to outlast the queue timeout (sanitizer builds are ~10x slower per token).
+    const longTokens = SCALE < 1 ? 64 : 480;
+    const long = client.completions.create({ model: 'kjv', prompt: PROMPT, max_tokens: longTokens, ignore_eos: true, temperature: 0 });
+    await new Promise((r) => setTimeout(r, 100));
+    await assert.rejects(client.completions.create({ model: 'kjv', prompt: 'And', max_tokens: 2 }), (e) => {
+      assert.equal(e.status, 503);
+      assert.equal(e.code, 'queue_timeout');
+      return true;
+    });
+    const done = await long;
+    assert.equal(done.usage.completion_tokens, longTokens);
+    await waitKvFree(server);
   } finally {
     assert.equal(await server.stop(), 0);
   }
