@@ -13,6 +13,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdlib>
+#include <type_traits>
 #include <cstring>
 
 #include "base/log.h"
@@ -20,6 +21,54 @@
 
 namespace shardlm {
 namespace {
+
+// Driver API entry points, fetched through the runtime
+// (cudaGetDriverEntryPointByVersion) so that nothing links libcuda: binaries
+// then load on machines without a driver (test discovery on CPU builders).
+struct Driver {
+  decltype(&::cuGetErrorString) GetErrorString = nullptr;
+  decltype(&::cuDeviceGet) DeviceGet = nullptr;
+  decltype(&::cuDeviceGetAttribute) DeviceGetAttribute = nullptr;
+  decltype(&::cuMemGetAllocationGranularity) MemGetAllocationGranularity = nullptr;
+  decltype(&::cuMemAddressReserve) MemAddressReserve = nullptr;
+  decltype(&::cuMemMap) MemMap = nullptr;
+  decltype(&::cuMemSetAccess) MemSetAccess = nullptr;
+  decltype(&::cuMemCreate) MemCreate = nullptr;
+  decltype(&::cuMemExportToShareableHandle) MemExportToShareableHandle = nullptr;
+  decltype(&::cuMemImportFromShareableHandle) MemImportFromShareableHandle = nullptr;
+  decltype(&::cuMemUnmap) MemUnmap = nullptr;
+  decltype(&::cuMemAddressFree) MemAddressFree = nullptr;
+  decltype(&::cuMemRelease) MemRelease = nullptr;
+  bool ok = false;
+};
+const Driver& D() {
+  static const Driver d = [] {
+    Driver d;
+    bool ok = true;
+    auto load = [&ok](const char* name, auto& fn) {
+      void* p = nullptr;
+      cudaDriverEntryPointQueryResult q;
+      if (cudaGetDriverEntryPointByVersion(name, &p, 12000, cudaEnableDefault, &q) != cudaSuccess || !p) ok = false;
+      fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(p);
+    };
+    load("cuGetErrorString", d.GetErrorString);
+    load("cuDeviceGet", d.DeviceGet);
+    load("cuDeviceGetAttribute", d.DeviceGetAttribute);
+    load("cuMemGetAllocationGranularity", d.MemGetAllocationGranularity);
+    load("cuMemAddressReserve", d.MemAddressReserve);
+    load("cuMemMap", d.MemMap);
+    load("cuMemSetAccess", d.MemSetAccess);
+    load("cuMemCreate", d.MemCreate);
+    load("cuMemExportToShareableHandle", d.MemExportToShareableHandle);
+    load("cuMemImportFromShareableHandle", d.MemImportFromShareableHandle);
+    load("cuMemUnmap", d.MemUnmap);
+    load("cuMemAddressFree", d.MemAddressFree);
+    load("cuMemRelease", d.MemRelease);
+    d.ok = ok;
+    return d;
+  }();
+  return d;
+}
 
 std::string to_hex(const void* p, size_t n) {
   static const char* d = "0123456789abcdef";
@@ -55,7 +104,7 @@ Status cuda_status(cudaError_t e, const char* what) {
 Status cu_status(CUresult r, const char* what) {
   if (r == CUDA_SUCCESS) return Status::Ok();
   const char* s = nullptr;
-  cuGetErrorString(r, &s);
+  D().GetErrorString(r, &s);
   return make_error(ErrorCode::kInternal, "{}: {}", what, s ? s : "unknown CUresult");
 }
 
@@ -66,12 +115,12 @@ std::string handle_key(const std::string& key, int i) { return key + "/handle/" 
 FabricSupport check_fabric_support(int device) {
   FabricSupport f;
   CUdevice dev;
-  if (cuInit(0) != CUDA_SUCCESS || cuDeviceGet(&dev, device) != CUDA_SUCCESS) {
+  if (cuInit(0) != CUDA_SUCCESS || D().DeviceGet(&dev, device) != CUDA_SUCCESS) {
     f.how = "cuInit/cuDeviceGet failed: fabric handles not checked, assumed unsupported";
     return f;
   }
   int v = 0;
-  CUresult r = cuDeviceGetAttribute(&v, CU_DEVICE_ATTRIBUTE_HANDLE_TYPE_FABRIC_SUPPORTED, dev);
+  CUresult r = D().DeviceGetAttribute(&v, CU_DEVICE_ATTRIBUTE_HANDLE_TYPE_FABRIC_SUPPORTED, dev);
   f.supported = r == CUDA_SUCCESS && v == 1;
   f.how = fmt::format("cuDeviceGetAttribute(CU_DEVICE_ATTRIBUTE_HANDLE_TYPE_FABRIC_SUPPORTED, device {}) = {}{}",
                       device, v, r == CUDA_SUCCESS ? "" : " (query failed)");
@@ -146,7 +195,7 @@ Status SymmetricBuffer::create_fabric(const CommGroup& g, const std::string& key
   prop.location.id = device_;
   prop.requestedHandleTypes = CU_MEM_HANDLE_TYPE_FABRIC;
   size_t gran = 0;
-  SHARDLM_TRY(cu_status(cuMemGetAllocationGranularity(&gran, &prop, CU_MEM_ALLOC_GRANULARITY_RECOMMENDED),
+  SHARDLM_TRY(cu_status(D().MemGetAllocationGranularity(&gran, &prop, CU_MEM_ALLOC_GRANULARITY_RECOMMENDED),
                         "cuMemGetAllocationGranularity"));
   mapped_bytes_ = ((bytes_ ? bytes_ : 1) + gran - 1) / gran * gran;
   fabric_handles_.assign(g.size(), 0);
@@ -156,18 +205,18 @@ Status SymmetricBuffer::create_fabric(const CommGroup& g, const std::string& key
   access.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
   auto map = [&](CUmemGenericAllocationHandle h, void** out) -> Status {
     CUdeviceptr va = 0;
-    SHARDLM_TRY(cu_status(cuMemAddressReserve(&va, mapped_bytes_, gran, 0, 0), "cuMemAddressReserve"));
-    SHARDLM_TRY(cu_status(cuMemMap(va, mapped_bytes_, 0, h, 0), "cuMemMap"));
-    SHARDLM_TRY(cu_status(cuMemSetAccess(va, mapped_bytes_, &access, 1), "cuMemSetAccess"));
+    SHARDLM_TRY(cu_status(D().MemAddressReserve(&va, mapped_bytes_, gran, 0, 0), "cuMemAddressReserve"));
+    SHARDLM_TRY(cu_status(D().MemMap(va, mapped_bytes_, 0, h, 0), "cuMemMap"));
+    SHARDLM_TRY(cu_status(D().MemSetAccess(va, mapped_bytes_, &access, 1), "cuMemSetAccess"));
     *out = reinterpret_cast<void*>(va);
     return Status::Ok();
   };
   CUmemGenericAllocationHandle mine;
-  SHARDLM_TRY(cu_status(cuMemCreate(&mine, mapped_bytes_, &prop, 0), "cuMemCreate (fabric)"));
+  SHARDLM_TRY(cu_status(D().MemCreate(&mine, mapped_bytes_, &prop, 0), "cuMemCreate (fabric)"));
   fabric_handles_[index_] = mine;
   SHARDLM_TRY(map(mine, &peers_[index_]));
   CUmemFabricHandle fh;
-  SHARDLM_TRY(cu_status(cuMemExportToShareableHandle(&fh, mine, CU_MEM_HANDLE_TYPE_FABRIC, 0),
+  SHARDLM_TRY(cu_status(D().MemExportToShareableHandle(&fh, mine, CU_MEM_HANDLE_TYPE_FABRIC, 0),
                         "cuMemExportToShareableHandle"));
   SHARDLM_TRY(g.rv->set(handle_key(key, index_), to_hex(&fh, sizeof(fh)), timeout_s));
   for (int i = 0; i < g.size(); ++i) {
@@ -177,7 +226,7 @@ Status SymmetricBuffer::create_fabric(const CommGroup& g, const std::string& key
     if (!from_hex(hex, &ph, sizeof(ph)))
       return make_error(ErrorCode::kFormat, "symmetric buffer: bad fabric handle from group rank {}", i);
     CUmemGenericAllocationHandle h;
-    SHARDLM_TRY(cu_status(cuMemImportFromShareableHandle(&h, &ph, CU_MEM_HANDLE_TYPE_FABRIC),
+    SHARDLM_TRY(cu_status(D().MemImportFromShareableHandle(&h, &ph, CU_MEM_HANDLE_TYPE_FABRIC),
                           "cuMemImportFromShareableHandle"));
     fabric_handles_[i] = h;
     SHARDLM_TRY(map(h, &peers_[i]));
@@ -189,10 +238,10 @@ SymmetricBuffer::~SymmetricBuffer() {
   if (fabric_) {
     for (size_t i = 0; i < peers_.size(); ++i) {
       if (peers_[i]) {
-        cuMemUnmap(reinterpret_cast<CUdeviceptr>(peers_[i]), mapped_bytes_);
-        cuMemAddressFree(reinterpret_cast<CUdeviceptr>(peers_[i]), mapped_bytes_);
+        D().MemUnmap(reinterpret_cast<CUdeviceptr>(peers_[i]), mapped_bytes_);
+        D().MemAddressFree(reinterpret_cast<CUdeviceptr>(peers_[i]), mapped_bytes_);
       }
-      if (fabric_handles_[i]) cuMemRelease(fabric_handles_[i]);
+      if (fabric_handles_[i]) D().MemRelease(fabric_handles_[i]);
     }
     return;
   }

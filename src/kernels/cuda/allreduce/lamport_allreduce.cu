@@ -329,8 +329,9 @@ __device__ __forceinline__ float block_sum(float x, float* red) {
 }
 
 // Residual add + RMSNorm of one row whose reduced sum vectors come from
-// `sum_vec(j)`. Matches the unfused path: the all-reduce output rounded to
-// the dtype, then add (rounded), then the norm of the rounded residual.
+// `sum_vec(j)`. Matches the unfused path (kernels/cuda add_rmsnorm, HF
+// LlamaRMSNorm): s = the all-reduce output rounded to the dtype; residual =
+// T(residual + s); out = T(w · T(residual · rsqrt(mean(residual²) + eps))).
 template <int D, typename SumFn>
 __device__ void add_rmsnorm_row(SumFn sum_vec, const void* residual, const void* weight, float eps,
                                 void* out_residual, void* out, int row, int hidden, float* red) {
@@ -358,7 +359,10 @@ __device__ void add_rmsnorm_row(SumFn sum_vec, const void* residual, const void*
     uint4 w = reinterpret_cast<const uint4*>(weight)[j];
     float o[N];
 #pragma unroll
-    for (int i = 0; i < N; ++i) o[i] = Vec<D>::get(rv, i) * inv * Vec<D>::get(w, i);
+    for (int i = 0; i < N; ++i) o[i] = Vec<D>::get(rv, i) * inv;
+    const uint4 normed = pack<D>(o);  // HF LlamaRMSNorm: normalise, round, then × weight
+#pragma unroll
+    for (int i = 0; i < N; ++i) o[i] = Vec<D>::get(normed, i) * Vec<D>::get(w, i);
     reinterpret_cast<uint4*>(out)[base + j] = pack<D>(o);
   }
 }
