@@ -34,6 +34,8 @@ struct PerplexityArgs {
   bool json = false;
   EngineConfig engine;
   DistArgs dist;
+  std::string device = "cpu";
+  CudaEngineOptions cuda;
   std::string log_level = "warn";
 };
 
@@ -142,9 +144,13 @@ int run_perplexity(PerplexityArgs a) {
 
   auto launch = detect_cli_launch(a.dist);
   if (!launch.ok()) return fail(launch.status());
+  if (a.device != "cpu" && a.device != "cuda")
+    return fail(make_error(ErrorCode::kInvalidArgument, "--device must be cpu or cuda, not '{}'", a.device));
+  if (a.device == "cuda" && launch->world > 1)
+    return fail(make_error(ErrorCode::kUnsupported, "--device cuda runs one process for now (tp = pp = 1)"));
   if (launch->world > 1)
     return run_distributed_job(*launch, a.model, a.dist, a.engine, [&](Coordinator& c) { return drive(c); });
-  auto engine_or = Engine::create_cpu(a.model, a.engine);
+  auto engine_or = a.device == "cuda" ? Engine::create_cuda(a.model, a.engine, a.cuda) : Engine::create_cpu(a.model, a.engine);
   if (!engine_or.ok()) return fail(engine_or.status());
   auto svc = make_local_service(std::move(*engine_or));
   int code = drive(*svc);
@@ -166,6 +172,10 @@ void register_perplexity_command(CLI::App& app, CommandRunner* run) {
   sub->add_option("--max-num-batched-tokens", a->engine.scheduler.max_num_batched_tokens,
                   "Tokens per forward at most (longer windows run in chunks)")->capture_default_str();
   add_dist_flags(sub, &a->dist);
+  sub->add_option("--device", a->device, "cpu (the reference backend) or cuda (one GPU)")->capture_default_str();
+  sub->add_option("--kv-cache-fraction,--gpu-memory-utilization,--mem-fraction-static", a->cuda.kv_cache_fraction,
+                  "With --device cuda: share of free GPU memory for the KV cache")
+      ->capture_default_str()->check(CLI::Range(0.01, 1.0));
   sub->add_option("--log-level", a->log_level, "debug, info, warn, error or off")->capture_default_str();
   sub->callback([a, run] { *run = [a] { return run_perplexity(*a); }; });
 }
