@@ -164,3 +164,25 @@ test('--config applies batch/token/KV aliases and --served-model-name', async ()
     assert.equal(await server.stop(), 0);
   }
 });
+
+// Sanitizer builds: the agreed warmup (up to 2048-token forwards on each rank)
+// takes minutes there, so only the normal build runs this one.
+test('--tp 2 (self-spawned ranks): greedy output equals tp 1, /health ok, SIGTERM → exit 0',
+  { skip: SCALE < 1 ? 'sanitizer build: tp 2 warmup takes minutes' : false }, async () => {
+  const one = await startServer();
+  const two = await startServer(['--tp', '2']);
+  try {
+    const body = { model: 'kjv', prompt: PROMPT, max_tokens: 12, temperature: 0 };
+    const a = await postRaw(one, '/v1/completions', body);
+    const b = await postRaw(two, '/v1/completions', body);
+    assert.equal(b.status, 200, b.text);
+    assert.equal(b.json.choices[0].text, a.json.choices[0].text);
+    assert.deepEqual(b.json.usage, a.json.usage);
+    assert.equal((await fetch(`${two.url}/health`)).status, 200);
+    const m = await waitKvFree(two);
+    assert.equal(m['shardlm:kv_blocks_free'], m['shardlm:kv_blocks_total']);
+  } finally {
+    assert.equal(await two.stop(), 0, two.stderr());
+    assert.equal(await one.stop(), 0);
+  }
+});
