@@ -47,8 +47,10 @@ head -3 "$OUT/machine.log"
 NCCL_DIR=$(dirname "$(python3 -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib", "libnccl.so.2"))' 2>/dev/null)" 2>/dev/null)
 [ -e "$NCCL_DIR/libnccl.so.2" ] || NCCL_DIR=$(dirname "$(find / -xdev -name 'libnccl.so.2' 2>/dev/null | head -1)")
 RT=$(dirname "$(ls /usr/local/cuda/lib64/libcudart.so.13 2>/dev/null || find / -xdev -name 'libcudart.so.13' 2>/dev/null | head -1)")
-echo "nccl: $NCCL_DIR  cudart: $RT"
-export LD_LIBRARY_PATH=$PWD/$C/lib:$NCCL_DIR:$RT${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+LT=$(dirname "$(ls /usr/local/cuda/lib64/libcublasLt.so.13 2>/dev/null || find / -xdev -name 'libcublasLt.so.13' 2>/dev/null | head -1)")
+echo "nccl: $NCCL_DIR  cudart: $RT  cublasLt: $LT"
+export LD_LIBRARY_PATH=$PWD/$C/lib:$NCCL_DIR:$RT:$LT${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+ldd $C/bin/shardlm $C/bin/gpu_comm_test | grep -E "not found|nccl" | sort -u
 
 step() {  # name, seconds cap, command...
   local name=$1 cap=$2; shift 2

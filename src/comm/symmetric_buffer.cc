@@ -115,8 +115,9 @@ std::string handle_key(const std::string& key, int i) { return key + "/handle/" 
 FabricSupport check_fabric_support(int device) {
   FabricSupport f;
   CUdevice dev;
-  if (cuInit(0) != CUDA_SUCCESS || D().DeviceGet(&dev, device) != CUDA_SUCCESS) {
-    f.how = "cuInit/cuDeviceGet failed: fabric handles not checked, assumed unsupported";
+  cudaFree(nullptr);  // initialises the runtime (and so the driver) on the current device
+  if (!D().ok || D().DeviceGet(&dev, device) != CUDA_SUCCESS) {
+    f.how = "driver entry points or cuDeviceGet unavailable: fabric handles not checked, assumed unsupported";
     return f;
   }
   int v = 0;
