@@ -88,9 +88,13 @@ bool wait_children(double timeout_s) {
   return ok;
 }
 
-[[noreturn]] void die(const std::string& msg) {
+[[noreturn]] void die(const std::string& msg, double grace_s) {
   std::fprintf(stderr, "shardlm: job failed: %s\n", msg.c_str());
   std::fflush(stderr);
+  if (grace_s > 0) {
+    kill_children();  // the job is over; only rank 0's health endpoint stays up
+    std::this_thread::sleep_for(std::chrono::duration<double>(grace_s));
+  }
   kill_children();
   std::_Exit(1);
 }
@@ -152,7 +156,8 @@ int run_distributed_job(const LaunchInfo& launch, const std::string& model_dir, 
   o.synchronous = a.synchronous;
   o.max_in_flight = a.max_in_flight;
   if (auto dir = env_get("SHARDLM_TRACE_DIR")) o.trace_dir = *dir;
-  o.on_fatal = [](const std::string& msg) { die(msg); };
+  const double grace = launch.rank == 0 ? a.fatal_grace_s : 0;
+  o.on_fatal = [grace](const std::string& msg) { die(msg, grace); };
 
   auto e = DistEngine::create(launch, model_dir, o);
   if (!e.ok()) {

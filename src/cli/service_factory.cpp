@@ -35,9 +35,14 @@ Expected<std::unique_ptr<GenerationService>> make_service(const ServeOptions& op
 
 int run_with_service(const ServeOptions& opts, const LaunchInfo& launch,
                      const std::function<int(GenerationService&)>& body) {
-  if (launch.world > 1)
-    return run_distributed_job(launch, opts.model, opts.dist, serve_engine_config(opts),
+  if (launch.world > 1) {
+    // After a rank dies, rank 0 keeps answering /health with 503 for a few
+    // seconds (load balancers see it), then exits non-zero like every rank.
+    DistArgs dist = opts.dist;
+    dist.fatal_grace_s = 5;
+    return run_distributed_job(launch, opts.model, dist, serve_engine_config(opts),
                                [&](Coordinator& c) { return body(c); });
+  }
   auto svc = make_service(opts);
   if (!svc.ok()) {
     std::fprintf(stderr, "shardlm serve: error: %s\n", svc.status().with_context("loading " + opts.model).to_string().c_str());
