@@ -164,13 +164,15 @@ int run_serve(ServeOptions o) {
     std::this_thread::sleep_for(std::chrono::duration<double>(o.debug_delay_load_s));
 
   bool served = false;
+  const double load_start = now_seconds();
   const int code = run_with_service(o, *launch, [&](GenerationService& svc) {
     served = true;
     // Non-owning: the service outlives every use (detached below before it goes).
     server.set_ready(std::shared_ptr<GenerationService>(&svc, [](GenerationService*) {}), tok);
     const ServiceStats s = svc.stats();
     SLOG_INFO("ready: max_model_len {}, {} KV blocks", s.max_model_len, s.kv_blocks_total);
-    std::fprintf(stderr, "shardlm serve: ready\n");
+    // Time to ready: weights, KV cache, warmup (and graph capture on GPUs).
+    std::fprintf(stderr, "shardlm serve: ready in %.2f s\n", now_seconds() - load_start);
     {
       std::unique_lock<std::mutex> lk(stop->mu);
       stop->cv.wait(lk, [&] { return stop->count > 0; });
