@@ -23,14 +23,15 @@ cmake -S . -B build-test -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
 cmake --build build-test -j "$JOBS"
 
 echo "== build (ASan + UBSan, CPU only)"
-cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DSHARDLM_SANITIZE=ON -DSHARDLM_CUDA=OFF
+cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSHARDLM_SANITIZE=ON -DSHARDLM_CUDA=OFF
 cmake --build build-asan -j "$JOBS"
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
-echo "== tests under ASan + UBSan (no fuzz: it has its own sanitized build)"
-ctest --test-dir build-asan --output-on-failure -j "$JOBS" -LE fuzz
+echo "== unit tests under ASan + UBSan (bad input included; multi-process end-to-end"
+echo "   tests, fuzzing (its own sanitized build) and benchmarks run in the normal build)"
+ctest --test-dir build-asan --output-on-failure -j "$JOBS" -LE "dist|e2e|fuzz|bench|gpu"
 
 echo "== tests (normal build, all labels)"
 ctest --test-dir build-test --output-on-failure -j "$JOBS"
