@@ -33,5 +33,8 @@ echo "== unit tests under ASan + UBSan (bad input included; multi-process end-to
 echo "   tests, fuzzing (its own sanitized build) and benchmarks run in the normal build)"
 ctest --test-dir build-asan --output-on-failure -j "$JOBS" -LE "dist|e2e|fuzz|bench|gpu"
 
+echo "== bench serve against our own server on the default model (figures for the CI log)"
+ctest --test-dir build-test -R serve_bench_serve -V 2>&1 | grep -E "^[0-9]+: " | sed -E 's/^[0-9]+: //' | tail -40 || true
+
 echo "== tests (normal build, all labels)"
 ctest --test-dir build-test --output-on-failure -j "$JOBS"
