@@ -145,21 +145,39 @@ Expected<std::unique_ptr<SymmetricBuffer>> SymmetricBuffer::create(const CommGro
   b->peers_.assign(g.size(), nullptr);
   const std::string key = fmt::format("{}/symm/{}/{}", g.prefix, name, g.rv->next_sequence(g.prefix + "/symm/" + name));
 
+  // The attribute alone is not enough: without an IMEX channel (no fabric
+  // manager, as on the lent 2×H200 machines, which report the attribute as 1)
+  // cuMemCreate(FABRIC) fails with "operation not permitted". So each rank
+  // tries its own fabric allocation first and votes 1 only if it worked.
   FabricSupport fs = check_fabric_support(device);
-  SHARDLM_TRY(g.rv->set(key + "/fabric/" + std::to_string(g.index), fs.supported ? "1" : "0", timeout_s));
+  std::string fabric_note;
+  bool local_fabric = false;
+  if (fs.supported) {
+    Status probe = b->fabric_local();
+    local_fabric = probe.ok();
+    if (!local_fabric) {
+      fabric_note = "; fabric allocation failed: " + probe.message() + " (no IMEX channel?)";
+      b->release_fabric();
+    }
+  }
+  SHARDLM_TRY(g.rv->set(key + "/fabric/" + std::to_string(g.index), local_fabric ? "1" : "0", timeout_s));
   bool all_fabric = true;
   for (int i = 0; i < g.size(); ++i) {
     SHARDLM_ASSIGN_OR_RETURN(std::string v, g.rv->get(key + "/fabric/" + std::to_string(i), timeout_s));
     all_fabric = all_fabric && v == "1";
   }
   if (all_fabric) {
-    SHARDLM_TRY(b->create_fabric(g, key, timeout_s));
+    b->fabric_ = true;
+    SHARDLM_TRY(b->fabric_import(g, key, timeout_s));
   } else {
+    if (local_fabric) {
+      b->release_fabric();
+      fabric_note += "; a peer cannot use fabric handles";
+    }
     SHARDLM_TRY(b->create_ipc(g, key, timeout_s));
   }
   b->describe_ = fmt::format("symmetric buffer '{}': {} bytes × {} ranks via {} ({}{})", name, bytes, g.size(),
-                             b->fabric_ ? "cuMem fabric handles" : "CUDA IPC", fs.how,
-                             all_fabric || !fs.supported ? "" : "; a peer lacks fabric support");
+                             b->fabric_ ? "cuMem fabric handles" : "CUDA IPC", fs.how, fabric_note);
   SLOG_INFO("{}", b->describe_);
   // Nobody may free (a failed peer's destructor) while another still opens.
   SHARDLM_TRY(g.rv->barrier(key + "/mapped", timeout_s, g.size()));
@@ -188,38 +206,50 @@ Status SymmetricBuffer::create_ipc(const CommGroup& g, const std::string& key, d
   return Status::Ok();
 }
 
-Status SymmetricBuffer::create_fabric(const CommGroup& g, const std::string& key, double timeout_s) {
-  fabric_ = true;
+// Our own fabric allocation: create, map, export (kept in fabric_export_).
+Status SymmetricBuffer::fabric_local() {
   CUmemAllocationProp prop = {};
   prop.type = CU_MEM_ALLOCATION_TYPE_PINNED;
   prop.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
   prop.location.id = device_;
   prop.requestedHandleTypes = CU_MEM_HANDLE_TYPE_FABRIC;
-  size_t gran = 0;
-  SHARDLM_TRY(cu_status(D().MemGetAllocationGranularity(&gran, &prop, CU_MEM_ALLOC_GRANULARITY_RECOMMENDED),
+  SHARDLM_TRY(cu_status(D().MemGetAllocationGranularity(&granularity_, &prop, CU_MEM_ALLOC_GRANULARITY_RECOMMENDED),
                         "cuMemGetAllocationGranularity"));
-  mapped_bytes_ = ((bytes_ ? bytes_ : 1) + gran - 1) / gran * gran;
-  fabric_handles_.assign(g.size(), 0);
+  mapped_bytes_ = ((bytes_ ? bytes_ : 1) + granularity_ - 1) / granularity_ * granularity_;
+  fabric_handles_.assign(peers_.size(), 0);
+  CUmemGenericAllocationHandle mine;
+  SHARDLM_TRY(cu_status(D().MemCreate(&mine, mapped_bytes_, &prop, 0), "cuMemCreate (fabric)"));
+  fabric_handles_[index_] = mine;
+  SHARDLM_TRY(fabric_map(mine, &peers_[index_]));
+  CUmemFabricHandle fh;
+  SHARDLM_TRY(cu_status(D().MemExportToShareableHandle(&fh, mine, CU_MEM_HANDLE_TYPE_FABRIC, 0),
+                        "cuMemExportToShareableHandle"));
+  fabric_export_ = to_hex(&fh, sizeof(fh));
+  return Status::Ok();
+}
+
+Status SymmetricBuffer::fabric_map(unsigned long long handle, void** out) {
   CUmemAccessDesc access = {};
   access.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
   access.location.id = device_;
   access.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
-  auto map = [&](CUmemGenericAllocationHandle h, void** out) -> Status {
-    CUdeviceptr va = 0;
-    SHARDLM_TRY(cu_status(D().MemAddressReserve(&va, mapped_bytes_, gran, 0, 0), "cuMemAddressReserve"));
-    SHARDLM_TRY(cu_status(D().MemMap(va, mapped_bytes_, 0, h, 0), "cuMemMap"));
-    SHARDLM_TRY(cu_status(D().MemSetAccess(va, mapped_bytes_, &access, 1), "cuMemSetAccess"));
-    *out = reinterpret_cast<void*>(va);
-    return Status::Ok();
-  };
-  CUmemGenericAllocationHandle mine;
-  SHARDLM_TRY(cu_status(D().MemCreate(&mine, mapped_bytes_, &prop, 0), "cuMemCreate (fabric)"));
-  fabric_handles_[index_] = mine;
-  SHARDLM_TRY(map(mine, &peers_[index_]));
-  CUmemFabricHandle fh;
-  SHARDLM_TRY(cu_status(D().MemExportToShareableHandle(&fh, mine, CU_MEM_HANDLE_TYPE_FABRIC, 0),
-                        "cuMemExportToShareableHandle"));
-  SHARDLM_TRY(g.rv->set(handle_key(key, index_), to_hex(&fh, sizeof(fh)), timeout_s));
+  CUdeviceptr va = 0;
+  SHARDLM_TRY(cu_status(D().MemAddressReserve(&va, mapped_bytes_, granularity_, 0, 0), "cuMemAddressReserve"));
+  if (CUresult r = D().MemMap(va, mapped_bytes_, 0, handle, 0); r != CUDA_SUCCESS) {
+    D().MemAddressFree(va, mapped_bytes_);
+    return cu_status(r, "cuMemMap");
+  }
+  if (CUresult r = D().MemSetAccess(va, mapped_bytes_, &access, 1); r != CUDA_SUCCESS) {
+    D().MemUnmap(va, mapped_bytes_);
+    D().MemAddressFree(va, mapped_bytes_);
+    return cu_status(r, "cuMemSetAccess");
+  }
+  *out = reinterpret_cast<void*>(va);
+  return Status::Ok();
+}
+
+Status SymmetricBuffer::fabric_import(const CommGroup& g, const std::string& key, double timeout_s) {
+  SHARDLM_TRY(g.rv->set(handle_key(key, index_), fabric_export_, timeout_s));
   for (int i = 0; i < g.size(); ++i) {
     if (i == index_) continue;
     SHARDLM_ASSIGN_OR_RETURN(std::string hex, g.rv->get(handle_key(key, i), timeout_s));
@@ -230,20 +260,26 @@ Status SymmetricBuffer::create_fabric(const CommGroup& g, const std::string& key
     SHARDLM_TRY(cu_status(D().MemImportFromShareableHandle(&h, &ph, CU_MEM_HANDLE_TYPE_FABRIC),
                           "cuMemImportFromShareableHandle"));
     fabric_handles_[i] = h;
-    SHARDLM_TRY(map(h, &peers_[i]));
+    SHARDLM_TRY(fabric_map(h, &peers_[i]));
   }
   return Status::Ok();
 }
 
+void SymmetricBuffer::release_fabric() {
+  for (size_t i = 0; i < peers_.size(); ++i) {
+    if (peers_[i]) {
+      D().MemUnmap(reinterpret_cast<CUdeviceptr>(peers_[i]), mapped_bytes_);
+      D().MemAddressFree(reinterpret_cast<CUdeviceptr>(peers_[i]), mapped_bytes_);
+      peers_[i] = nullptr;
+    }
+    if (i < fabric_handles_.size() && fabric_handles_[i]) D().MemRelease(fabric_handles_[i]);
+  }
+  fabric_handles_.clear();
+}
+
 SymmetricBuffer::~SymmetricBuffer() {
   if (fabric_) {
-    for (size_t i = 0; i < peers_.size(); ++i) {
-      if (peers_[i]) {
-        D().MemUnmap(reinterpret_cast<CUdeviceptr>(peers_[i]), mapped_bytes_);
-        D().MemAddressFree(reinterpret_cast<CUdeviceptr>(peers_[i]), mapped_bytes_);
-      }
-      if (fabric_handles_[i]) D().MemRelease(fabric_handles_[i]);
-    }
+    release_fabric();
     return;
   }
   for (size_t i = 0; i < peers_.size(); ++i)

@@ -6,8 +6,11 @@
 //   fabric  cuMemCreate(CU_MEM_HANDLE_TYPE_FABRIC) + cuMemExportToShareableHandle:
 //           works across the nodes of one NVLink domain (GB200 NVL72). Used only
 //           when cuDeviceGetAttribute(CU_DEVICE_ATTRIBUTE_HANDLE_TYPE_FABRIC_SUPPORTED)
-//           is 1 on this device (and SHARDLM_SYMM_FABRIC is not 0), and only if
-//           every rank of the group reports it (agreed through the rendezvous).
+//           is 1 on this device (and SHARDLM_SYMM_FABRIC is not 0), our own
+//           fabric allocation + export actually works (the lent 2×H200 report
+//           the attribute as 1 yet refuse cuMemCreate(FABRIC): "operation not
+//           permitted", no IMEX channel), and every rank of the group says so
+//           (agreed through the rendezvous); otherwise IPC.
 //   ipc     cudaMalloc + cudaIpcGetMemHandle / cudaIpcOpenMemHandle: one node.
 // The handles travel through the rendezvous (hex strings under
 // "<prefix>/symm/<name>/<rank>"). Multicast objects are never created.
@@ -57,10 +60,15 @@ class SymmetricBuffer {
  private:
   SymmetricBuffer() = default;
   Status create_ipc(const CommGroup& g, const std::string& key, double timeout_s);
-  Status create_fabric(const CommGroup& g, const std::string& key, double timeout_s);
+  Status fabric_local();  // our allocation: create + map + export
+  Status fabric_map(unsigned long long handle, void** out);
+  Status fabric_import(const CommGroup& g, const std::string& key, double timeout_s);
+  void release_fabric();  // unmaps and releases whatever the fabric path made
 
   size_t bytes_ = 0;
   size_t mapped_bytes_ = 0;  // fabric: rounded to the allocation granularity
+  size_t granularity_ = 0;
+  std::string fabric_export_;  // hex CUmemFabricHandle of our allocation
   int index_ = 0;
   int device_ = 0;
   bool fabric_ = false;
