@@ -6,6 +6,7 @@
 #include "comm/lamport_allreduce.h"
 
 #include <chrono>
+#include <cstdint>
 #include <thread>
 
 #include "base/clock.h"
@@ -98,6 +99,13 @@ Status LamportAllReduce::all_reduce(const void* in, void* out, size_t count, cud
     if (in != out && bytes) return launched(cudaMemcpyAsync(out, in, bytes, cudaMemcpyDeviceToDevice, stream), "copy");
     return Status::Ok();
   }
+  const bool aligned = ((reinterpret_cast<uintptr_t>(in) | reinterpret_cast<uintptr_t>(out)) & 15) == 0;
+  if (!aligned && a != AllReduceAlgo::kNccl) {
+    // The kernels move 16-byte vectors; engine buffers are always aligned.
+    if (algo || !nccl_)
+      return make_error(ErrorCode::kInvalidArgument, "Lamport all-reduce needs 16-byte aligned in/out pointers");
+    a = AllReduceAlgo::kNccl;
+  }
   if (a == AllReduceAlgo::kNccl) {
     if (!nccl_)
       return make_error(ErrorCode::kUnsupported, "all-reduce of {} bytes needs NCCL (Lamport capacity {})", bytes,
@@ -120,6 +128,9 @@ Status LamportAllReduce::all_reduce_add_rmsnorm(const void* in, const void* resi
   if (hidden % (16 / static_cast<int>(dtype_size(dtype_))) != 0)
     return make_error(ErrorCode::kUnsupported, "fused all-reduce: hidden {} not a multiple of a 16-byte vector",
                       hidden);
+  for (const void* ptr : {in, residual, weight, static_cast<const void*>(out_residual), static_cast<const void*>(out)})
+    if (reinterpret_cast<uintptr_t>(ptr) & 15)
+      return make_error(ErrorCode::kInvalidArgument, "fused all-reduce needs 16-byte aligned pointers");
   AllReduceAlgo a = pick_allreduce(params_.world, bytes, params_.capacity_bytes, algo);
   if (a == AllReduceAlgo::kNccl)
     return make_error(ErrorCode::kUnsupported, "fused all-reduce of {} bytes exceeds the Lamport capacity {}", bytes,

@@ -170,6 +170,7 @@ int back_to_back_child(int rank) {
   const std::vector<size_t> sizes = {1, 4096, 777, 65541, 3};  // 5 sizes × 7 inputs: every call differs from
   constexpr int kInputs = 7;                                   // the one 3 calls before (same buffer group)
   constexpr int kCalls = 10000, kBatch = 100;
+  constexpr size_t kStride = 65544;  // ≥ the largest size, a multiple of 8 bf16: 16-byte aligned outputs
   std::vector<std::vector<void*>> d_in(sizes.size(), std::vector<void*>(kInputs));
   std::vector<std::vector<std::vector<double>>> refs(sizes.size(), std::vector<std::vector<double>>(kInputs));
   for (size_t s = 0; s < sizes.size(); ++s)
@@ -180,13 +181,13 @@ int back_to_back_child(int rank) {
       refs[s][k] = reference_sum(dt, 500 + s * 16 + k, sizes[s], kWorld);
     }
   void* d_out = nullptr;
-  CUDA_CHILD(rank, cudaMalloc(&d_out, kBatch * 65541 * 2));
+  CUDA_CHILD(rank, cudaMalloc(&d_out, kBatch * kStride * 2));
   for (int b = 0; b < kCalls / kBatch; ++b) {
     for (int j = 0; j < kBatch; ++j) {
       const int call = b * kBatch + j;
       const size_t s = call % sizes.size();
       const int k = call % kInputs;
-      CHILD_OK(rank, (*ar)->all_reduce(d_in[s][k], static_cast<char*>(d_out) + j * 65541 * 2, sizes[s], c.stream,
+      CHILD_OK(rank, (*ar)->all_reduce(d_in[s][k], static_cast<char*>(d_out) + j * kStride * 2, sizes[s], c.stream,
                                        (call / 5) % 2 ? AllReduceAlgo::kTwoShot : AllReduceAlgo::kOneShot));
     }
     CHILD_OK(rank, (*ar)->check(c.stream));
@@ -194,7 +195,7 @@ int back_to_back_child(int rank) {
       const int call = b * kBatch + j;
       const size_t s = call % sizes.size();
       std::vector<uint8_t> out(sizes[s] * 2);
-      CUDA_CHILD(rank, cudaMemcpy(out.data(), static_cast<char*>(d_out) + j * 65541 * 2, out.size(),
+      CUDA_CHILD(rank, cudaMemcpy(out.data(), static_cast<char*>(d_out) + j * kStride * 2, out.size(),
                                   cudaMemcpyDeviceToHost));
       std::string why;
       CHILD_CHECK(rank, first_mismatch(dt, out, refs[s][call % kInputs], &why) < 0,
@@ -291,8 +292,9 @@ int fused_child(int rank) {
             CHILD_CHECK(rank, std::fabs(fr[i] - ref_res[i]) <= 1e-6 + tol.rtol * std::fabs(ref_res[i]),
                         fmt::format("{} fused {} rows {} hidden {}: residual[{}] {} vs {}", allreduce_algo_name(algo),
                                     dtype_name(dt), rows, hidden, i, fr[i], ref_res[i]));
-            // The norm's f32 rsqrt vs float64: 2 ulps of the dtype.
-            CHILD_CHECK(rank, std::fabs(fo[i] - ref_out[i]) <= 1e-5 + 2 * tol.rtol * std::fabs(ref_out[i]),
+            // The norm's f32 sum/rsqrt vs float64 may flip the rounding of
+            // T(r · inv) by an ulp, then × w rounds again: 3 × the dtype's rtol.
+            CHILD_CHECK(rank, std::fabs(fo[i] - ref_out[i]) <= 1e-5 + 3 * tol.rtol * std::fabs(ref_out[i]),
                         fmt::format("{} fused {} rows {} hidden {}: out[{}] {} vs {}", allreduce_algo_name(algo),
                                     dtype_name(dt), rows, hidden, i, fo[i], ref_out[i]));
           }

@@ -481,6 +481,7 @@ cudaError_t lamport_allreduce(const LamportParams& p, LamportDType dt, const voi
   const int n = dt == LamportDType::kF32 ? 4 : 8;
   const size_t n_vecs = (count + n - 1) / n;
   if (n_vecs * 16 > p.capacity_bytes || p.world < 1 || p.world > kLamportMaxRanks) return cudaErrorInvalidValue;
+  if ((reinterpret_cast<uintptr_t>(in) | reinterpret_cast<uintptr_t>(out)) & 15) return cudaErrorMisalignedAddress;
   size_t blocks = (n_vecs + kPlainThreads - 1) / kPlainThreads;
   if (blocks > static_cast<size_t>(p.max_blocks)) blocks = p.max_blocks;
   if (blocks < 1) blocks = 1;
