@@ -87,7 +87,7 @@ int sweep_child(int rank) {
       CHILD_CHECK(rank, first_mismatch(dt, nccl_out, ref, &why) < 0,
                   fmt::format("NCCL {} count {}: {}", dtype_name(dt), count, why));
       for (AllReduceAlgo algo : {AllReduceAlgo::kOneShot, AllReduceAlgo::kTwoShot}) {
-        CUDA_CHILD(rank, cudaMemset(d_out, 0x55, count * es));
+        CUDA_CHILD(rank, cudaMemsetAsync(d_out, 0x55, count * es, c.stream));  // ordered before the kernel
         CHILD_OK(rank, (*ar)->all_reduce(d_in, d_out, count, c.stream, algo));
         CHILD_OK(rank, (*ar)->check(c.stream));
         CUDA_CHILD(rank, cudaMemcpy(out.data(), d_out, count * es, cudaMemcpyDeviceToHost));
