@@ -129,6 +129,11 @@ Status NcclCommunicator::health() const {
 
 void NcclCommunicator::abort(const std::string& why) {
   std::lock_guard<std::mutex> l(nccl_mu_);
+  abort_locked(why);
+}
+
+// Caller holds nccl_mu_ (or no other thread can touch comm_ yet).
+void NcclCommunicator::abort_locked(const std::string& why) {
   if (aborted_.exchange(true)) return;
   {
     std::lock_guard<std::mutex> s(status_mu_);
@@ -163,30 +168,28 @@ void NcclCommunicator::watchdog() {
   }
 }
 
+// Polls until the last call left ncclInProgress; bounded; on error, a dead
+// peer or the deadline it aborts (recording why) and returns the error.
 Status NcclCommunicator::wait_ready(const char* what, double timeout_s) {
   Deadline d(timeout_s);
   for (;;) {
     ncclResult_t st = ncclSuccess;
     if (ncclCommGetAsyncError(comm_, &st) != ncclSuccess) st = ncclInternalError;
     if (st == ncclSuccess) return Status::Ok();
+    Status e;
     if (st != ncclInProgress) {
-      Status e = make_error(ErrorCode::kInternal, "{}: {}", what, ncclGetErrorString(st));
-      ncclCommAbort(comm_);
-      aborted_ = true;
-      return e;
+      e = make_error(ErrorCode::kInternal, "{}: {}", what, ncclGetErrorString(st));
+    } else if (group_.rv && !group_.rv->health().ok()) {
+      e = group_.rv->health().with_context(what);
+    } else if (d.expired()) {
+      e = make_error(ErrorCode::kTimeout, "{}: not complete after {:.0f} s (rank {} of {})", what, timeout_s, rank_,
+                     size_);
+    } else {
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+      continue;
     }
-    if (group_.rv && !group_.rv->health().ok()) {
-      ncclCommAbort(comm_);
-      aborted_ = true;
-      return group_.rv->health().with_context(what);
-    }
-    if (d.expired()) {
-      ncclCommAbort(comm_);
-      aborted_ = true;
-      return make_error(ErrorCode::kTimeout, "{}: not complete after {:.0f} s (rank {} of {})", what, timeout_s,
-                        rank_, size_);
-    }
-    std::this_thread::sleep_for(std::chrono::microseconds(200));
+    abort_locked(e.message());
+    return e;
   }
 }
 

@@ -72,6 +72,7 @@ class NcclCommunicator : public Communicator {
   Status wait_ready(const char* what, double timeout_s);  // ncclInProgress → done
   Status enqueued(ncclResult_t r, const char* what);
   void watchdog();
+  void abort_locked(const std::string& why);
 
   CommGroup group_;
   int rank_ = 0, size_ = 1, device_ = 0;
