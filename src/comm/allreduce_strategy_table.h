@@ -7,11 +7,11 @@
 // which prints the row for its world size in this format (the fastest
 // algorithm at each size, CUDA-graph latency); paste it below.
 //
-// STATUS: the rows are PROVISIONAL (not yet measured on our 2×H200: the device
-// run of issue 6 did not happen in the session that wrote this). They follow
-// the published TensorRT-LLM/FlashInfer crossovers for NVLink H100/H200: one-
-// shot wins while the W-fold push is latency-bound, two-shot while the single
-// reduction pass is cheaper than NCCL's ring. Replace with measured rows.
+// STATUS: world 2 is MEASURED on 2×H200 (2026-11-21, bf16, CUDA graphs;
+// bench/results/allreduce_2xh200_20261121.log): one-shot is fastest up to
+// 8 MB (3.4 µs at 4 KB, 6.7 µs at 1 MB), our two-shot never wins at world 2,
+// NCCL wins from 16 MB. Worlds ≥ 4 are PROVISIONAL (published TensorRT-LLM /
+// FlashInfer crossovers for NVLink H100/H200) until a 4/8-GPU machine is lent.
 #pragma once
 
 #include <cstddef>
@@ -25,7 +25,7 @@ struct AllReduceStrategyRow {
 };
 
 inline constexpr AllReduceStrategyRow kAllReduceStrategyTable[] = {
-    {2, 512 << 10, 16 << 20},
+    {2, 8 << 20, 8 << 20},  // measured
     {4, 256 << 10, 8 << 20},
     {8, 128 << 10, 4 << 20},
     {16, 64 << 10, 2 << 20},
