@@ -63,8 +63,9 @@ step strategy_test 20 $C/bin/gpu_comm_strategy_test
 step nccl_test 60 $C/bin/gpu_comm_test --gtest_filter='NcclCommunicator.*'
 step lamport_timeout_test 40 $C/bin/gpu_comm_test --gtest_filter='*PeerThatNeverJoins*'
 step lamport_tests 150 $C/bin/gpu_comm_test --gtest_filter='LamportAllReduce.*:-*PeerThatNeverJoins*'
-step bench_allreduce 120 $C/bin/shardlm bench allreduce --world 2 --fused --table --json "$OUT/bench.json"
-PYTHONUNBUFFERED=1 step torch_symm_mem 90 torchrun --nproc-per-node 2 bench/torch_symm_mem_allreduce.py --json "$OUT/torch.json"
+W=${SHARDLM_GPU_TEST_WORLD:-2}
+step bench_allreduce 120 $C/bin/shardlm bench allreduce --world "$W" --fused --table --json "$OUT/bench.json"
+PYTHONUNBUFFERED=1 step torch_symm_mem 90 torchrun --nproc-per-node "$W" bench/torch_symm_mem_allreduce.py --json "$OUT/torch.json"
 
 echo "== summary"
 for t in strategy_test nccl_test lamport_timeout_test lamport_tests; do

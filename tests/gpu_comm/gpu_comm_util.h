@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -21,7 +22,14 @@
 
 namespace shardlm::testing {
 
-constexpr int kWorld = 2;
+// Ranks (one GPU each) of the 2-GPU suite; SHARDLM_GPU_TEST_WORLD runs the same
+// suite at another world size (4 and 8 on larger machines).
+inline int gpu_test_world() {
+  const char* v = std::getenv("SHARDLM_GPU_TEST_WORLD");
+  const int w = v ? std::atoi(v) : 2;
+  return w >= 2 ? w : 2;
+}
+inline const int kWorld = gpu_test_world();
 
 // Visible GPUs, counted in a forked child (the parent stays CUDA-free), or -1.
 inline int gpu_count_forked() {
@@ -39,7 +47,9 @@ inline int gpu_count_forked() {
 #define SKIP_WITHOUT_TWO_GPUS()                                                                      \
   do {                                                                                               \
     int _n = ::shardlm::testing::gpu_count_forked();                                                 \
-    if (_n < 2) GTEST_SKIP() << "needs 2 GPUs (one process each); this machine has " << _n << "";    \
+    if (_n < ::shardlm::testing::kWorld)                                                             \
+      GTEST_SKIP() << "needs " << ::shardlm::testing::kWorld << " GPUs (one process each); this "     \
+                   << "machine has " << _n;                                                          \
   } while (0)
 
 inline uint64_t mix(uint64_t x) {  // splitmix64
