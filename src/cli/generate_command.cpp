@@ -229,20 +229,7 @@ int run_generate(GenerateArgs a) {
     return 0;
   };
 
-  auto launch = detect_cli_launch(a.dist);
-  if (!launch.ok()) return fail(launch.status());
-  if (a.device != "cpu" && a.device != "cuda")
-    return fail(make_error(ErrorCode::kInvalidArgument, "--device must be cpu or cuda, not '{}'", a.device));
-  if (a.device == "cuda" && launch->world > 1)
-    return fail(make_error(ErrorCode::kUnsupported, "--device cuda runs one process for now (tp = pp = 1)"));
-  if (launch->world > 1)
-    return run_distributed_job(*launch, a.model, a.dist, a.engine, [&](Coordinator& c) { return drive(c); });
-  auto engine_or = a.device == "cuda" ? Engine::create_cuda(a.model, a.engine, a.cuda) : Engine::create_cpu(a.model, a.engine);
-  if (!engine_or.ok()) return fail(engine_or.status().with_context("loading " + a.model));
-  auto svc = make_local_service(std::move(*engine_or));
-  int code = drive(*svc);
-  svc->shutdown(false);
-  return code;
+  return run_on_service("generate", a.model, a.dist, a.engine, a.device, a.cuda, drive);
 }
 
 }  // namespace

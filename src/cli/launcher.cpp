@@ -191,4 +191,27 @@ int run_distributed_job(const LaunchInfo& launch, const std::string& model_dir, 
   return code;
 }
 
+int run_on_service(const char* command, const std::string& model_dir, const DistArgs& dist,
+                   const EngineConfig& engine, const std::string& device, const CudaEngineOptions& cuda,
+                   const std::function<int(GenerationService&)>& body) {
+  auto fail = [command](const Status& st) {
+    std::fprintf(stderr, "shardlm %s: error: %s\n", command, st.to_string().c_str());
+    return 1;
+  };
+  auto launch = detect_cli_launch(dist);
+  if (!launch.ok()) return fail(launch.status());
+  if (device != "cpu" && device != "cuda")
+    return fail(make_error(ErrorCode::kInvalidArgument, "--device must be cpu or cuda, not '{}'", device));
+  if (device == "cuda" && launch->world > 1)
+    return fail(make_error(ErrorCode::kUnsupported, "--device cuda runs one process for now (tp = pp = 1)"));
+  if (launch->world > 1)
+    return run_distributed_job(*launch, model_dir, dist, engine, [&](Coordinator& c) { return body(c); });
+  auto e = device == "cuda" ? Engine::create_cuda(model_dir, engine, cuda) : Engine::create_cpu(model_dir, engine);
+  if (!e.ok()) return fail(e.status().with_context("loading " + model_dir));
+  auto svc = make_local_service(std::move(*e));
+  const int code = body(*svc);
+  svc->shutdown(false);
+  return code;
+}
+
 }  // namespace shardlm::cli

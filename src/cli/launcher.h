@@ -46,4 +46,12 @@ Expected<LaunchInfo> detect_cli_launch(const DistArgs& a);
 int run_distributed_job(const LaunchInfo& launch, const std::string& model_dir, const DistArgs& a,
                         EngineConfig engine, const std::function<int(Coordinator&)>& body);
 
+// One command's model service: the distributed coordinator when the launch has
+// several ranks (ranks ≥ 1 only run workers), else a single-process engine on
+// `device` ("cpu" or "cuda"). Runs body on it and returns its exit code;
+// errors are printed with `command` as prefix.
+int run_on_service(const char* command, const std::string& model_dir, const DistArgs& dist,
+                   const EngineConfig& engine, const std::string& device, const CudaEngineOptions& cuda,
+                   const std::function<int(GenerationService&)>& body);
+
 }  // namespace shardlm::cli

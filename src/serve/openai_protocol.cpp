@@ -376,18 +376,8 @@ json usage_chunk(Endpoint endpoint, const std::string& id, int64_t created, cons
 }
 
 const char* openai_finish_reason(FinishReason r) {
-  switch (r) {
-    case FinishReason::kStopToken:
-    case FinishReason::kStopString:
-      return "stop";
-    case FinishReason::kLength:
-      return "length";
-    case FinishReason::kAborted:
-      return "abort";
-    case FinishReason::kNone:
-      break;
-  }
-  return "stop";
+  const char* name = finish_reason_name(r);  // OpenAI's names; a request still running reports "stop"
+  return *name ? name : "stop";
 }
 
 std::string dump_json(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
