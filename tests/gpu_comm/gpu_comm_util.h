@@ -119,20 +119,58 @@ inline Tol tolerance(DType dt) {
   }
 }
 
-// Index of the first element outside tolerance, or -1.
+// float64 Σ_r |input_r[i]| (dtype-rounded inputs): the scale of the f32
+// accumulation error when the inputs cancel.
+inline std::vector<double> reference_abs_sum(DType dt, uint64_t seed, size_t count, int world) {
+  std::vector<double> s(count, 0.0);
+  std::vector<float> tmp(count);
+  for (int r = 0; r < world; ++r) {
+    auto in = make_input(dt, r, seed, count);
+    convert_to_f32(dt, in.data(), tmp.data(), count);
+    for (size_t i = 0; i < count; ++i) s[i] += std::fabs(static_cast<double>(tmp[i]));
+  }
+  return s;
+}
+
+// Bound on the f32 accumulation error of a sum of W terms in any order (NCCL's
+// ring/tree, Lamport's rank order): every one of the ≤ W − 1 additions rounds
+// a partial sum whose magnitude is ≤ Σ|x|, so |error| ≤ (W − 1)·2^-24·Σ|x|
+// (6e-8 > 2^-24). The result-relative tolerance above cannot cover this when
+// the inputs cancel (W = 4, f32 count 1000, element 86: inputs up to 16, a
+// partial sum in [16, 32) rounded by 2^-20 = 9.5e-7, the sum is 0.11). At
+// W = 2 the sum 0 + x0 + x1 rounds once, relative to the result: no term.
+// A missing, stale or doubled rank contribution is off by a whole input,
+// far outside this bound.
+inline double accumulation_bound(double abs_sum) { return kWorld > 2 ? (kWorld - 1) * 6.0e-8 * abs_sum : 0.0; }
+
+// Index of the first element outside tolerance, or -1. abs_sum (optional):
+// reference_abs_sum() of the same inputs, adds accumulation_bound().
 inline int64_t first_mismatch(DType dt, const std::vector<uint8_t>& out, const std::vector<double>& ref,
-                              std::string* why) {
+                              std::string* why, const std::vector<double>* abs_sum = nullptr) {
   std::vector<float> f(ref.size());
   convert_to_f32(dt, out.data(), f.data(), ref.size());
   Tol t = tolerance(dt);
   for (size_t i = 0; i < ref.size(); ++i) {
     double d = std::fabs(static_cast<double>(f[i]) - ref[i]);
-    if (!(d <= t.atol + t.rtol * std::fabs(ref[i]))) {
+    const double acc = abs_sum ? accumulation_bound((*abs_sum)[i]) : 0.0;
+    if (!(d <= t.atol + t.rtol * std::fabs(ref[i]) + acc)) {
       if (why) *why = fmt::format("element {}: got {:.9g}, float64 reference {:.9g}", i, f[i], ref[i]);
       return static_cast<int64_t>(i);
     }
   }
   return -1;
+}
+
+// Host → device copy that is complete before anything later enqueued on
+// `stream` runs. A plain cudaMemcpy from pageable memory may return before its
+// DMA has landed (CUDA "API synchronization behavior": it returns once the
+// data is in the staging buffer), and it runs on the legacy default stream,
+// which a cudaStreamNonBlocking stream does not wait for: a kernel launched
+// on `stream` right after could read the tail of the buffer's old bytes.
+inline cudaError_t upload(void* dst, const void* src, size_t bytes, cudaStream_t stream) {
+  cudaError_t e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream);
+  if (e != cudaSuccess) return e;
+  return cudaStreamSynchronize(stream);
 }
 
 inline uint64_t hash_bytes(const void* p, size_t n) {
