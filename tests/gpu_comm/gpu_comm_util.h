@@ -69,8 +69,9 @@ inline float input_value(DType dt, int rank, uint64_t seed, size_t i) {
     case 1:  // subnormals
       if (dt == DType::kF16) return sign * std::ldexp(static_cast<float>(1 + h % 1000), -24);
       return sign * std::ldexp(static_cast<float>(1 + h % 1000), -140);
-    case 2:  // large: f16 stays summable for 2 ranks below 65504
-      return sign * (dt == DType::kF16 ? 3.0e4f : 1.0e30f) * (1.f + (h % 7) / 8.f) * (dt == DType::kF16 ? 0.5f : 1.f);
+    case 2:  // large: an f16 sum of kWorld of them (each ≤ 1.75 × 3e4 / W) stays below 65504
+      if (dt == DType::kF16) return sign * (3.0e4f / static_cast<float>(kWorld)) * (1.f + (h % 7) / 8.f);
+      return sign * 1.0e30f * (1.f + (h % 7) / 8.f);
     default: break;
   }
   float u = static_cast<float>((h >> 11) & 0xffffff) / 16777216.f * 2.f - 1.f;
@@ -132,27 +133,41 @@ inline std::vector<double> reference_abs_sum(DType dt, uint64_t seed, size_t cou
   return s;
 }
 
-// Bound on the f32 accumulation error of a sum of W terms in any order (NCCL's
-// ring/tree, Lamport's rank order): every one of the ≤ W − 1 additions rounds
-// a partial sum whose magnitude is ≤ Σ|x|, so |error| ≤ (W − 1)·2^-24·Σ|x|
-// (6e-8 > 2^-24). The result-relative tolerance above cannot cover this when
-// the inputs cancel (W = 4, f32 count 1000, element 86: inputs up to 16, a
-// partial sum in [16, 32) rounded by 2^-20 = 9.5e-7, the sum is 0.11). At
-// W = 2 the sum 0 + x0 + x1 rounds once, relative to the result: no term.
-// A missing, stale or doubled rank contribution is off by a whole input,
-// far outside this bound.
-inline double accumulation_bound(double abs_sum) { return kWorld > 2 ? (kWorld - 1) * 6.0e-8 * abs_sum : 0.0; }
+// Unit roundoff of the type partial sums are kept in: f32 for the Lamport
+// kernels (they accumulate in f32 and round once at the end); the buffer's
+// dtype for NCCL (its ring adds in float but stores each hop's partial sum
+// in the buffer's dtype).
+inline double unit_roundoff(DType accumulate) {
+  switch (accumulate) {
+    case DType::kF16: return 0x1p-11;
+    case DType::kBF16: return 0x1p-8;
+    default: return 0x1p-24;
+  }
+}
+// Bound on the accumulation error of a sum of W terms in any order (NCCL's
+// ring/tree, Lamport's rank order): each of the ≤ W − 1 additions rounds a
+// partial sum whose magnitude is ≤ Σ|x|, so |error| ≤ (W − 1)·u·Σ|x| (1 %
+// margin for the second-order term). The result-relative tolerance above
+// cannot cover this when the inputs cancel (W = 4, NCCL f32 count 1000,
+// element 86: inputs up to 16, a partial sum in [16, 32) rounded by
+// 2^-20 = 9.5e-7, the sum is 0.11). At W = 2 the sum x0 + x1 rounds once,
+// relative to the result: no term, the W = 2 checks are unchanged. A missing,
+// stale or doubled rank contribution is off by a whole input, far outside.
+inline double accumulation_bound(double abs_sum, double unit = 0x1p-24) {
+  return kWorld > 2 ? (kWorld - 1) * unit * 1.01 * abs_sum : 0.0;
+}
 
 // Index of the first element outside tolerance, or -1. abs_sum (optional):
-// reference_abs_sum() of the same inputs, adds accumulation_bound().
+// reference_abs_sum() of the same inputs, adds accumulation_bound(·, unit).
 inline int64_t first_mismatch(DType dt, const std::vector<uint8_t>& out, const std::vector<double>& ref,
-                              std::string* why, const std::vector<double>* abs_sum = nullptr) {
+                              std::string* why, const std::vector<double>* abs_sum = nullptr,
+                              double unit = 0x1p-24) {
   std::vector<float> f(ref.size());
   convert_to_f32(dt, out.data(), f.data(), ref.size());
   Tol t = tolerance(dt);
   for (size_t i = 0; i < ref.size(); ++i) {
     double d = std::fabs(static_cast<double>(f[i]) - ref[i]);
-    const double acc = abs_sum ? accumulation_bound((*abs_sum)[i]) : 0.0;
+    const double acc = abs_sum ? accumulation_bound((*abs_sum)[i], unit) : 0.0;
     if (!(d <= t.atol + t.rtol * std::fabs(ref[i]) + acc)) {
       if (why) *why = fmt::format("element {}: got {:.9g}, float64 reference {:.9g}", i, f[i], ref[i]);
       return static_cast<int64_t>(i);

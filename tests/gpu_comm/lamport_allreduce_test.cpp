@@ -86,7 +86,7 @@ int sweep_child(int rank) {
       std::vector<uint8_t> nccl_out(count * es), out(count * es);
       CUDA_CHILD(rank, cudaMemcpy(nccl_out.data(), d_nccl, count * es, cudaMemcpyDeviceToHost));
       std::string why;
-      CHILD_CHECK(rank, first_mismatch(dt, nccl_out, ref, &why, &abs_sum) < 0,
+      CHILD_CHECK(rank, first_mismatch(dt, nccl_out, ref, &why, &abs_sum, unit_roundoff(dt)) < 0,
                   fmt::format("NCCL {} count {}: {}", dtype_name(dt), count, why));
       for (AllReduceAlgo algo : {AllReduceAlgo::kOneShot, AllReduceAlgo::kTwoShot}) {
         CUDA_CHILD(rank, cudaMemsetAsync(d_out, 0x55, count * es, c.stream));  // ordered before the kernel
@@ -102,7 +102,8 @@ int sweep_child(int rank) {
         convert_to_f32(dt, nccl_out.data(), b.data(), count);
         for (size_t i = 0; i < count; ++i)
           CHILD_CHECK(rank, a[i] == b[i] || std::fabs(a[i] - b[i]) <= tolerance(dt).atol + tolerance(dt).rtol * std::fabs(b[i]) +
-                                                 2 * accumulation_bound(abs_sum[i]),
+                                                 accumulation_bound(abs_sum[i]) +
+                                                 accumulation_bound(abs_sum[i], unit_roundoff(dt)),
                       fmt::format("{} vs NCCL at {}: {} vs {}", what, i, a[i], b[i]));
         auto same = same_on_all_ranks(*c.rv, rank, "sweep/" + what, hash_bytes(out.data(), out.size()));
         CHILD_OK(rank, same.status());
