@@ -135,6 +135,9 @@ Status CudaBackendImpl::set_weight(int id, const Tensor& host) {
   const Tensor bf = host.dtype() == DType::kBF16 && host.is_contiguous() ? host : host.to(DType::kBF16);
   SHARDLM_ASSIGN_OR_RETURN(void* p, weight_slot(id, bf.shape()));
   SHARDLM_CUDA_TRY(cudaMemcpy(p, bf.data<uint16_t>(), bf.nbytes(), cudaMemcpyHostToDevice), "weight upload");
+  // A pageable H2D cudaMemcpy may return before its DMA lands, and our stream
+  // is non-blocking (it does not wait for the legacy stream): finish it here.
+  SHARDLM_CUDA_TRY(cudaDeviceSynchronize(), "weight upload");
   return Status::Ok();
 }
 
@@ -233,6 +236,7 @@ Status CudaBackendImpl::check_program(const Program& p) {
     kernels::cpu::rope_inv_freq(rp, f.data());
     SHARDLM_CUDA_TRY(cudaMalloc(&inv_freq_, f.size() * 4), "inv_freq alloc");
     SHARDLM_CUDA_TRY(cudaMemcpy(inv_freq_, f.data(), f.size() * 4, cudaMemcpyHostToDevice), "inv_freq upload");
+    SHARDLM_CUDA_TRY(cudaDeviceSynchronize(), "inv_freq upload");  // see set_weight
   }
   checked_ = &p;
   return Status::Ok();

@@ -636,7 +636,11 @@ Expected<Value> Interp::apply_filter(const std::string& name, const Value& v, Ar
       }
       if (!item.is_number()) return arg_error("sum needs numbers");
       if (total.kind == K::kFloat || item.kind == K::kFloat) total = Value::real(total.as_double() + item.as_double());
-      else total = Value::integer(total.as_int() + item.as_int());
+      else {
+        int64_t sum = 0;
+        if (__builtin_add_overflow(total.as_int(), item.as_int(), &sum)) return arg_error("sum: integer overflow");
+        total = Value::integer(sum);
+      }
     }
     return total;
   }
