@@ -587,10 +587,17 @@ Expected<Value> Interp::eval_binary(const Expr& e) {
     if (overflow) return error_at(&e, "integer overflow in '" + op + "'");
     return Value::integer(v);
   };
-  int64_t iv = 0;
-  if (op == "+") return flt ? Value::real(l.as_double() + r.as_double()) : checked(__builtin_add_overflow(l.as_int(), r.as_int(), &iv), iv);
-  if (op == "-") return flt ? Value::real(l.as_double() - r.as_double()) : checked(__builtin_sub_overflow(l.as_int(), r.as_int(), &iv), iv);
-  if (op == "*") return flt ? Value::real(l.as_double() * r.as_double()) : checked(__builtin_mul_overflow(l.as_int(), r.as_int(), &iv), iv);
+  if (op == "+" || op == "-" || op == "*") {
+    if (flt) {
+      const double a = l.as_double(), b = r.as_double();
+      return Value::real(op == "+" ? a + b : op == "-" ? a - b : a * b);
+    }
+    int64_t v = 0;  // computed before checked() reads it (argument order is unspecified)
+    const bool overflow = op == "+"   ? __builtin_add_overflow(l.as_int(), r.as_int(), &v)
+                          : op == "-" ? __builtin_sub_overflow(l.as_int(), r.as_int(), &v)
+                                      : __builtin_mul_overflow(l.as_int(), r.as_int(), &v);
+    return checked(overflow, v);
+  }
   if (op == "//" || op == "%") {
     if (r.as_double() == 0) return error_at(&e, "division by zero");
     if (flt) {
