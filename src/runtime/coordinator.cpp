@@ -55,7 +55,7 @@ Expected<int64_t> Coordinator::submit(GenerationRequest request) {
   seed_sequence(*seq, seq->params.seed);
   const int64_t id = seq->id;
   Live live;
-  for (const auto& s : request.params.stop) live.holdback = std::max(live.holdback, s.empty() ? size_t(0) : s.size() - 1);
+  live.cursor = make_update_cursor(request.params);
   new_requests_.push_back(NewRequest{id, seq->prompt, seq->params});
   scheduler_->add(seq.get());
   live.seq = std::move(seq);
@@ -129,23 +129,7 @@ void Coordinator::shutdown(bool drain) {
 // ---- engine thread ----
 
 void Coordinator::emit(Live& live, bool finished, FinishReason reason, const Status& error) {
-  const Sequence& s = *live.seq;
-  GenerationUpdate u;
-  u.id = s.id;
-  u.prompt_tokens = static_cast<int64_t>(s.prompt.size());
-  for (size_t i = live.emitted_tokens; i < s.output.size(); ++i) {
-    u.new_tokens.push_back(s.output[i]);
-    if (s.params.logprobs >= 0 && i < s.logprobs.size()) u.new_logprobs.push_back(s.logprobs[i]);
-  }
-  live.emitted_tokens = s.output.size();
-  u.completion_tokens = static_cast<int64_t>(s.output.size());
-  const size_t visible = finished ? s.output_text.size()
-                                  : (s.output_text.size() > live.holdback ? s.output_text.size() - live.holdback : 0);
-  if (visible > live.emitted_text) {
-    u.new_text = s.output_text.substr(live.emitted_text, visible - live.emitted_text);
-    live.emitted_text = visible;
-  }
-  u.finished = finished;
+  GenerationUpdate u = next_update(*live.seq, live.cursor, finished);
   u.reason = reason;
   u.error = error;
   if (finished)

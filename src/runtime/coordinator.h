@@ -57,7 +57,7 @@ class Coordinator final : public GenerationService {
   struct Live {
     std::unique_ptr<Sequence> seq;
     GenerationRequest req;
-    size_t emitted_text = 0, emitted_tokens = 0, holdback = 0;
+    UpdateCursor cursor;
     std::map<int64_t, double> prompt_logprobs;  // position → log p
   };
   struct InFlight {

@@ -69,6 +69,18 @@ class GenerationService {
   virtual void shutdown(bool drain) = 0;
 };
 
+// What one request has been told so far (engines keep one per live request).
+struct UpdateCursor {
+  size_t emitted_tokens = 0;
+  size_t emitted_text = 0;  // bytes of output_text already sent
+  size_t holdback = 0;      // longest stop string − 1: withheld while running
+};
+UpdateCursor make_update_cursor(const SamplingParams& params);
+// The update carrying what `seq` produced since `cursor` (tokens, logprobs,
+// text; the last `holdback` bytes of text stay back until finished), and
+// advances the cursor. id, prompt/completion counts and finished are filled.
+GenerationUpdate next_update(const Sequence& seq, UpdateCursor& cursor, bool finished);
+
 // A GenerationService over a single-process Engine, stepping on its own thread.
 class Engine;
 std::unique_ptr<GenerationService> make_local_service(std::unique_ptr<Engine> engine);

@@ -43,9 +43,7 @@ class Turn {
 
 struct LiveRequest {
   GenerationRequest req;
-  size_t emitted_text = 0;  // bytes of output_text already sent
-  size_t holdback = 0;      // longest stop string − 1
-  size_t emitted_tokens = 0;
+  UpdateCursor cursor;
   std::vector<double> prompt_logprobs;
 };
 
@@ -69,7 +67,7 @@ class LocalService final : public GenerationService {
     }
     SHARDLM_ASSIGN_OR_RETURN(int64_t id, engine_->add_request(request.prompt, request.params));
     LiveRequest live;
-    for (const auto& s : request.params.stop) live.holdback = std::max(live.holdback, s.empty() ? 0 : s.size() - 1);
+    live.cursor = make_update_cursor(request.params);
     live.req = std::move(request);
     live.prompt_logprobs = std::move(plp);
     live_[id] = std::move(live);
@@ -144,21 +142,11 @@ class LocalService final : public GenerationService {
     LiveRequest& live = it->second;
     const Sequence* s = engine_->get(ev.seq_id);
     GenerationUpdate u;
-    u.id = ev.seq_id;
-    u.prompt_tokens = static_cast<int64_t>(live.req.prompt.size());
     if (s) {
-      for (size_t i = live.emitted_tokens; i < s->output.size(); ++i) {
-        u.new_tokens.push_back(s->output[i]);
-        if (s->params.logprobs >= 0 && i < s->logprobs.size()) u.new_logprobs.push_back(s->logprobs[i]);
-      }
-      live.emitted_tokens = s->output.size();
-      u.completion_tokens = static_cast<int64_t>(s->output.size());
-      const size_t visible = ev.finished ? s->output_text.size()
-                                         : (s->output_text.size() > live.holdback ? s->output_text.size() - live.holdback : 0);
-      if (visible > live.emitted_text) {
-        u.new_text = s->output_text.substr(live.emitted_text, visible - live.emitted_text);
-        live.emitted_text = visible;
-      }
+      u = next_update(*s, live.cursor, ev.finished);
+    } else {
+      u.id = ev.seq_id;
+      u.prompt_tokens = static_cast<int64_t>(live.req.prompt.size());
     }
     u.finished = ev.finished;
     u.reason = ev.reason;
