@@ -1,5 +1,6 @@
 // `shardlm tokenize` end to end, on the hand-made byte-level fixture.
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -21,7 +22,11 @@ struct Result {
 };
 
 Result run(const std::string& args, const std::string& stdin_text = "") {
-  std::string in = ::testing::TempDir() + "/shardlm_tok_stdin.txt";
+  // ctest runs the tests of this file in parallel processes: every call gets its own stdin file
+  // (a shared name let one test read another's input).
+  static int calls = 0;
+  std::string in = ::testing::TempDir() + "/shardlm_tok_stdin_" + std::to_string(getpid()) + "_" +
+                   std::to_string(calls++) + ".txt";
   std::ofstream(in, std::ios::binary) << stdin_text;
   std::string cmd = std::string(SHARDLM_BINARY_DIR) + "/shardlm tokenize " + args + " < " + in + " 2>&1";
   FILE* p = popen(cmd.c_str(), "r");
@@ -36,7 +41,7 @@ Result run(const std::string& args, const std::string& stdin_text = "") {
 }
 
 std::string fixture_dir() {
-  std::string dir = ::testing::TempDir() + "/shardlm_tok_cli";
+  std::string dir = ::testing::TempDir() + "/shardlm_tok_cli_" + std::to_string(getpid());
   fs::create_directories(dir);
   fs::copy_file(tokenizer_test_dir() + "/fixtures/bytelevel.json", dir + "/tokenizer.json",
                 fs::copy_options::overwrite_existing);
