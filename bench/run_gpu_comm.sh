@@ -26,9 +26,10 @@ if [ "$mode" = carry ]; then
   set -e
   B=${2:-build-gpucomm}
   cmake -S . -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-  ninja -C "$B" shardlm gpu_comm_test gpu_comm_strategy_test
+  ninja -C "$B" shardlm gpu_comm_test gpu_comm_strategy_test cuda_layouts_test
   rm -rf $C && mkdir -p $C/bin $C/lib
-  cp "$B/shardlm" "$B/tests/gpu_comm/gpu_comm_test" "$B/tests/gpu_comm/gpu_comm_strategy_test" $C/bin/
+  cp "$B/shardlm" "$B/tests/gpu_comm/gpu_comm_test" "$B/tests/gpu_comm/gpu_comm_strategy_test" \
+     "$B/tests/cuda/cuda_layouts_test" $C/bin/
   strip $C/bin/*
   for f in $C/bin/*; do ldd "$f"; done | awk '$3 ~ /^\// {print $3}' | sort -u |
     grep -vE '/(libc|libm|libdl|librt|libpthread|libresolv|ld-linux[^/]*)\.so|/usr/local/cuda|libnccl' |

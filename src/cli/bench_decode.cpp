@@ -13,6 +13,12 @@
 //            (8192³ through the same cuBLASLt path).
 //   ready    seconds from start to the first graph-replayed step: weights,
 //            KV cache, warmup and graph capture.
+// With --tp N every rank holds its shard of the same random model (each
+// weight element is a hash of its index in the full tensor), the TP group's
+// all-reduces run through the GPU collectives (Lamport / NCCL), and every rank
+// runs the same steps; rank 0 prints. --dump-logits writes the logits of a
+// fixed prefill and a graph-replayed decode step, so layouts can be compared
+// (bench/compare_logits.py).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -24,6 +30,8 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/bench_command.h"
+#include "cli/launcher.h"
+#include "comm/gpu_collectives.h"
 #include "graph/cuda_backend.h"
 #include "model/decoder_builder.h"
 #include "model/model_config.h"
@@ -43,6 +51,8 @@ struct DecodeBenchOptions {
   bool no_gemv = false;
   bool pdl = false;
   std::string json_path;
+  std::string dump_logits;  // raw f32 [rows, vocab]: prefill rows, then one decode row
+  DistArgs dist;            // --tp (pp = 1)
 };
 
 double now_s() {
@@ -69,6 +79,32 @@ ModelConfig llama3_8b(int64_t layers) {
   c.rope_original_max_position = 8192;
   c.torch_dtype = DType::kBF16;
   return c;
+}
+
+// The blocks of a program weight in the full tensors of the model (RandomBlock):
+// parts stacked along dim 0, each a slice of its HF tensor along `dim`.
+std::vector<graph::RandomBlock> weight_blocks(const WeightRecipe& r) {
+  std::vector<graph::RandomBlock> out;
+  int64_t dst = 0;
+  for (const WeightPart& p : r.parts) {
+    graph::RandomBlock b;
+    b.seed = std::hash<std::string>{}(p.hf_name);
+    const bool matrix = p.full_shape.size() == 2;
+    b.full_cols = matrix ? p.full_shape[1] : 1;
+    if (!matrix || p.dim == 0) {
+      b.row0 = p.begin;
+      b.rows = p.end - p.begin;
+      b.cols = b.full_cols;
+    } else {
+      b.rows = p.full_shape[0];
+      b.col0 = p.begin;
+      b.cols = p.end - p.begin;
+    }
+    b.dst_row = dst;
+    dst += b.rows;
+    out.push_back(b);
+  }
+  return out;
 }
 
 // The shape of a program weight: its parts stacked along dim 0, padded to pad_rows.
@@ -110,14 +146,23 @@ graph::StepInput decode_step(int64_t batch, int64_t context, int64_t block_size,
   return in;
 }
 
-int run_decode_bench(const DecodeBenchOptions& o) {
+int run_decode_bench(const DecodeBenchOptions& o, DistContext* ctx) {
   const double t_start = now_s();
-  auto fail = [](const Status& st) {
-    std::fprintf(stderr, "shardlm bench decode: %s\n", st.to_string().c_str());
+  const int rank = ctx ? ctx->mapping().rank : 0;
+  auto fail = [rank](const Status& st) {
+    std::fprintf(stderr, "shardlm bench decode: rank %d: %s\n", rank, st.to_string().c_str());
     return 1;
   };
+  int device = o.device;
+  if (ctx) {
+    auto d = pick_device(ctx->launch(), graph::cuda_device_count());
+    if (!d.ok()) return fail(d.status());
+    device = *d;
+  }
+  // Only rank 0 prints the tables (every rank runs the same steps).
+  if (rank != 0 && !std::freopen("/dev/null", "w", stdout)) return fail(make_error(ErrorCode::kIo, "stdout"));
   graph::CudaBackendOptions bo;
-  bo.device = o.device;
+  bo.device = device;
   bo.cuda_graphs = !o.no_graphs;
   if (o.no_gemv) bo.gemv_max_rows = 0;
   bo.gemv_overlap_prologue = o.pdl;
@@ -127,27 +172,39 @@ int run_decode_bench(const DecodeBenchOptions& o) {
   graph::CudaBackend& be = **backend_or;
 
   const ModelConfig mc = llama3_8b(o.layers);
-  auto mapping = Mapping::make(0, 1, 1, 1);
+  auto mapping = ctx ? Expected<Mapping>(ctx->mapping()) : Mapping::make(0, 1, 1, 1);
   if (!mapping.ok()) return fail(mapping.status());
   auto built_or = build_decoder(mc, *mapping);
   if (!built_or.ok()) return fail(built_or.status());
   const BuiltModel& built = *built_or;
   const graph::Program& prog = built.program;
 
-  // Weights: uniform ±1/√fan_in for matrices (activations stay O(1)), ±1 for norms and the embedding.
+  // Weights: uniform ±1/√fan_in for matrices (activations stay O(1)), ±1 for norms and the embedding;
+  // fan_in of the full tensor, so every layout holds the same model.
   int64_t embed_bytes = 0, linear_params = 0;
   for (size_t id = 0; id < built.recipes.size(); ++id) {
     const Shape s = weight_shape(built.recipes[id]);
     const bool matrix = s.size() == 2;
-    const float scale = matrix ? 1.0f / std::sqrt(static_cast<float>(s[1])) : 1.0f;
-    Status st = be.set_random_weight(static_cast<int>(id), s, 1000 + id, scale);
+    const Shape& full = built.recipes[id].parts.at(0).full_shape;
+    const float scale = matrix ? 1.0f / std::sqrt(static_cast<float>(full.at(1))) : 1.0f;
+    Status st = be.set_random_weight_blocks(static_cast<int>(id), s, weight_blocks(built.recipes[id]), scale);
     if (!st.ok()) return fail(st);
     if (prog.weights[id] == "embed_tokens") embed_bytes = shape_numel(s) * 2;
   }
   for (const graph::Op& op : prog.ops)
     if (op.kind == graph::OpKind::kLinear && op.out != prog.logits_buffer)
       linear_params += shape_numel(weight_shape(built.recipes[op.weights[0]]));
-  const int64_t lm_head_params = mc.vocab_size * mc.hidden_size;
+  const int64_t lm_head_params = mc.vocab_size * mc.hidden_size / mapping->tp;
+  std::unique_ptr<GpuCollectives> tp_group;
+  if (mapping->tp > 1) {
+    std::vector<int> ranks;
+    for (int i = 0; i < mapping->tp; ++i) ranks.push_back(i);
+    CommGroup g{&ctx->rendezvous(), "bench_tp", ranks, mapping->tp_rank()};
+    auto made = make_gpu_collectives(g, device, DType::kBF16);
+    if (!made.ok()) return fail(made.status());
+    tp_group = std::move(*made);
+    be.set_gpu_collectives(tp_group.get());
+  }
   const int64_t max_batch = *std::max_element(o.batches.begin(), o.batches.end());
   const int64_t max_tokens = std::max(o.prefill_tokens, max_batch);
   Status st = be.reserve(prog, max_tokens, max_batch, std::max(o.context, o.prefill_tokens));
@@ -197,9 +254,45 @@ int run_decode_bench(const DecodeBenchOptions& o) {
   const double t_ready = now_s();
   const double ready_s = (t_ready - t_start) - (t_ceilings - t_weights);  // the ceiling runs are not startup
 
+  if (!o.dump_logits.empty()) {
+    // A 31-token prefill (logits of its last 4 rows), then one decode step at
+    // position 31 through the batch-1 graph, in sequence 0's blocks.
+    constexpr int64_t kPrompt = 31;
+    graph::StepInput pre;
+    pre.max_blocks_per_seq = bps;
+    pre.q_start = {0, static_cast<int32_t>(kPrompt)};
+    pre.ctx_len = {static_cast<int32_t>(kPrompt)};
+    for (int64_t j = 0; j < bps; ++j) pre.block_tables.push_back(static_cast<int32_t>(j));
+    for (int64_t t = 0; t < kPrompt; ++t) {
+      pre.token_ids.push_back(static_cast<int32_t>((t * 7877 + 101) % 128000));
+      pre.positions.push_back(static_cast<int32_t>(t));
+      pre.slot_mapping.push_back(static_cast<int32_t>(t));
+    }
+    for (int64_t t = kPrompt - 4; t < kPrompt; ++t) pre.logit_rows.push_back(static_cast<int32_t>(t));
+    graph::StepInput dec = decode_step(1, kPrompt + 1, block_size, bps);
+    dec.token_ids = {4242};
+    std::vector<float> a, b;
+    if (Status s2 = be.forward(prog, pre, nullptr, nullptr, &a); !s2.ok()) return fail(s2);
+    for (int i = 0; i < 2; ++i)  // the second call replays the captured graph
+      if (Status s2 = be.forward(prog, dec, nullptr, nullptr, &b); !s2.ok()) return fail(s2);
+    if (rank == 0) {
+      std::ofstream f(o.dump_logits, std::ios::binary);
+      f.write(reinterpret_cast<const char*>(a.data()), static_cast<std::streamsize>(a.size() * 4));
+      f.write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size() * 4));
+      if (!f) return fail(make_error(ErrorCode::kIo, "cannot write {}", o.dump_logits));
+      std::fprintf(stderr, "logits [%zu, %lld] f32 written to %s\n", (a.size() + b.size()) / mc.vocab_size,
+                   static_cast<long long>(mc.vocab_size), o.dump_logits.c_str());
+    }
+  }
+
   std::printf("shardlm bench decode — Llama-3-8B shape (%lld layers), random bf16 weights made on the device\n",
               static_cast<long long>(o.layers));
-  std::printf("device: %s\n", be.device_name().c_str());
+  std::printf("device: %s%s\n", be.device_name().c_str(),
+              mapping->tp > 1 ? (", tp " + std::to_string(mapping->tp) + " (one GPU per rank; per-rank figures: "
+                                 "weights, roofline and TFLOP/s are of one GPU's shard; " +
+                                 tp_group->describe() + ")")
+                                    .c_str()
+                              : "");
   std::printf("weights %.2f GiB; KV cache %lld blocks × %lld tokens = %.1f GiB\n", be.weight_bytes() / double(1ull << 30),
               static_cast<long long>(kv.num_blocks), static_cast<long long>(block_size),
               kv.bytes(2) / double(1ull << 30));
@@ -210,6 +303,7 @@ int run_decode_bench(const DecodeBenchOptions& o) {
 
   nlohmann::json js;
   js["device"] = be.device_name();
+  js["tp"] = mapping->tp;
   js["copy_bandwidth_Bps"] = *copy_bw;
   js["bf16_peak_flops"] = *peak;
   js["time_to_ready_s"] = ready_s;
@@ -348,6 +442,14 @@ void register_bench_decode(CLI::App& bench, CommandRunner* run) {
                 "Programmatic dependent launches and gemv weight prefetch (experimental: slower at batch 1 on H200)");
   cmd->add_flag("--no-gemv", opts->no_gemv, "Batch-1 linears through cuBLASLt instead of the gemv kernel");
   cmd->add_option("--json", opts->json_path, "Also write the results as JSON to this file");
+  cmd->add_option("--dump-logits", opts->dump_logits,
+                  "Write the f32 logits of a fixed 31-token prefill (last 4 rows) and of one decode step to this file "
+                  "(compare layouts with bench/compare_logits.py)");
+  cmd->add_option("--tp,--tp-size,--tensor-parallel-size", opts->dist.tp,
+                  "Tensor-parallel GPUs (one rank per GPU; with no launcher the local ranks are self-spawned)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--dist-timeout", opts->dist.timeout_s, "Seconds any cross-rank wait may take")->capture_default_str();
   cmd->callback([run, opts, batches] {
     *run = [opts, batches] {
       opts->batches = parse_list(*batches);
@@ -355,7 +457,13 @@ void register_bench_decode(CLI::App& bench, CommandRunner* run) {
         std::fprintf(stderr, "shardlm bench decode: --batches is empty\n");
         return 2;
       }
-      return run_decode_bench(*opts);
+      if (opts->dist.tp == 1) return run_decode_bench(*opts, nullptr);
+      auto launch = detect_cli_launch(opts->dist);
+      if (!launch.ok()) {
+        std::fprintf(stderr, "shardlm bench decode: %s\n", launch.status().to_string().c_str());
+        return 2;
+      }
+      return run_spmd_job(*launch, opts->dist, [opts](DistContext& ctx) { return run_decode_bench(*opts, &ctx); });
     };
   });
 }

@@ -140,7 +140,8 @@ Expected<LaunchInfo> detect_cli_launch(const DistArgs& a) {
 }
 
 int run_distributed_job(const LaunchInfo& launch, const std::string& model_dir, const DistArgs& a,
-                        EngineConfig engine, const std::function<int(Coordinator&)>& body) {
+                        EngineConfig engine, const std::string& device, const CudaEngineOptions& cuda,
+                        const std::function<int(Coordinator&)>& body) {
   init_logging(launch.rank, spdlog::level::to_string_view(spdlog::get_level()).data());
   const bool parent = launch.launcher == LaunchInfo::Launcher::kSelfSpawn && launch.rank == 0 &&
                       !env_get("SHARDLM_RANK");
@@ -153,6 +154,8 @@ int run_distributed_job(const LaunchInfo& launch, const std::string& model_dir, 
     o.dist.on_rendezvous_ready = [launch](int port) { return spawn_children(launch, port); };
   }
   o.engine = engine;
+  o.device = device;
+  o.cuda = cuda;
   o.synchronous = a.synchronous;
   o.max_in_flight = a.max_in_flight;
   if (auto dir = env_get("SHARDLM_TRACE_DIR")) o.trace_dir = *dir;
@@ -191,6 +194,42 @@ int run_distributed_job(const LaunchInfo& launch, const std::string& model_dir, 
   return code;
 }
 
+int run_spmd_job(const LaunchInfo& launch, const DistArgs& a, const std::function<int(DistContext&)>& body) {
+  init_logging(launch.rank, spdlog::level::to_string_view(spdlog::get_level()).data());
+  const bool parent = launch.launcher == LaunchInfo::Launcher::kSelfSpawn && launch.rank == 0 &&
+                      !env_get("SHARDLM_RANK");
+  DistOptions o;
+  o.tp = a.tp;
+  o.pp = a.pp;
+  o.collective_timeout_s = a.timeout_s;
+  if (parent) {
+    setenv("SHARDLM_JOB_KEY", launch.job_key.c_str(), 1);
+    o.on_rendezvous_ready = [launch](int port) { return spawn_children(launch, port); };
+  }
+  auto ctx = DistContext::create(launch, o);
+  if (!ctx.ok()) {
+    std::fprintf(stderr, "shardlm: rank %d: error: %s\n", launch.rank, ctx.status().to_string().c_str());
+    kill_children();
+    wait_children(5);
+    return 1;
+  }
+  (*ctx)->start_watchdog([](const std::string& msg) { die(msg, 0); });
+  int code = body(**ctx);
+  if (code != 0) {
+    (*ctx)->report_fatal("exited with code " + std::to_string(code));
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));  // let peers read job/fatal
+    if (launch.rank != 0) std::_Exit(code);
+  }
+  // Every rank leaves the rendezvous before rank 0 closes it.
+  (void)(*ctx)->rendezvous().barrier("spmd_done", 60);
+  ctx->reset();
+  if (parent && !wait_children(30)) {
+    std::fprintf(stderr, "shardlm: a spawned rank exited with an error\n");
+    code = code ? code : 1;
+  }
+  return code;
+}
+
 int run_on_service(const char* command, const std::string& model_dir, const DistArgs& dist,
                    const EngineConfig& engine, const std::string& device, const CudaEngineOptions& cuda,
                    const std::function<int(GenerationService&)>& body) {
@@ -202,10 +241,9 @@ int run_on_service(const char* command, const std::string& model_dir, const Dist
   if (!launch.ok()) return fail(launch.status());
   if (device != "cpu" && device != "cuda")
     return fail(make_error(ErrorCode::kInvalidArgument, "--device must be cpu or cuda, not '{}'", device));
-  if (device == "cuda" && launch->world > 1)
-    return fail(make_error(ErrorCode::kUnsupported, "--device cuda runs one process for now (tp = pp = 1)"));
   if (launch->world > 1)
-    return run_distributed_job(*launch, model_dir, dist, engine, [&](Coordinator& c) { return body(c); });
+    return run_distributed_job(*launch, model_dir, dist, engine, device, cuda,
+                               [&](Coordinator& c) { return body(c); });
   auto e = device == "cuda" ? Engine::create_cuda(model_dir, engine, cuda) : Engine::create_cpu(model_dir, engine);
   if (!e.ok()) return fail(e.status().with_context("loading " + model_dir));
   auto svc = make_local_service(std::move(*e));

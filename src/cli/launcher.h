@@ -43,8 +43,17 @@ Expected<LaunchInfo> detect_cli_launch(const DistArgs& a);
 // calls body(coordinator) and returns its exit code; other ranks run the
 // worker loop. Self-spawn children are started, awaited and never orphaned.
 // A fatal error anywhere makes every rank exit non-zero within seconds.
+// `device`: "cpu" or "cuda" (one GPU per rank, see DistEngineOptions).
 int run_distributed_job(const LaunchInfo& launch, const std::string& model_dir, const DistArgs& a,
-                        EngineConfig engine, const std::function<int(Coordinator&)>& body);
+                        EngineConfig engine, const std::string& device, const CudaEngineOptions& cuda,
+                        const std::function<int(Coordinator&)>& body);
+
+// Runs body(ctx) on every rank of a job that needs no coordinator (a
+// benchmark whose ranks all run the same steps): opens the DistContext
+// (self-spawning the local ranks when no launcher started them), watches for
+// a dead rank, and on rank 0 reaps the spawned ranks. Returns the exit code
+// (non-zero when any rank failed).
+int run_spmd_job(const LaunchInfo& launch, const DistArgs& a, const std::function<int(DistContext&)>& body);
 
 // One command's model service: the distributed coordinator when the launch has
 // several ranks (ranks ≥ 1 only run workers), else a single-process engine on

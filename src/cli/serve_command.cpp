@@ -122,6 +122,8 @@ int run_serve(ServeOptions o) {
   }
   if (o.kv_cache_fraction < 0 || o.kv_cache_fraction > 1)
     return fail(make_error(ErrorCode::kInvalidArgument, "--kv-cache-fraction must be in (0, 1]; got {}", o.kv_cache_fraction));
+  if (o.device != "cpu" && o.device != "cuda")
+    return fail(make_error(ErrorCode::kInvalidArgument, "--device must be cpu or cuda, not '{}'", o.device));
   auto launch = detect_cli_launch(o.dist);
   if (!launch.ok()) return fail(launch.status());
   signal(SIGPIPE, SIG_IGN);
@@ -220,6 +222,8 @@ void register_serve_command(CLI::App& app, CommandRunner* run) {
                   "Sequences per step at most")->capture_default_str()->check(CLI::PositiveNumber);
   sub->add_option("--max-num-batched-tokens,--max-num-tokens,--max_num_tokens", o->engine.scheduler.max_num_batched_tokens,
                   "Tokens per step at most (prefill is chunked to fit)")->capture_default_str()->check(CLI::PositiveNumber);
+  sub->add_option("--device", o->device, "cpu (the reference backend) or cuda (one GPU per rank)")
+      ->capture_default_str();
   sub->add_option("--kv-cache-fraction,--gpu-memory-utilization,--mem-fraction-static,--kv_cache_free_gpu_memory_fraction",
                   o->kv_cache_fraction, "Share of free memory the KV cache may take, in (0, 1] (0 = default sizing)")
       ->capture_default_str();

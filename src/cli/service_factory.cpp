@@ -25,10 +25,22 @@ EngineConfig serve_engine_config(const ServeOptions& opts) {
   return cfg;
 }
 
+CudaEngineOptions cuda_options(const ServeOptions& opts) {
+  CudaEngineOptions c;
+  if (opts.kv_cache_fraction > 0 && opts.kv_cache_fraction < 1) c.kv_cache_fraction = opts.kv_cache_fraction;
+  return c;
+}
+
 Expected<std::unique_ptr<GenerationService>> make_service(const ServeOptions& opts) {
   if (opts.dist.tp * opts.dist.pp > 1)
     return make_error(ErrorCode::kInvalidArgument, "make_service is single-process; --tp {} --pp {} goes through run_with_service",
                       opts.dist.tp, opts.dist.pp);
+  if (opts.device == "cuda") {
+    SHARDLM_ASSIGN_OR_RETURN(auto engine, Engine::create_cuda(opts.model, serve_engine_config(opts), cuda_options(opts)));
+    return make_local_service(std::move(engine));
+  }
+  if (opts.device != "cpu")
+    return make_error(ErrorCode::kInvalidArgument, "--device must be cpu or cuda, not '{}'", opts.device);
   SHARDLM_ASSIGN_OR_RETURN(auto engine, Engine::create_cpu(opts.model, serve_engine_config(opts)));
   return make_local_service(std::move(engine));
 }
@@ -40,8 +52,8 @@ int run_with_service(const ServeOptions& opts, const LaunchInfo& launch,
     // seconds (load balancers see it), then exits non-zero like every rank.
     DistArgs dist = opts.dist;
     dist.fatal_grace_s = 5;
-    return run_distributed_job(launch, opts.model, dist, serve_engine_config(opts),
-                               [&](Coordinator& c) { return body(c); });
+    return run_distributed_job(launch, opts.model, dist, serve_engine_config(opts), opts.device,
+                               cuda_options(opts), [&](Coordinator& c) { return body(c); });
   }
   auto svc = make_service(opts);
   if (!svc.ok()) {

@@ -21,6 +21,7 @@ struct ServeOptions {
   DistArgs dist;                                // --tp/--pp (+ aliases), --local-rank, ...
   EngineConfig engine;           // scheduler limits, block size, KV blocks, max_model_len, seed
   double kv_cache_fraction = 0;  // 0: default sizing; else the KV cache may use this fraction of free memory
+  std::string device = "cpu";    // "cpu" or "cuda" (one GPU per rank)
   std::string chat_template;     // file overriding the tokenizer's template (empty: none)
   // HTTP
   std::string host = "0.0.0.0";

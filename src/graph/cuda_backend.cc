@@ -89,6 +89,7 @@ CudaBackendImpl::~CudaBackendImpl() {
   cudaFree(inv_freq_);
   cudaFree(attn_ws_);
   cudaFree(stage_f32_);
+  cudaFree(gather_);
   cudaFree(meta_dev_);
   cudaFreeHost(meta_host_);
   cudaFreeHost(logits_host_);
@@ -148,6 +149,24 @@ Status CudaBackendImpl::set_random_weight(int id, const Shape& shape, uint64_t s
   return Status::Ok();
 }
 
+Status CudaBackendImpl::set_random_weight_blocks(int id, const Shape& shape, const std::vector<RandomBlock>& blocks,
+                                                 float scale) {
+  SHARDLM_ASSIGN_OR_RETURN(void* p, weight_slot(id, shape));
+  const int64_t cols = shape.size() >= 2 ? shape_numel(shape) / shape[0] : 1;
+  const int64_t rows = shape.empty() ? 1 : shape[0];
+  SHARDLM_CUDA_TRY(cudaMemsetAsync(p, 0, shape_numel(shape) * 2, stream_), "random weight clear");
+  for (const RandomBlock& b : blocks) {
+    if (b.cols != cols || b.dst_row < 0 || b.dst_row + b.rows > rows || b.col0 + b.cols > b.full_cols)
+      return make_error(ErrorCode::kInvalidArgument, "random weight {}: block [{}+{}, {}+{}] of [·, {}] at row {} "
+                        "does not fit [{}, {}]", id, b.row0, b.rows, b.col0, b.cols, b.full_cols, b.dst_row, rows,
+                        cols);
+    SHARDLM_CUDA_TRY(kc::fill_random_bf16_block(static_cast<kc::bf16*>(p), b.dst_row, b.rows, b.cols, b.full_cols,
+                                                b.row0, b.col0, b.seed, scale, stream_),
+                     "random weight block");
+  }
+  return Status::Ok();
+}
+
 Status CudaBackendImpl::allocate_kv_cache(const KvCacheShape& s) {
   if (!kc::attention_head_dim_supported(s.head_dim))
     return make_error(ErrorCode::kUnsupported,
@@ -199,14 +218,13 @@ bool CudaBackendImpl::buffer_is_f32(const Program& p, int id) const {
 
 Status CudaBackendImpl::check_program(const Program& p) {
   if (checked_ == &p) return Status::Ok();
-  const bool tp = p.mapping.tp > 1;
+  if (p.mapping.tp > 1 && !gpu_)
+    return make_error(ErrorCode::kInternal,
+                      "CUDA backend: tp = {} but no GPU collectives were set (make_gpu_collectives)", p.mapping.tp);
+  if (p.mapping.tp > 1 && gpu_->size() != p.mapping.tp)
+    return make_error(ErrorCode::kInternal, "CUDA backend: tp = {} but the GPU collectives group has {} ranks",
+                      p.mapping.tp, gpu_->size());
   for (const Op& op : p.ops) {
-    const bool collective = op.kind == OpKind::kAllReduce || op.kind == OpKind::kAllReduceAddRMSNorm ||
-                            op.kind == OpKind::kAllGatherColumns || op.kind == OpKind::kEmbedding;
-    if (tp && collective)
-      return make_error(ErrorCode::kUnsupported,
-                        "CUDA backend: tensor parallelism (tp = {}) needs the NCCL communicator, not built yet",
-                        p.mapping.tp);
     for (int wid : op.weights)
       if (wid < 0 || static_cast<size_t>(wid) >= weights_.size() || !weights_[wid].ptr)
         return make_error(ErrorCode::kInternal, "CUDA backend: weight {} ({}) was never set", wid,
@@ -265,6 +283,14 @@ Status CudaBackendImpl::ensure_buffers(const Program& p, int64_t T, int64_t R, i
     stage_f32_ = nullptr;
     SHARDLM_CUDA_TRY(cudaMalloc(&stage_f32_, static_cast<size_t>(std::max<int64_t>(1, nT * p.hidden)) * 4),
                      "stage buffer");
+    // tp > 1: the all-gather of the vocab-parallel logits lands here, [tp][R][vocab / tp].
+    cudaFree(gather_);
+    gather_ = nullptr;
+    gather_bytes_ = 0;
+    for (const Op& op : p.ops)
+      if (op.kind == OpKind::kAllGatherColumns && p.mapping.tp > 1)
+        gather_bytes_ = std::max<int64_t>(gather_bytes_, p.mapping.tp * nR * p.buffers[op.in].width * 4);
+    if (gather_bytes_ > 0) SHARDLM_CUDA_TRY(cudaMalloc(&gather_, gather_bytes_), "logits gather buffer");
     cap_T_ = nT;
     cap_R_ = nR;
   }
@@ -443,6 +469,8 @@ Status CudaBackendImpl::forward(const Program& p, const StepInput& step, const s
   }
   SHARDLM_CUDA_TRY(cudaStreamSynchronize(stream_), "step");
   SHARDLM_CUDA_TRY(cudaGetLastError(), "step");
+  // A Lamport wait that timed out leaves its kernel finished but the sums wrong: fail the step.
+  if (p.mapping.tp > 1) SHARDLM_TRY(gpu_->check(stream_));
   if (p.logits_buffer >= 0 && logits && nlog > 0) logits->assign(logits_host_, logits_host_ + nlog * p.vocab);
   if (profiling_) {
     for (auto& [name, idx] : ev_used_) {
@@ -493,6 +521,24 @@ std::string cuda_unavailable_reason() {
   }
   if (n == 0) return "no CUDA device: cudaGetDeviceCount returned 0";
   return "";
+}
+
+int cuda_device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return n;
+}
+
+std::string cuda_device_bus_id(int device) {
+  char id[32] = {};
+  if (cudaDeviceGetPCIBusId(id, sizeof id, device) != cudaSuccess) {
+    cudaGetLastError();
+    return "";
+  }
+  return id;
 }
 
 Expected<std::unique_ptr<CudaBackend>> make_cuda_backend(const CudaBackendOptions& options) {

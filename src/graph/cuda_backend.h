@@ -19,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "comm/gpu_collectives.h"
 #include "graph/backend.h"
 
 namespace shardlm::graph {
@@ -55,8 +56,28 @@ struct CudaOpTime {
   int64_t calls = 0;
 };
 
+// One block of a random weight (set_random_weight_blocks): rows [row0, row0 +
+// rows) × columns [col0, col0 + cols) of a full [·, full_cols] tensor whose
+// element (r, c) is uniform(seed, r · full_cols + c) — the same number whatever
+// the shard — written at row dst_row of the weight.
+struct RandomBlock {
+  uint64_t seed = 0;
+  int64_t full_cols = 1;
+  int64_t row0 = 0, col0 = 0, rows = 0, cols = 0;
+  int64_t dst_row = 0;
+};
+
 class CudaBackend : public Backend {
  public:
+  // The GPU collectives of this rank's tensor-parallel group (tp > 1); must be
+  // made on this backend's device and outlive it. The Communicator of
+  // set_tp_communicator() (host memory) is not used by this backend.
+  virtual void set_gpu_collectives(GpuCollectives* group) = 0;
+  // Weight `id` of `shape`, zero-filled, then each block filled from its full
+  // tensor's random numbers scaled by `scale` (benchmarks of tp > 1: every
+  // layout holds slices of one and the same random model).
+  virtual Status set_random_weight_blocks(int id, const Shape& shape, const std::vector<RandomBlock>& blocks,
+                                          float scale) = 0;
   // Weight `id` of shape `shape` made on the device: uniform in [-scale, scale)
   // bf16 from a counter hash of `seed` (benchmarks; no checkpoint, no host copy).
   virtual Status set_random_weight(int id, const Shape& shape, uint64_t seed, float scale) = 0;
@@ -86,6 +107,10 @@ class CudaBackend : public Backend {
 
 // Empty when a CUDA device can be used, else why not ("no CUDA device: <error>").
 std::string cuda_unavailable_reason();
+// Devices this process sees (0 without CUDA), and a device's PCI bus id (what
+// tells two ranks apart when each sees a different CUDA_VISIBLE_DEVICES).
+int cuda_device_count();
+std::string cuda_device_bus_id(int device);
 
 Expected<std::unique_ptr<CudaBackend>> make_cuda_backend(const CudaBackendOptions& options = {});
 

@@ -82,6 +82,9 @@ class CudaBackendImpl final : public CudaBackend {
   Status set_weight(int id, const Tensor& host) override;
   Status allocate_kv_cache(const KvCacheShape& shape) override;
   void set_tp_communicator(Communicator* comm) override { tp_comm_ = comm; }
+  void set_gpu_collectives(GpuCollectives* group) override { gpu_ = group; }
+  Status set_random_weight_blocks(int id, const Shape& shape, const std::vector<RandomBlock>& blocks,
+                                  float scale) override;
   Status forward(const Program& program, const StepInput& step, const std::vector<float>* stage_input,
                  std::vector<float>* stage_output, std::vector<float>* logits) override;
 
@@ -122,7 +125,8 @@ class CudaBackendImpl final : public CudaBackend {
   DevicePool pool_;
   std::vector<DevWeight> weights_;
   int64_t weight_bytes_ = 0;
-  Communicator* tp_comm_ = nullptr;
+  Communicator* tp_comm_ = nullptr;  // unused (host collectives); kept for the interface
+  GpuCollectives* gpu_ = nullptr;    // tp > 1: all-reduce / all-gather on device buffers
 
   KvCacheShape kv_;
   void* kv_base_ = nullptr;  // bf16 [2][layers][blocks·block_size·nkv·hd]
@@ -134,6 +138,8 @@ class CudaBackendImpl final : public CudaBackend {
   float* attn_ws_ = nullptr;          // split-K scratch
   size_t attn_ws_bytes_ = 0;
   float* stage_f32_ = nullptr;        // stage input/output staging [T, hidden] f32
+  float* gather_ = nullptr;           // tp > 1: all-gathered logits [tp][R][vocab / tp] f32
+  int64_t gather_bytes_ = 0;
   int32_t* meta_dev_ = nullptr;
   int32_t* meta_host_ = nullptr;      // pinned
   int64_t meta_cap_ = 0;

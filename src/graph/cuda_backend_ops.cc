@@ -6,7 +6,13 @@
 // rows (T and R are the padded bucket sizes on the graph path). Buffers are
 // bf16 except the logits (f32, written directly by the LM-head GEMM).
 // With tp = 1 the all-reduce ops are no-ops and the all-gather a copy, as in
-// the CPU backend; tp > 1 is refused in check_program (no NCCL yet).
+// the CPU backend. With tp > 1 they go through the GpuCollectives of the
+// group (comm/gpu_collectives.h) on this backend's stream, inside the decode
+// graphs too: the embedding (vocab-parallel, zeros outside the shard) is
+// all-reduced, the fused all-reduce + residual + RMSNorm is one Lamport kernel
+// when the message fits (else all-reduce, then add_rmsnorm), and the
+// vocab-parallel logits are all-gathered into [tp][R][n] and copied to
+// [R][tp · n] columns, cut at the vocabulary size.
 #include <algorithm>
 #include <chrono>
 
@@ -56,6 +62,7 @@ Status CudaBackendImpl::run_op(const Program& p, const Op& op, const RunShape& r
       SHARDLM_CUDA_TRY(kc::embedding(cbf(t.ptr), vocab_local, p.hidden, meta_dev_ + M.token_ids, T, bf(bufs_[op.out]),
                                      vocab_local * p.mapping.tp_rank(), s),
                        "embedding");
+      if (p.mapping.tp > 1) SHARDLM_TRY(gpu_->all_reduce_sum(bufs_[op.out], T * p.hidden, DType::kBF16, s));
       break;
     }
     case OpKind::kRMSNorm:
@@ -69,9 +76,22 @@ Status CudaBackendImpl::run_op(const Program& p, const Op& op, const RunShape& r
                        "add");
       break;
     case OpKind::kAllReduce:
-      break;  // tp == 1 (check_program refuses tp > 1)
-    case OpKind::kAddRMSNorm:
+      if (p.mapping.tp > 1)
+        SHARDLM_TRY(gpu_->all_reduce_sum(bufs_[op.in], rows_of(p, op.in, rs) * p.buffers[op.in].width, DType::kBF16,
+                                         s));
+      break;
     case OpKind::kAllReduceAddRMSNorm:
+      if (p.mapping.tp > 1) {
+        const int64_t rows = rows_of(p, op.in2, rs), hidden = p.buffers[op.in2].width;
+        if (gpu_->can_fuse(rows, hidden, DType::kBF16)) {
+          SHARDLM_TRY(gpu_->all_reduce_add_rmsnorm(bufs_[op.in], bufs_[op.in2], w(op, 0), op.eps, bufs_[op.out], rows,
+                                                   hidden, DType::kBF16, s));
+          break;
+        }
+        SHARDLM_TRY(gpu_->all_reduce_sum(bufs_[op.in], rows * hidden, DType::kBF16, s));
+      }
+      [[fallthrough]];
+    case OpKind::kAddRMSNorm:
       SHARDLM_CUDA_TRY(kc::add_rmsnorm(cbf(bufs_[op.in]), bf(bufs_[op.in2]), cbf(w(op, 0)), bf(bufs_[op.out]),
                                        rows_of(p, op.in2, rs), p.buffers[op.in2].width, op.eps, s),
                        "add_rmsnorm");
@@ -143,6 +163,19 @@ Status CudaBackendImpl::run_op(const Program& p, const Op& op, const RunShape& r
       break;
     }
     case OpKind::kAllGatherColumns: {
+      if (p.mapping.tp > 1) {
+        const int64_t n = p.buffers[op.in].width, out_w = p.buffers[op.out].width, R = rs.R;
+        SHARDLM_TRY(gpu_->all_gather(bufs_[op.in], gather_, static_cast<size_t>(R * n), DType::kF32, s));
+        for (int r = 0; r < p.mapping.tp; ++r) {
+          const int64_t cols = std::min(n, out_w - r * n);
+          if (cols <= 0) break;
+          SHARDLM_CUDA_TRY(cudaMemcpy2DAsync(static_cast<float*>(bufs_[op.out]) + r * n, out_w * 4,
+                                             gather_ + static_cast<int64_t>(r) * R * n, n * 4, cols * 4, R,
+                                             cudaMemcpyDeviceToDevice, s),
+                           "logits columns");
+        }
+        break;
+      }
       // tp == 1: the local logits are the logits.
       const int64_t n = std::min(p.buffers[op.in].width, p.buffers[op.out].width);
       SHARDLM_CUDA_TRY(cudaMemcpy2DAsync(bufs_[op.out], p.buffers[op.out].width * 4, bufs_[op.in],

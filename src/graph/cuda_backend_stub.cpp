@@ -9,6 +9,9 @@ namespace shardlm::graph {
 
 std::string cuda_unavailable_reason() { return "no CUDA device: shardlm was built without CUDA (nvcc not found)"; }
 
+int cuda_device_count() { return 0; }
+std::string cuda_device_bus_id(int) { return ""; }
+
 Expected<std::unique_ptr<CudaBackend>> make_cuda_backend(const CudaBackendOptions&) {
   return make_error(ErrorCode::kUnsupported, "{}", cuda_unavailable_reason());
 }

@@ -6,11 +6,21 @@
 #include <fstream>
 
 #include "base/log.h"
+#include "graph/cuda_backend.h"
 #include "model/safetensors.h"
 #include "model/weight_loader.h"
 #include "runtime/warmup.h"
 
 namespace shardlm {
+namespace {
+
+std::string this_host() {
+  char buf[256] = {};
+  if (gethostname(buf, sizeof(buf) - 1) != 0) return "?";
+  return buf;
+}
+
+}  // namespace
 
 Expected<std::unique_ptr<DistEngine>> DistEngine::create(const LaunchInfo& launch, const std::string& model_dir,
                                                          DistEngineOptions o) {
@@ -26,20 +36,31 @@ Expected<std::unique_ptr<DistEngine>> DistEngine::create(const LaunchInfo& launc
   DistContext& ctx = *e->ctx_;
   if (o.on_fatal) ctx.start_watchdog(o.on_fatal);
 
-  e->backend_ = graph::make_cpu_backend();
-  SHARDLM_TRY(load_weights(e->built_, store, *e->backend_, o.engine.progress && launch.rank == 0));
-  e->backend_->set_tp_communicator(ctx.tp_group());
-
-  // KV blocks: each rank sizes its own cache, the job uses the smallest.
   const graph::Program& p = e->built_.program;
+  const int64_t max_len = o.engine.max_model_len > 0 ? o.engine.max_model_len
+                          : e->model_.max_position_embeddings > 0 ? e->model_.max_position_embeddings : 4096;
   graph::KvCacheShape kv;
   kv.num_layers = p.num_layers_local;
   kv.block_size = o.engine.block_size;
   kv.nkv_heads = p.attn.nkv_heads;
   kv.head_dim = p.attn.head_dim;
-  const int64_t max_len = o.engine.max_model_len > 0 ? o.engine.max_model_len
-                          : e->model_.max_position_embeddings > 0 ? e->model_.max_position_embeddings : 4096;
   int64_t blocks = o.engine.num_kv_blocks;
+  if (o.device == "cuda") {
+    auto cuda_blocks = e->setup_cuda(launch, o, store, max_len, kv);
+    if (!cuda_blocks.ok()) {
+      ctx.report_fatal(cuda_blocks.status().to_string());
+      return cuda_blocks.status();
+    }
+    if (blocks <= 0) blocks = *cuda_blocks;
+  } else if (o.device != "cpu") {
+    return make_error(ErrorCode::kInvalidArgument, "--device must be cpu or cuda, not '{}'", o.device);
+  } else {
+    e->backend_ = graph::make_cpu_backend();
+    SHARDLM_TRY(load_weights(e->built_, store, *e->backend_, o.engine.progress && launch.rank == 0));
+    e->backend_->set_tp_communicator(ctx.tp_group());
+  }
+
+  // KV blocks: each rank sizes its own cache, the job uses the smallest.
   if (blocks <= 0) {
     const int64_t per_seq = (max_len + kv.block_size - 1) / kv.block_size;
     kv.num_blocks = 1;
@@ -92,6 +113,67 @@ Expected<std::unique_ptr<DistEngine>> DistEngine::create(const LaunchInfo& launc
   }
   SLOG_INFO("rank {} ready ({} KV blocks of {} tokens)", launch.rank, kv.num_blocks, kv.block_size);
   return e;
+}
+
+Expected<int64_t> DistEngine::setup_cuda(const LaunchInfo& launch, const DistEngineOptions& o, WeightStore& store,
+                                         int64_t max_len, const graph::KvCacheShape& kv_shape) {
+  DistContext& ctx = *ctx_;
+  const Mapping& m = ctx.mapping();
+  SHARDLM_ASSIGN_OR_RETURN(const int device, pick_device(launch, graph::cuda_device_count()));
+  // Two ranks on one GPU would share its memory and serialise its kernels (and
+  // the Lamport spin-waits of the two could deadlock): every rank publishes
+  // host + PCI bus id, and every rank checks the whole list.
+  Rendezvous& rv = ctx.rendezvous();
+  const std::string mine = this_host() + " (PCI " + graph::cuda_device_bus_id(device) + ")";
+  SHARDLM_TRY(rv.set("gpu/" + std::to_string(m.rank), mine + "\n" + std::to_string(device)));
+  std::vector<std::pair<std::string, int>> all;
+  for (int r = 0; r < m.world; ++r) {
+    SHARDLM_ASSIGN_OR_RETURN(std::string v, rv.get("gpu/" + std::to_string(r), o.dist.connect_timeout_s));
+    const size_t nl = v.rfind('\n');
+    all.emplace_back(v.substr(0, nl), nl == std::string::npos ? 0 : std::atoi(v.c_str() + nl + 1));
+  }
+  SHARDLM_TRY(check_device_assignment(all));
+
+  graph::CudaBackendOptions bo;
+  bo.device = device;
+  bo.cuda_graphs = o.cuda.cuda_graphs;
+  SHARDLM_ASSIGN_OR_RETURN(std::unique_ptr<graph::CudaBackend> backend, graph::make_cuda_backend(bo));
+  graph::CudaBackend& cb = *backend;
+  SHARDLM_TRY(load_weights(built_, store, cb, o.engine.progress && launch.rank == 0));
+  if (m.tp > 1) {  // before reserve(): the backend checks the program against its group
+    std::vector<int> ranks;
+    for (int i = 0; i < m.tp; ++i) ranks.push_back(m.rank_of(i, m.pp_rank()));
+    CommGroup g{&rv, "gpu_tp" + std::to_string(m.pp_rank()), ranks, m.tp_rank()};
+    GpuCollectivesOptions go;
+    go.nccl_timeout_s = o.dist.collective_timeout_s;
+    SHARDLM_ASSIGN_OR_RETURN(gpu_tp_, make_gpu_collectives(g, device, DType::kBF16, go));
+    cb.set_gpu_collectives(gpu_tp_.get());
+  }
+  SHARDLM_TRY(cb.reserve(built_.program, o.engine.scheduler.max_num_batched_tokens,
+                         std::max(o.engine.scheduler.max_num_seqs, o.engine.scheduler.max_num_batched_tokens),
+                         max_len));
+  backend_ = std::move(backend);
+
+  // The KV cache takes its fraction of what is free after weights, activations
+  // and the collectives' buffers (the job then uses the smallest count of any rank).
+  if (!(o.cuda.kv_cache_fraction > 0.0 && o.cuda.kv_cache_fraction < 1.0))
+    return make_error(ErrorCode::kInvalidArgument, "--kv-cache-fraction must be in (0, 1), got {}",
+                      o.cuda.kv_cache_fraction);
+  SHARDLM_ASSIGN_OR_RETURN(graph::CudaMemoryInfo mem, cb.memory_info());
+  graph::KvCacheShape one = kv_shape;
+  one.num_blocks = 1;
+  const int64_t per_block = std::max<int64_t>(1, one.bytes(2));  // bf16 cache
+  const int64_t blocks = static_cast<int64_t>(static_cast<double>(mem.free_bytes) * o.cuda.kv_cache_fraction) / per_block;
+  const int64_t per_seq = (max_len + kv_shape.block_size - 1) / kv_shape.block_size;
+  if (blocks < per_seq)
+    return make_error(ErrorCode::kOutOfMemory,
+                      "rank {}: KV cache: {:.2f} GiB free × fraction {} holds {} blocks of {} tokens, fewer than one "
+                      "{}-token sequence needs; raise --kv-cache-fraction, lower --max-model-len or use more GPUs",
+                      m.rank, mem.free_bytes / double(1ull << 30), o.cuda.kv_cache_fraction, blocks,
+                      kv_shape.block_size, max_len);
+  SLOG_INFO("rank {}: cuda:{} {} ({:.2f} GiB weights), room for {} KV blocks", m.rank, device, cb.device_name(),
+            cb.weight_bytes() / double(1ull << 30), blocks);
+  return blocks;
 }
 
 DistEngine::~DistEngine() {

@@ -10,8 +10,11 @@
 #include <string>
 #include <thread>
 
+#include "comm/gpu_collectives.h"
 #include "runtime/coordinator.h"
 #include "runtime/dist_context.h"
+#include "graph/backend.h"
+#include "model/safetensors.h"
 #include "runtime/engine.h"
 #include "runtime/pipeline_worker.h"
 
@@ -20,6 +23,12 @@ namespace shardlm {
 struct DistEngineOptions {
   DistOptions dist;
   EngineConfig engine;
+  // "cpu" (Gloo collectives) or "cuda": one GPU per rank (local rank modulo the
+  // visible devices), NCCL + Lamport all-reduce inside each TP group, the KV
+  // cache sized from free device memory (cuda.kv_cache_fraction; cuda.device
+  // is ignored: the launch decides the device).
+  std::string device = "cpu";
+  CudaEngineOptions cuda;
   bool synchronous = false;      // the PP relay's synchronous switch
   int max_in_flight = 0;         // micro-batches in flight (0: pp)
   std::string trace_dir;         // per-rank retirement traces (tests)
@@ -46,9 +55,15 @@ class DistEngine {
 
  private:
   DistEngine() = default;
+  // device == "cuda": picks and checks this rank's GPU, makes the CUDA backend
+  // (weights, activations reserved) and the TP group's GPU collectives; returns
+  // the KV blocks that fit on this rank.
+  Expected<int64_t> setup_cuda(const LaunchInfo& launch, const DistEngineOptions& o, WeightStore& store,
+                               int64_t max_len, const graph::KvCacheShape& kv_shape);
   std::unique_ptr<DistContext> ctx_;
   ModelConfig model_;
   BuiltModel built_;
+  std::unique_ptr<GpuCollectives> gpu_tp_;  // cuda, tp > 1; destroyed after backend_
   std::unique_ptr<graph::Backend> backend_;
   std::unique_ptr<PipelineWorker> worker_;
   std::unique_ptr<Coordinator> coordinator_;

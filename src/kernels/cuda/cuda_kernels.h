@@ -67,6 +67,10 @@ cudaError_t f32_to_bf16(const float* in, bf16* out, int64_t n, cudaStream_t stre
 cudaError_t bf16_to_f32(const bf16* in, float* out, int64_t n, cudaStream_t stream);
 // Uniform in [-scale, scale) from a counter hash of (seed, index): reproducible, no state.
 cudaError_t fill_random_bf16(bf16* p, int64_t n, uint64_t seed, float scale, cudaStream_t stream);
+// dst[(dst_row + r) · cols + c] = element (row0 + r, col0 + c) of the [·, full_cols]
+// tensor that fill_random_bf16(…, seed, scale) would make (a shard of it).
+cudaError_t fill_random_bf16_block(bf16* dst, int64_t dst_row, int64_t rows, int64_t cols, int64_t full_cols,
+                                   int64_t row0, int64_t col0, uint64_t seed, float scale, cudaStream_t stream);
 cudaError_t fill_bf16(bf16* p, int64_t n, float value, cudaStream_t stream);
 
 // ---- skinny linears (gemv.cu) ----------------------------------------------

@@ -148,6 +148,21 @@ __global__ void fill_random_kernel(bf16* p, int64_t n, uint64_t seed, float scal
     p[i] = __float2bfloat16((2.0f * uniform01(mix64(seed ^ mix64(static_cast<uint64_t>(i)))) - 1.0f) * scale);
 }
 
+// The random number of element (row0 + r, col0 + c) of a [·, full_cols] tensor,
+// written to dst[(dst_row + r) · cols + c]: a shard gets the same numbers as the
+// slice of the full tensor made by fill_random_kernel.
+__global__ void fill_random_block_kernel(bf16* dst, int64_t dst_row, int64_t rows, int64_t cols, int64_t full_cols,
+                                         int64_t row0, int64_t col0, uint64_t seed, float scale) {
+  griddep_wait();
+  const int64_t n = rows * cols;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t r = i / cols, c = i % cols;
+    const uint64_t full = static_cast<uint64_t>((row0 + r) * full_cols + col0 + c);
+    dst[(dst_row + r) * cols + c] = __float2bfloat16((2.0f * uniform01(mix64(seed ^ mix64(full))) - 1.0f) * scale);
+  }
+}
+
 __global__ void fill_kernel(bf16* p, int64_t n, float value) {
   griddep_wait();
   const bf16 v = __float2bfloat16(value);
@@ -249,6 +264,17 @@ cudaError_t fill_random_bf16(bf16* p, int64_t n, uint64_t seed, float scale, cud
   if (n <= 0) return cudaSuccess;
   {
     cudaError_t _e = launch_k(fill_random_kernel, grid_for(n, 256), 256, 0, s, p, n, seed, scale);
+    if (_e != cudaSuccess) return _e;
+  }
+  return cudaGetLastError();
+}
+
+cudaError_t fill_random_bf16_block(bf16* dst, int64_t dst_row, int64_t rows, int64_t cols, int64_t full_cols,
+                                   int64_t row0, int64_t col0, uint64_t seed, float scale, cudaStream_t s) {
+  if (rows <= 0 || cols <= 0) return cudaSuccess;
+  {
+    cudaError_t _e = launch_k(fill_random_block_kernel, grid_for(rows * cols, 256), 256, 0, s, dst, dst_row, rows,
+                              cols, full_cols, row0, col0, seed, scale);
     if (_e != cudaSuccess) return _e;
   }
   return cudaGetLastError();
