@@ -161,6 +161,10 @@ int run_decode_bench(const DecodeBenchOptions& o, DistContext* ctx) {
   }
   // Only rank 0 prints the tables (every rank runs the same steps).
   if (rank != 0 && !std::freopen("/dev/null", "w", stdout)) return fail(make_error(ErrorCode::kIo, "stdout"));
+  // Declared before the backend so that it is destroyed after it: the
+  // backend's captured graphs hold NCCL work of this group, and destroying
+  // them after the NCCL communicator hung the first tp = 2 run at exit.
+  std::unique_ptr<GpuCollectives> tp_group;
   graph::CudaBackendOptions bo;
   bo.device = device;
   bo.cuda_graphs = !o.no_graphs;
@@ -195,7 +199,6 @@ int run_decode_bench(const DecodeBenchOptions& o, DistContext* ctx) {
     if (op.kind == graph::OpKind::kLinear && op.out != prog.logits_buffer)
       linear_params += shape_numel(weight_shape(built.recipes[op.weights[0]]));
   const int64_t lm_head_params = mc.vocab_size * mc.hidden_size / mapping->tp;
-  std::unique_ptr<GpuCollectives> tp_group;
   if (mapping->tp > 1) {
     std::vector<int> ranks;
     for (int i = 0; i < mapping->tp; ++i) ranks.push_back(i);

@@ -70,7 +70,8 @@ struct RandomBlock {
 class CudaBackend : public Backend {
  public:
   // The GPU collectives of this rank's tensor-parallel group (tp > 1); must be
-  // made on this backend's device and outlive it. The Communicator of
+  // made on this backend's device and outlive it (destroy the backend first:
+  // its captured decode graphs contain NCCL work of the group). The Communicator of
   // set_tp_communicator() (host memory) is not used by this backend.
   virtual void set_gpu_collectives(GpuCollectives* group) = 0;
   // Weight `id` of `shape`, zero-filled, then each block filled from its full
