@@ -35,6 +35,7 @@
 #include "graph/cuda_backend.h"
 #include "model/decoder_builder.h"
 #include "model/model_config.h"
+#include "model/weight_loader.h"
 
 namespace shardlm::cli {
 namespace {
@@ -79,47 +80,6 @@ ModelConfig llama3_8b(int64_t layers) {
   c.rope_original_max_position = 8192;
   c.torch_dtype = DType::kBF16;
   return c;
-}
-
-// The blocks of a program weight in the full tensors of the model (RandomBlock):
-// parts stacked along dim 0, each a slice of its HF tensor along `dim`.
-std::vector<graph::RandomBlock> weight_blocks(const WeightRecipe& r) {
-  std::vector<graph::RandomBlock> out;
-  int64_t dst = 0;
-  for (const WeightPart& p : r.parts) {
-    graph::RandomBlock b;
-    b.seed = std::hash<std::string>{}(p.hf_name);
-    const bool matrix = p.full_shape.size() == 2;
-    b.full_cols = matrix ? p.full_shape[1] : 1;
-    if (!matrix || p.dim == 0) {
-      b.row0 = p.begin;
-      b.rows = p.end - p.begin;
-      b.cols = b.full_cols;
-    } else {
-      b.rows = p.full_shape[0];
-      b.col0 = p.begin;
-      b.cols = p.end - p.begin;
-    }
-    b.dst_row = dst;
-    dst += b.rows;
-    out.push_back(b);
-  }
-  return out;
-}
-
-// The shape of a program weight: its parts stacked along dim 0, padded to pad_rows.
-Shape weight_shape(const WeightRecipe& r) {
-  Shape s;
-  int64_t rows = 0;
-  for (const WeightPart& p : r.parts) {
-    Shape ps = p.full_shape;
-    ps[p.dim] = p.end - p.begin;
-    rows += ps[0];
-    if (s.empty()) s = ps;
-  }
-  if (s.empty()) return s;
-  s[0] = std::max(rows, r.pad_rows);
-  return s;
 }
 
 double median(std::vector<double> v) {
@@ -183,21 +143,14 @@ int run_decode_bench(const DecodeBenchOptions& o, DistContext* ctx) {
   const BuiltModel& built = *built_or;
   const graph::Program& prog = built.program;
 
-  // Weights: uniform ±1/√fan_in for matrices (activations stay O(1)), ±1 for norms and the embedding;
-  // fan_in of the full tensor, so every layout holds the same model.
+  // Weights: `--load-format dummy`'s random model (model/weight_loader.h), the same in every layout.
   int64_t embed_bytes = 0, linear_params = 0;
-  for (size_t id = 0; id < built.recipes.size(); ++id) {
-    const Shape s = weight_shape(built.recipes[id]);
-    const bool matrix = s.size() == 2;
-    const Shape& full = built.recipes[id].parts.at(0).full_shape;
-    const float scale = matrix ? 1.0f / std::sqrt(static_cast<float>(full.at(1))) : 1.0f;
-    Status st = be.set_random_weight_blocks(static_cast<int>(id), s, weight_blocks(built.recipes[id]), scale);
-    if (!st.ok()) return fail(st);
-    if (prog.weights[id] == "embed_tokens") embed_bytes = shape_numel(s) * 2;
-  }
+  if (Status st = load_dummy_weights(built, be, false); !st.ok()) return fail(st);
+  for (size_t id = 0; id < built.recipes.size(); ++id)
+    if (prog.weights[id] == "embed_tokens") embed_bytes = shape_numel(dummy_weight_shape(built.recipes[id])) * 2;
   for (const graph::Op& op : prog.ops)
     if (op.kind == graph::OpKind::kLinear && op.out != prog.logits_buffer)
-      linear_params += shape_numel(weight_shape(built.recipes[op.weights[0]]));
+      linear_params += shape_numel(dummy_weight_shape(built.recipes[op.weights[0]]));
   const int64_t lm_head_params = mc.vocab_size * mc.hidden_size / mapping->tp;
   if (mapping->tp > 1) {
     std::vector<int> ranks;

@@ -222,6 +222,9 @@ void register_serve_command(CLI::App& app, CommandRunner* run) {
                   "Sequences per step at most")->capture_default_str()->check(CLI::PositiveNumber);
   sub->add_option("--max-num-batched-tokens,--max-num-tokens,--max_num_tokens", o->engine.scheduler.max_num_batched_tokens,
                   "Tokens per step at most (prefill is chunked to fit)")->capture_default_str()->check(CLI::PositiveNumber);
+  sub->add_option("--load-format", o->engine.load_format,
+                  "auto (the checkpoint), or dummy: random weights from config.json alone, the same in every layout")
+      ->capture_default_str();
   sub->add_option("--device", o->device, "cpu (the reference backend) or cuda (one GPU per rank)")
       ->capture_default_str();
   sub->add_option("--kv-cache-fraction,--gpu-memory-utilization,--mem-fraction-static,--kv_cache_free_gpu_memory_fraction",

@@ -27,6 +27,18 @@ struct KvCacheShape {
   }
 };
 
+// One block of a random (dummy) weight: rows [row0, row0 + rows) × columns
+// [col0, col0 + cols) of a full [·, full_cols] tensor whose element (r, c) is
+// the counter hash of (seed, r · full_cols + c) (kernels/cpu random_fill.cpp),
+// written at row dst_row of the weight. Every backend and every shard of a
+// tensor gets the same numbers.
+struct RandomBlock {
+  uint64_t seed = 0;
+  int64_t full_cols = 1;
+  int64_t row0 = 0, col0 = 0, rows = 0, cols = 0;
+  int64_t dst_row = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -35,6 +47,10 @@ class Backend {
   // Takes a host tensor (any float dtype, possibly an mmap view) for weight id
   // `id` of the program; the backend converts/copies it as it needs.
   virtual Status set_weight(int id, const Tensor& host) = 0;
+  // Weight `id` of `shape`: zeros, then each block filled with its random
+  // numbers × `scale` (bf16 values) — `--load-format dummy`, benchmarks.
+  virtual Status set_random_weight_blocks(int id, const Shape& shape, const std::vector<RandomBlock>& blocks,
+                                          float scale) = 0;
   virtual Status allocate_kv_cache(const KvCacheShape& shape) = 0;
   // The tensor-parallel group for all-reduce ops (nullptr when tp == 1).
   virtual void set_tp_communicator(Communicator* comm) = 0;

@@ -2,6 +2,7 @@
 // Weights are converted to f32 once at load (bf16/f16 checkpoints are widened:
 // simple, exact, and fast enough for the small models CI runs). Activation
 // buffers grow to the largest step seen and are reused.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -24,6 +25,21 @@ class CpuBackend final : public Backend {
                        ? host
                        : host.to(DType::kF32);
     return Status::Ok();
+  }
+
+  Status set_random_weight_blocks(int id, const Shape& shape, const std::vector<RandomBlock>& blocks,
+                                  float scale) override {
+    if (id < 0) return make_error(ErrorCode::kInternal, "negative weight id");
+    const int64_t rows = shape.empty() ? 1 : shape[0];
+    const int64_t cols = shape.size() >= 2 ? shape_numel(shape) / std::max<int64_t>(1, shape[0]) : 1;
+    std::vector<float> v(static_cast<size_t>(shape_numel(shape)), 0.0f);
+    for (const RandomBlock& b : blocks) {
+      if (b.cols != cols || b.dst_row < 0 || b.dst_row + b.rows > rows || b.col0 + b.cols > b.full_cols)
+        return make_error(ErrorCode::kInvalidArgument, "random weight {}: a block does not fit [{}, {}]", id, rows,
+                          cols);
+      k::fill_random_block(v.data(), b.dst_row, b.rows, b.cols, b.full_cols, b.row0, b.col0, b.seed, scale);
+    }
+    return set_weight(id, Tensor::from_f32(v, shape));
   }
 
   Status allocate_kv_cache(const KvCacheShape& s) override {

@@ -142,13 +142,6 @@ Status CudaBackendImpl::set_weight(int id, const Tensor& host) {
   return Status::Ok();
 }
 
-Status CudaBackendImpl::set_random_weight(int id, const Shape& shape, uint64_t seed, float scale) {
-  SHARDLM_ASSIGN_OR_RETURN(void* p, weight_slot(id, shape));
-  SHARDLM_CUDA_TRY(kc::fill_random_bf16(static_cast<kc::bf16*>(p), shape_numel(shape), seed, scale, stream_),
-                   "random weight");
-  return Status::Ok();
-}
-
 Status CudaBackendImpl::set_random_weight_blocks(int id, const Shape& shape, const std::vector<RandomBlock>& blocks,
                                                  float scale) {
   SHARDLM_ASSIGN_OR_RETURN(void* p, weight_slot(id, shape));

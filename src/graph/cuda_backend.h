@@ -1,7 +1,7 @@
 // The CUDA backend (DESIGN §2): graph::Backend on one GPU, plus what the
-// runtime and the benchmarks need beyond the interface (random weights made on
-// the device, activation reservation before KV sizing, memory figures,
-// per-op profiling, hardware ceilings).
+// runtime and the benchmarks need beyond the interface (the GPU collectives of
+// a TP group, activation reservation before KV sizing, memory figures, per-op
+// profiling, hardware ceilings). Random (dummy) weights are made on the device.
 //
 // This header exists in every build. In a build without CUDA,
 // make_cuda_backend() returns kUnsupported (graph/cuda_backend_stub.cpp); with
@@ -56,17 +56,6 @@ struct CudaOpTime {
   int64_t calls = 0;
 };
 
-// One block of a random weight (set_random_weight_blocks): rows [row0, row0 +
-// rows) × columns [col0, col0 + cols) of a full [·, full_cols] tensor whose
-// element (r, c) is uniform(seed, r · full_cols + c) — the same number whatever
-// the shard — written at row dst_row of the weight.
-struct RandomBlock {
-  uint64_t seed = 0;
-  int64_t full_cols = 1;
-  int64_t row0 = 0, col0 = 0, rows = 0, cols = 0;
-  int64_t dst_row = 0;
-};
-
 class CudaBackend : public Backend {
  public:
   // The GPU collectives of this rank's tensor-parallel group (tp > 1); must be
@@ -74,14 +63,7 @@ class CudaBackend : public Backend {
   // its captured decode graphs contain NCCL work of the group). The Communicator of
   // set_tp_communicator() (host memory) is not used by this backend.
   virtual void set_gpu_collectives(GpuCollectives* group) = 0;
-  // Weight `id` of `shape`, zero-filled, then each block filled from its full
-  // tensor's random numbers scaled by `scale` (benchmarks of tp > 1: every
-  // layout holds slices of one and the same random model).
-  virtual Status set_random_weight_blocks(int id, const Shape& shape, const std::vector<RandomBlock>& blocks,
-                                          float scale) = 0;
-  // Weight `id` of shape `shape` made on the device: uniform in [-scale, scale)
-  // bf16 from a counter hash of `seed` (benchmarks; no checkpoint, no host copy).
-  virtual Status set_random_weight(int id, const Shape& shape, uint64_t seed, float scale) = 0;
+
   // Allocates activation buffers and attention scratch for steps of up to
   // `max_tokens` tokens, `max_logit_rows` logit rows and contexts of up to
   // `max_context` tokens, so KV sizing from free memory sees them.

@@ -88,7 +88,6 @@ class CudaBackendImpl final : public CudaBackend {
   Status forward(const Program& program, const StepInput& step, const std::vector<float>* stage_input,
                  std::vector<float>* stage_output, std::vector<float>* logits) override;
 
-  Status set_random_weight(int id, const Shape& shape, uint64_t seed, float scale) override;
   Status reserve(const Program& p, int64_t max_tokens, int64_t max_logit_rows, int64_t max_context) override;
   Status fill_kv_random(uint64_t seed) override;
   Expected<CudaMemoryInfo> memory_info() const override;

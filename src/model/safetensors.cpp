@@ -298,7 +298,7 @@ Expected<WeightStore> WeightStore::open_dir(const std::string& model_dir) {
   }
   if (!fs::exists(index, ec))
     return make_error(ErrorCode::kNotFound,
-                      "no weights in {}: neither model.safetensors nor model.safetensors.index.json exists",
+                      "no weights in {}: neither model.safetensors nor model.safetensors.index.json exists (--load-format dummy runs on random weights)",
                       model_dir);
 
   SHARDLM_ASSIGN_OR_RETURN(json j, read_json_file(index));

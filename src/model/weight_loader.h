@@ -14,4 +14,18 @@ Expected<Tensor> assemble_weight(const WeightRecipe& recipe, const WeightStore& 
 Status load_weights(const BuiltModel& model, const WeightStore& store, graph::Backend& backend,
                     bool progress);
 
+// `--load-format dummy` (as in vLLM): random weights from config.json alone, no
+// checkpoint read. Each HF tensor is filled from a counter hash seeded by its
+// name (dummy_weight_seed), so every backend and every tp × pp layout holds
+// slices of the same model and their logits can be compared.
+Status load_dummy_weights(const BuiltModel& model, graph::Backend& backend, bool progress);
+uint64_t dummy_weight_seed(const std::string& hf_name);
+std::vector<graph::RandomBlock> dummy_weight_blocks(const WeightRecipe& recipe);
+Shape dummy_weight_shape(const WeightRecipe& recipe);  // parts stacked along dim 0, padded to pad_rows
+
+// `load_format`: "auto" / "safetensors" (the checkpoint in model_dir) or
+// "dummy"; anything else is kInvalidArgument naming the choices.
+Status load_model_weights(const std::string& model_dir, const std::string& load_format, const BuiltModel& model,
+                          graph::Backend& backend, bool progress);
+
 }  // namespace shardlm

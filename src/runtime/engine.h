@@ -29,6 +29,9 @@ struct EngineConfig {
   int64_t max_model_len = 0;    // 0: the model's max_position_embeddings
   uint64_t seed = 0;            // draws per-request seeds for requests without one
   bool progress = true;         // progress bar while loading weights
+  // "auto"/"safetensors": the checkpoint; "dummy": random weights from
+  // config.json alone, the same in every layout (model/weight_loader.h).
+  std::string load_format = "auto";
 };
 
 // What happened to one sequence in a step.

@@ -117,6 +117,37 @@ TEST_P(CudaHfParity, GreedyDecodeOnGraphsMatchesEager) {
   EXPECT_GE(agree * 10, n * 9) << "graph vs eager greedy tokens: " << agree << "/" << n;
 }
 
+// `--load-format dummy` makes the same numbers on the GPU (device-side fill)
+// as on the CPU (kernels/cpu random_fill.cpp): the two backends' logits agree
+// within the bf16 bound above, on every golden architecture.
+TEST_P(CudaHfParity, DummyWeightsMatchTheCpuBackend) {
+  const std::string why = graph::cuda_unavailable_reason();
+  if (!why.empty()) GTEST_SKIP() << why;
+  EngineConfig cfg = gpu_config();
+  cfg.load_format = "dummy";
+  auto gpu = Engine::create_cuda(testing::golden_model_dir(GetParam()), cfg);
+  ASSERT_TRUE(gpu.ok()) << gpu.status().to_string();
+  auto cpu = Engine::create_cpu(testing::golden_model_dir(GetParam()), cfg);
+  ASSERT_TRUE(cpu.ok()) << cpu.status().to_string();
+  const std::vector<int32_t> ids = {1, 5, 9, 2, 7, 3, 11};
+  auto g = (*gpu)->last_logits(ids);
+  auto c = (*cpu)->last_logits(ids);
+  ASSERT_TRUE(g.ok() && c.ok());
+  ASSERT_EQ(g->size(), c->size());
+  double num = 0, den = 0, max_err = 0, max_ref = 0;
+  for (size_t v = 0; v < c->size(); ++v) {
+    const double d = (*g)[v] - (*c)[v];
+    num += d * d;
+    den += static_cast<double>((*c)[v]) * (*c)[v];
+    max_err = std::max(max_err, std::fabs(d));
+    max_ref = std::max(max_ref, std::fabs(static_cast<double>((*c)[v])));
+  }
+  std::printf("  %s dummy weights: rel L2 %.2e, max err %.3g (max |cpu| %.3g)\n", GetParam().c_str(),
+              std::sqrt(num / std::max(den, 1e-30)), max_err, max_ref);
+  EXPECT_LE(std::sqrt(num / std::max(den, 1e-30)), 3e-2);
+  EXPECT_LE(max_err, 0.06 * max_ref);
+}
+
 INSTANTIATE_TEST_SUITE_P(Goldens, CudaHfParity, ::testing::ValuesIn(golden_models()),
                          [](const auto& info) { return info.param; });
 

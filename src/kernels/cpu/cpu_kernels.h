@@ -110,4 +110,14 @@ struct PagedAttentionArgs {
 void paged_attention(const float* q, const float* k_cache, const float* v_cache, float* out,
                      const PagedAttentionArgs& args);
 
+// Random weights (random_fill.cpp; same numbers as kernels/cuda's fills).
+// splitmix64: the counter hash. random_weight_value: element `index` of a
+// tensor filled with `seed` and `scale`, rounded to bf16 (returned as f32).
+// fill_random_block: dst[(dst_row + r) · cols + c] = element (row0 + r, col0 + c)
+// of such a [·, full_cols] tensor — a shard of it.
+uint64_t splitmix64(uint64_t x);
+float random_weight_value(uint64_t seed, uint64_t index, float scale);
+void fill_random_block(float* dst, int64_t dst_row, int64_t rows, int64_t cols, int64_t full_cols, int64_t row0,
+                       int64_t col0, uint64_t seed, float scale);
+
 }  // namespace shardlm::kernels::cpu
