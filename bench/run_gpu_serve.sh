@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Serving and decode on GPUs with an 8B-shaped model on dummy weights (issue 6
+# "TP = 2 decode", "PP = 2 throughput … non-blocking loop vs its synchronous
+# switch"; issue 7 "bench serve on 2×H200, 8B-shaped, TP = 2"), one device call
+# on nvidia-h200-x2 (or x4):
+#   here:    bash bench/run_gpu_serve.sh carry   (makes .gpu-serve-carry: the
+#            shardlm binary, the shared libraries the GPU image lacks, and
+#            bench/models/llama3-8b-dummy + the Llama-3 tokenizer, gzipped)
+#   device:  run(kind="nvidia-h200-x2", carry=[".gpu-serve-carry"],
+#                command="BUDGET=<seconds> bash bench/run_gpu_serve.sh")
+# For each layout (tp 1; tp 2; pp 2; pp 2 with --pp-sync) it starts
+# `shardlm serve --device cuda --load-format dummy`, waits for /health, runs
+# `shardlm bench serve` (NUM prompts, CONC concurrent, 128 in / 128 out,
+# ignore_eos) and stops the server with SIGTERM. Before that, `bench decode
+# --tp 2` with its per-op profile. Logs go to $OUT/logs, tarred at the end.
+# A dry run of the orchestration on CPU: DEVICE=cpu MODEL=DIR bash bench/run_gpu_serve.sh
+set -uo pipefail
+export NCCL_NVLS_ENABLE=0
+C=.gpu-serve-carry
+mode=${1:-device}
+
+if [ "$mode" = carry ]; then
+  set -e
+  B=${2:-build-gpucomm}
+  cmake -S . -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+  ninja -C "$B" shardlm
+  bash tests/tokenizer/fetch_tokenizers.sh >/dev/null
+  rm -rf $C && mkdir -p $C/bin $C/lib $C/model
+  cp "$B/shardlm" $C/bin/ && strip $C/bin/shardlm
+  ldd $C/bin/shardlm | awk '$3 ~ /^\// {print $3}' | sort -u |
+    grep -vE '/(libc|libm|libdl|librt|libpthread|libresolv|ld-linux[^/]*)\.so|/usr/local/cuda|libnccl' |
+    while read -r l; do cp -L "$l" $C/lib/; done
+  cp bench/models/llama3-8b-dummy/config.json $C/model/
+  cp tests/data/hf_tokenizers/llama3/tokenizer_config.json $C/model/
+  gzip -c tests/data/hf_tokenizers/llama3/tokenizer.json > $C/model/tokenizer.json.gz
+  grep -qx "/$C/" .git/info/exclude 2>/dev/null || echo "/$C/" >> .git/info/exclude
+  du -sh $C
+  exit 0
+fi
+
+OUT=${OUT:-$PWD/gpu_serve_out}
+L=$OUT/logs
+mkdir -p "$L"
+start=$(date +%s)
+left() { echo $(( ${BUDGET:-400} - ($(date +%s) - start) )); }
+DEVICE=${DEVICE:-cuda}
+S=${SHARDLM:-$PWD/$C/bin/shardlm}
+MODEL=${MODEL:-}
+if [ -z "$MODEL" ]; then
+  MODEL=/tmp/llama3-8b-dummy
+  mkdir -p $MODEL && cp $C/model/*.json $MODEL/ && gunzip -c $C/model/tokenizer.json.gz > $MODEL/tokenizer.json
+fi
+if [ "$DEVICE" = cuda ]; then
+  NCCL_DIR=$(dirname "$(python3 -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib", "libnccl.so.2"))' 2>/dev/null)" 2>/dev/null)
+  [ -e "$NCCL_DIR/libnccl.so.2" ] || NCCL_DIR=$(dirname "$(find / -xdev -name 'libnccl.so.2' 2>/dev/null | head -1)")
+  RT=$(dirname "$(ls /usr/local/cuda/lib64/libcudart.so.13 2>/dev/null || find / -xdev -name 'libcudart.so.13' 2>/dev/null | head -1)")
+  LT=$(dirname "$(ls /usr/local/cuda/lib64/libcublasLt.so.13 2>/dev/null || find / -xdev -name 'libcublasLt.so.13' 2>/dev/null | head -1)")
+  export LD_LIBRARY_PATH=$PWD/$C/lib:$NCCL_DIR:$RT:$LT${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  nvidia-smi -L | tee "$L/machine.log"
+fi
+NUM=${NUM:-256} CONC=${CONC:-64} PORT=${PORT:-18231}
+
+if [ "$DEVICE" = cuda ] && [ "$(left)" -gt 60 ]; then
+  echo "== bench decode --tp 2 (per-op profile)"
+  timeout -k 5 90 $S bench decode --tp 2 --batches 1,8,64 --steps 20 --prefill-tokens 2048 --kv-cache-fraction 0.3 \
+    --json "$L/decode_tp2.json" > "$L/decode_tp2.log" 2>&1; echo "rc=$?" >> "$L/decode_tp2.log"
+  grep -vE "\] \[info\]" "$L/decode_tp2.log" | tail -22
+fi
+
+serve_and_bench() {  # name, serve flags...
+  local name=$1; shift
+  local l; l=$(left); [ "$l" -lt 45 ] && { echo "== $name: skipped, $l s left"; return; }
+  echo "== $name: serve $*"
+  $S serve --model "$MODEL" --device "$DEVICE" --load-format dummy --port $PORT --kv-cache-fraction 0.5 \
+    --max-num-seqs 256 "$@" > "$L/serve_$name.log" 2>&1 &
+  local pid=$! ok=0
+  for _ in $(seq 1 240); do
+    python3 -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:$PORT/health', timeout=1).status == 200 else 1)" \
+      2>/dev/null && { ok=1; break; }
+    kill -0 $pid 2>/dev/null || break
+    sleep 0.5
+  done
+  if [ $ok = 1 ]; then
+    local cap=$(( $(left) - 15 )); [ $cap -gt 180 ] && cap=180
+    timeout -k 5 $cap $S bench serve --base-url http://127.0.0.1:$PORT --num-prompts $NUM --concurrency $CONC \
+      --input-len 128 --output-len 128 --synthetic ids --json-out "$L/bench_$name.json" > "$L/bench_$name.log" 2>&1
+    echo "rc=$?" >> "$L/bench_$name.log"
+    grep -E "Successful|Failed|duration|Output token throughput|Mean TTFT|P99 TTFT|Mean TPOT|P99 TPOT|Mean ITL|error|rc=" \
+      "$L/bench_$name.log"
+  else
+    echo "server did not become ready"; tail -5 "$L/serve_$name.log"
+  fi
+  kill -TERM $pid 2>/dev/null; timeout 40 tail --pid=$pid -f /dev/null; kill -9 $pid 2>/dev/null
+  wait $pid 2>/dev/null; echo "server exit: $?" | tee -a "$L/serve_$name.log"
+}
+serve_and_bench tp1
+serve_and_bench tp2 --tp 2
+serve_and_bench pp2 --pp 2
+serve_and_bench pp2_sync --pp 2 --pp-sync
+tar -C "$OUT" -czf "$OUT/gpu_serve_logs.tgz" logs && rm -rf "$L"
+echo "== done in $(( $(date +%s) - start )) s"
