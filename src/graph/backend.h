@@ -11,6 +11,7 @@
 #include "base/status.h"
 #include "comm/communicator.h"
 #include "graph/program.h"
+#include "kernels/cpu/cpu_kernels.h"
 #include "tensor/tensor.h"
 
 namespace shardlm::graph {
@@ -62,6 +63,18 @@ class Backend {
   virtual Status forward(const Program& program, const StepInput& step,
                          const std::vector<float>* stage_input, std::vector<float>* stage_output,
                          std::vector<float>* logits) = 0;
+
+  // Last stage: forward(), then one token per logit row drawn where the logits
+  // are (counter-based, kernels/cpu sample_row_counter and its CUDA twin), so
+  // only `rows.size()` tokens leave the device instead of rows × vocab floats.
+  virtual Status forward_sample(const Program& program, const StepInput& step,
+                                const std::vector<float>* stage_input,
+                                const std::vector<kernels::cpu::CounterSampling>& rows,
+                                std::vector<int32_t>* tokens) = 0;
+  // Whether forward_sample saves a device-to-host copy (the engine then uses it
+  // for steps that need no logprobs or penalties). The CPU backend implements
+  // forward_sample but says no: its host sampler is the reference.
+  virtual bool samples_on_device() const = 0;
 };
 
 std::unique_ptr<Backend> make_cpu_backend();

@@ -56,6 +56,19 @@ class CpuBackend final : public Backend {
 
   void set_tp_communicator(Communicator* comm) override { tp_comm_ = comm; }
 
+  Status forward_sample(const Program& p, const StepInput& step, const std::vector<float>* stage_input,
+                        const std::vector<k::CounterSampling>& rows, std::vector<int32_t>* tokens) override {
+    if (rows.size() != step.logit_rows.size())
+      return make_error(ErrorCode::kInternal, "forward_sample: {} sampling rows for {} logit rows", rows.size(),
+                        step.logit_rows.size());
+    std::vector<float> logits;
+    SHARDLM_TRY(forward(p, step, stage_input, nullptr, &logits));
+    tokens->resize(rows.size());
+    for (size_t r = 0; r < rows.size(); ++r) (*tokens)[r] = k::sample_row_counter(&logits[r * p.vocab], p.vocab, rows[r]);
+    return Status::Ok();
+  }
+  bool samples_on_device() const override { return false; }
+
   Status forward(const Program& p, const StepInput& step, const std::vector<float>* stage_input,
                  std::vector<float>* stage_output, std::vector<float>* logits) override;
 

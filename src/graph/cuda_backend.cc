@@ -93,6 +93,10 @@ CudaBackendImpl::~CudaBackendImpl() {
   cudaFree(meta_dev_);
   cudaFreeHost(meta_host_);
   cudaFreeHost(logits_host_);
+  cudaFreeHost(sample_params_host_);
+  cudaFreeHost(sample_tokens_host_);
+  cudaFree(sample_params_dev_);
+  cudaFree(sample_tokens_dev_);
   for (auto& [a, b] : ev_pool_) {
     cudaEventDestroy(a);
     cudaEventDestroy(b);
@@ -362,8 +366,20 @@ void CudaBackendImpl::pack_meta(const StepInput& st, const MetaLayout& L, bool p
   for (int64_t r = static_cast<int64_t>(st.logit_rows.size()); r < L.R; ++r) m[L.logit_rows + r] = static_cast<int32_t>(r);
 }
 
-Status CudaBackendImpl::forward(const Program& p, const StepInput& step, const std::vector<float>* stage_input,
-                                std::vector<float>* stage_output, std::vector<float>* logits) {
+Status CudaBackendImpl::forward_sample(const Program& p, const StepInput& step, const std::vector<float>* stage_input,
+                                       const std::vector<kernels::cpu::CounterSampling>& rows,
+                                       std::vector<int32_t>* tokens) {
+  if (rows.size() != step.logit_rows.size())
+    return make_error(ErrorCode::kInternal, "forward_sample: {} sampling rows for {} logit rows", rows.size(),
+                      step.logit_rows.size());
+  if (p.logits_buffer < 0) return make_error(ErrorCode::kInternal, "forward_sample on a stage without logits");
+  return forward_impl(p, step, stage_input, nullptr, nullptr, &rows, tokens);
+}
+
+Status CudaBackendImpl::forward_impl(const Program& p, const StepInput& step, const std::vector<float>* stage_input,
+                                     std::vector<float>* stage_output, std::vector<float>* logits,
+                                     const std::vector<kernels::cpu::CounterSampling>* sampling,
+                                     std::vector<int32_t>* tokens) {
   const int64_t ntok = step.num_tokens(), nseq = step.num_seqs();
   const int64_t nlog = static_cast<int64_t>(step.logit_rows.size());
   if (ntok == 0) return make_error(ErrorCode::kInvalidArgument, "forward with no tokens");
@@ -440,6 +456,35 @@ Status CudaBackendImpl::forward(const Program& p, const StepInput& step, const s
     SHARDLM_TRY(run_ops(p, rs));
   }
 
+  if (sampling && nlog > 0) {
+    if (nlog > sample_cap_) {
+      cudaFreeHost(sample_params_host_);
+      cudaFreeHost(sample_tokens_host_);
+      cudaFree(sample_params_dev_);
+      cudaFree(sample_tokens_dev_);
+      sample_params_host_ = sample_params_dev_ = nullptr;
+      sample_tokens_host_ = sample_tokens_dev_ = nullptr;
+      sample_cap_ = 0;
+      SHARDLM_CUDA_TRY(cudaMallocHost(&sample_params_host_, nlog * sizeof(kc::SamplingRow)), "sampling params");
+      SHARDLM_CUDA_TRY(cudaMallocHost(&sample_tokens_host_, nlog * sizeof(int32_t)), "sampled tokens");
+      SHARDLM_CUDA_TRY(cudaMalloc(&sample_params_dev_, nlog * sizeof(kc::SamplingRow)), "sampling params");
+      SHARDLM_CUDA_TRY(cudaMalloc(&sample_tokens_dev_, nlog * sizeof(int32_t)), "sampled tokens");
+      sample_cap_ = nlog;
+    }
+    for (int64_t r = 0; r < nlog; ++r) {
+      const kernels::cpu::CounterSampling& c = (*sampling)[r];
+      sample_params_host_[r] = kc::SamplingRow{c.temperature, c.top_k, c.top_p, c.seed, c.offset};
+    }
+    SHARDLM_CUDA_TRY(cudaMemcpyAsync(sample_params_dev_, sample_params_host_, nlog * sizeof(kc::SamplingRow),
+                                     cudaMemcpyHostToDevice, stream_),
+                     "sampling params upload");
+    SHARDLM_CUDA_TRY(kc::sample_rows(static_cast<const float*>(bufs_[p.logits_buffer]), nlog, p.vocab,
+                                     sample_params_dev_, sample_tokens_dev_, stream_),
+                     "sample_rows");
+    SHARDLM_CUDA_TRY(cudaMemcpyAsync(sample_tokens_host_, sample_tokens_dev_, nlog * sizeof(int32_t),
+                                     cudaMemcpyDeviceToHost, stream_),
+                     "sampled tokens download");
+  }
   if (p.logits_buffer >= 0 && logits && nlog > 0) {
     const int64_t n = nlog * p.vocab;
     if (n > logits_host_cap_) {
@@ -465,6 +510,7 @@ Status CudaBackendImpl::forward(const Program& p, const StepInput& step, const s
   // A Lamport wait that timed out leaves its kernel finished but the sums wrong: fail the step.
   if (p.mapping.tp > 1) SHARDLM_TRY(gpu_->check(stream_));
   if (p.logits_buffer >= 0 && logits && nlog > 0) logits->assign(logits_host_, logits_host_ + nlog * p.vocab);
+  if (sampling && tokens) tokens->assign(sample_tokens_host_, sample_tokens_host_ + nlog);
   if (profiling_) {
     for (auto& [name, idx] : ev_used_) {
       float ms = 0;

@@ -86,7 +86,12 @@ class CudaBackendImpl final : public CudaBackend {
   Status set_random_weight_blocks(int id, const Shape& shape, const std::vector<RandomBlock>& blocks,
                                   float scale) override;
   Status forward(const Program& program, const StepInput& step, const std::vector<float>* stage_input,
-                 std::vector<float>* stage_output, std::vector<float>* logits) override;
+                 std::vector<float>* stage_output, std::vector<float>* logits) override {
+    return forward_impl(program, step, stage_input, stage_output, logits, nullptr, nullptr);
+  }
+  Status forward_sample(const Program& program, const StepInput& step, const std::vector<float>* stage_input,
+                        const std::vector<kernels::cpu::CounterSampling>& rows, std::vector<int32_t>* tokens) override;
+  bool samples_on_device() const override { return true; }
 
   Status reserve(const Program& p, int64_t max_tokens, int64_t max_logit_rows, int64_t max_context) override;
   Status fill_kv_random(uint64_t seed) override;
@@ -100,6 +105,11 @@ class CudaBackendImpl final : public CudaBackend {
   Expected<double> measure_gemm_flops(int64_t m, int64_t n, int64_t k) override;
 
  private:
+  // forward() and forward_sample(): `sampling` non-null draws one token per
+  // logit row on the device (kernels/cuda sample_rows) into `tokens`.
+  Status forward_impl(const Program& p, const StepInput& step, const std::vector<float>* stage_input,
+                      std::vector<float>* stage_output, std::vector<float>* logits,
+                      const std::vector<kernels::cpu::CounterSampling>* sampling, std::vector<int32_t>* tokens);
   Status check_program(const Program& p);
   Status ensure_buffers(const Program& p, int64_t T, int64_t R, int64_t max_context);
   Status ensure_meta(int64_t ints);
@@ -144,6 +154,12 @@ class CudaBackendImpl final : public CudaBackend {
   int64_t meta_cap_ = 0;
   float* logits_host_ = nullptr;      // pinned
   int64_t logits_host_cap_ = 0;
+  // forward_sample: per-row parameters and drawn tokens, pinned + device.
+  kc::SamplingRow* sample_params_host_ = nullptr;
+  kc::SamplingRow* sample_params_dev_ = nullptr;
+  int32_t* sample_tokens_host_ = nullptr;
+  int32_t* sample_tokens_dev_ = nullptr;
+  int64_t sample_cap_ = 0;
 
   // Decode graphs by (batch bucket, block-table bucket).
   std::map<std::pair<int64_t, int64_t>, cudaGraphExec_t> graphs_;

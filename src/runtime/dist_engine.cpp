@@ -34,6 +34,9 @@ Expected<std::unique_ptr<DistEngine>> DistEngine::create(const LaunchInfo& launc
     return make_error(ErrorCode::kInvalidArgument, "--load-format must be auto, safetensors or dummy, not '{}'",
                       o.engine.load_format);
   if (o.engine.load_format != "dummy") SHARDLM_TRY(WeightStore::open_dir(model_dir).status());
+  if (o.engine.sampler != "auto" && o.engine.sampler != "host" && o.engine.sampler != "backend")
+    return make_error(ErrorCode::kInvalidArgument, "sampler must be auto, host or backend, not '{}'",
+                      o.engine.sampler);
 
   SHARDLM_ASSIGN_OR_RETURN(e->ctx_, DistContext::create(launch, o.dist));
   DistContext& ctx = *e->ctx_;
@@ -80,6 +83,7 @@ Expected<std::unique_ptr<DistEngine>> DistEngine::create(const LaunchInfo& launc
   WorkerOptions wo;
   wo.synchronous_relay = o.synchronous;
   wo.wait_timeout_s = o.dist.collective_timeout_s;
+  wo.sampler = o.engine.sampler;
   if (!o.trace_dir.empty()) {
     wo.trace_path = o.trace_dir + "/rank" + std::to_string(launch.rank) + ".trace";
     std::ofstream(o.trace_dir + "/rank" + std::to_string(launch.rank) + ".pid") << getpid() << "\n";

@@ -68,6 +68,8 @@ Expected<std::unique_ptr<Engine>> Engine::create_cuda(const std::string& model_d
 Expected<std::unique_ptr<Engine>> Engine::create(ModelConfig model, BuiltModel built,
                                                  std::unique_ptr<graph::Backend> backend,
                                                  EngineConfig config) {
+  if (config.sampler != "auto" && config.sampler != "host" && config.sampler != "backend")
+    return make_error(ErrorCode::kInvalidArgument, "sampler must be auto, host or backend, not '{}'", config.sampler);
   std::unique_ptr<Engine> e(new Engine());
   e->model_ = std::move(model);
   e->built_ = std::move(built);
@@ -158,8 +160,19 @@ Expected<std::vector<StepEvent>> Engine::step() {
   }
   graph::StepInput in;
   build_step_input(out, *blocks_, &in, nullptr);
+  // Tokens drawn on the backend (only they leave the device) when every
+  // sampled sequence of the step allows it; else logits to the host sampler.
+  bool on_backend = config_.sampler == "backend" || (config_.sampler == "auto" && backend_->samples_on_device());
+  std::vector<kernels::cpu::CounterSampling> rows;
+  for (const auto& c : out.chunks)
+    if (c.sample) {
+      on_backend = on_backend && counter_sampling_eligible(c.seq->params);
+      rows.push_back(counter_sampling(*c.seq));
+    }
   std::vector<float> logits;
-  Status st = backend_->forward(built_.program, in, nullptr, nullptr, &logits);
+  std::vector<int32_t> drawn;
+  Status st = on_backend ? backend_->forward_sample(built_.program, in, nullptr, rows, &drawn)
+                         : backend_->forward(built_.program, in, nullptr, nullptr, &logits);
   if (!st.ok()) {
     scheduler_->cancel_step(out);  // the sequences stay schedulable
     return st;
@@ -171,7 +184,9 @@ Expected<std::vector<StepEvent>> Engine::step() {
   for (const auto& c : out.chunks) {
     if (!c.sample) continue;
     Sequence& s = *c.seq;
-    SampleResult r = sample_token(&logits[row++ * vocab], vocab, s);
+    SampleResult r;
+    if (on_backend) r.token = drawn[row++];
+    else r = sample_token(&logits[row++ * vocab], vocab, s);
     s.output.push_back(r.token);
     if (s.params.logprobs >= 0) s.logprobs.push_back(std::move(r.logprob));
     if (detok_) detok_(s);

@@ -32,6 +32,11 @@ struct EngineConfig {
   // "auto"/"safetensors": the checkpoint; "dummy": random weights from
   // config.json alone, the same in every layout (model/weight_loader.h).
   std::string load_format = "auto";
+  // Where tokens are drawn for requests that need no logprobs or penalties:
+  // "auto" — on the backend when it samples on its device (CUDA), else on the
+  // host; "host" — always the host sampler; "backend" — always
+  // Backend::forward_sample (tests of that path on the CPU backend).
+  std::string sampler = "auto";
 };
 
 // What happened to one sequence in a step.

@@ -197,7 +197,29 @@ Status PipelineWorker::execute(const ScheduleMsg& s) {
                     .with_context("receiving activations of micro-batch " + std::to_string(s.mb_id)));
   }
   if (trace_) trace_ << "exec mb " << s.mb_id << " start " << wall_us() << "\n" << std::flush;
-  SHARDLM_TRY(forward(step, m_.is_first_stage() ? nullptr : &in, &out, &logits));
+  // Last stage: tokens drawn on the backend (only they leave the device) when
+  // no row needs its logits on the host (prompt logprobs, logprobs, penalties).
+  bool on_backend = m_.is_last_stage() && (opt_.sampler == "backend" ||
+                                           (opt_.sampler == "auto" && backend_.samples_on_device()));
+  std::vector<kernels::cpu::CounterSampling> sampling;
+  for (size_t r = 0; on_backend && r < s.rows.size(); ++r) {
+    const LogitRow& row = s.rows[r];
+    auto it = replicas_.find(row.seq_id);
+    if (row.kind == 1 || it == replicas_.end() || !counter_sampling_eligible(it->second.params)) {
+      on_backend = false;
+      break;
+    }
+    sampling.push_back(counter_sampling(it->second));
+  }
+  std::vector<int32_t> drawn;
+  if (on_backend) {
+    const int64_t index = forwards_++;
+    if (FaultInjection::get().forward_fails(m_.rank, index))
+      return make_error(ErrorCode::kInternal, "injected failure in forward #{} (SHARDLM_FAULT_FORWARD_FAIL)", index);
+    SHARDLM_TRY(backend_.forward_sample(program_, step, m_.is_first_stage() ? nullptr : &in, sampling, &drawn));
+  } else {
+    SHARDLM_TRY(forward(step, m_.is_first_stage() ? nullptr : &in, &out, &logits));
+  }
   in_flight_.push_back(s.mb_id);
   if (!m_.is_last_stage()) {
     {
@@ -231,7 +253,7 @@ Status PipelineWorker::execute(const ScheduleMsg& s) {
   const int64_t vocab = model_.vocab_size;
   for (size_t r = 0; r < s.rows.size(); ++r) {
     const LogitRow& row = s.rows[r];
-    const float* lg = &logits[r * vocab];
+    const float* lg = on_backend ? nullptr : &logits[r * vocab];
     if (row.kind == 1) {
       msg.prompt_logprobs.push_back(PromptLogprob{row.seq_id, row.position, log_softmax_at(lg, vocab, row.target)});
       continue;
@@ -239,7 +261,9 @@ Status PipelineWorker::execute(const ScheduleMsg& s) {
     auto it = replicas_.find(row.seq_id);
     if (it == replicas_.end())
       return make_error(ErrorCode::kInternal, "rank {} has no replica of sequence {}", m_.rank, row.seq_id);
-    SampleResult res = sample_token(lg, vocab, it->second);
+    SampleResult res;
+    if (on_backend) res.token = drawn[r];
+    else res = sample_token(lg, vocab, it->second);
     res.logprob.token = res.token;
     msg.tokens.push_back(SampledToken{row.seq_id, std::move(res.logprob)});
   }

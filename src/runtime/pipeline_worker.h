@@ -37,6 +37,7 @@ struct WorkerOptions {
   bool synchronous_relay = false;
   double wait_timeout_s = 60;    // bound on any wait for a message or activation
   std::string trace_path;        // per-rank trace of retirements (tests compare them)
+  std::string sampler = "auto";  // as EngineConfig::sampler, on the last stage
 };
 
 class PipelineWorker {

@@ -218,7 +218,23 @@ SampleResult sample_token(const float* logits, int64_t vocab, Sequence& seq) {
 }
 
 void seed_sequence(Sequence& seq, uint64_t fallback_seed) {
-  seq.rng.seed(seq.params.has_seed ? seq.params.seed : fallback_seed);
+  seq.sample_seed = seq.params.has_seed ? seq.params.seed : fallback_seed;
+  seq.rng.seed(seq.sample_seed);
+}
+
+bool counter_sampling_eligible(const SamplingParams& p) {
+  return p.repetition_penalty == 1.0f && p.presence_penalty == 0.0f && p.frequency_penalty == 0.0f &&
+         p.min_p <= 0.0f && p.logprobs < 0;
+}
+
+kernels::cpu::CounterSampling counter_sampling(const Sequence& seq) {
+  kernels::cpu::CounterSampling c;
+  c.temperature = !(seq.params.temperature >= kGreedyEps) ? 0.0f : seq.params.temperature;  // NaN too, as the host
+  c.top_k = seq.params.top_k > 0 ? seq.params.top_k : 0;
+  c.top_p = seq.params.top_p;
+  c.seed = seq.sample_seed;
+  c.offset = seq.output.size();
+  return c;
 }
 
 }  // namespace shardlm

@@ -10,6 +10,7 @@
 #include <random>
 #include <vector>
 
+#include "kernels/cpu/cpu_kernels.h"
 #include "runtime/sequence.h"
 
 namespace shardlm {
@@ -23,8 +24,16 @@ struct SampleResult {
 // the RNG (advanced by this call). The logits buffer is not modified.
 SampleResult sample_token(const float* logits, int64_t vocab, Sequence& seq);
 
-// Seeds seq.rng from params.seed (has_seed) or from `fallback_seed`.
+// Seeds seq.rng (and sets seq.sample_seed) from params.seed (has_seed) or from `fallback_seed`.
 void seed_sequence(Sequence& seq, uint64_t fallback_seed);
+
+// Sampling on the backend (graph::Backend::forward_sample): counter-based,
+// keyed by (seq.sample_seed, output length), so the same seed gives the same
+// tokens in any batch. Used only for requests it can serve exactly as asked:
+// no penalties, no min-p, no logprobs (those need the logits on the host).
+// Its draws differ from the host sampler's mt19937 draws; greedy is the same.
+bool counter_sampling_eligible(const SamplingParams& params);
+kernels::cpu::CounterSampling counter_sampling(const Sequence& seq);
 
 // ---- Pieces of sample_token, exposed for tests and for other backends to match.
 

@@ -50,6 +50,7 @@ struct Sequence {
   double arrival_time = 0.0;  // seconds; earlier = higher priority
   int32_t num_preemptions = 0;
   std::mt19937_64 rng;
+  uint64_t sample_seed = 0;  // the seed rng was seeded with (key of the counter-based device sampler)
   std::vector<TokenLogprob> logprobs;  // one per output token when params.logprobs >= 0
   std::string output_text;             // decoded so far (filled by the caller that has a tokenizer)
 

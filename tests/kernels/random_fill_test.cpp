@@ -46,3 +46,47 @@ TEST(RandomFill, ValuesAreBf16InRangeAndDependOnTheSeed) {
   // splitmix64 of 0 is its published first output.
   EXPECT_EQ(k::splitmix64(0), 0xe220a8397b1dcdafull);
 }
+
+// The counter-based sampler (the CPU reference of the CUDA one).
+TEST(CounterSampling, GreedyTopKOneAndTinyTopPAreTheArgmax) {
+  std::vector<float> logits = {0.5f, 2.0f, -1.0f, 2.0f, 1.9f, NAN};
+  k::CounterSampling g;  // temperature 0
+  EXPECT_EQ(k::sample_row_counter(logits.data(), 6, g), 1);  // lowest id of the tie; NaN never wins
+  k::CounterSampling t;
+  t.temperature = 1.0f;
+  t.top_k = 1;
+  for (uint64_t s = 0; s < 50; ++s) {
+    t.seed = s;
+    const int32_t tok = k::sample_row_counter(logits.data(), 5, t);
+    EXPECT_TRUE(tok == 1 || tok == 3) << tok;  // both tied at the top are kept
+  }
+  k::CounterSampling p;
+  p.temperature = 1.0f;
+  p.top_p = 1e-6f;
+  logits[3] = 1.0f;
+  for (uint64_t s = 0; s < 50; ++s) {
+    p.seed = s;
+    EXPECT_EQ(k::sample_row_counter(logits.data(), 5, p), 1);
+  }
+}
+
+TEST(CounterSampling, DeterministicInSeedAndOffsetAndFollowsTheSoftmax) {
+  const std::vector<float> logits = {0.0f, 1.0f, 2.0f, 0.5f};  // softmax ≈ .087 .237 .644 .032 (odd vocab 4)
+  k::CounterSampling c;
+  c.temperature = 1.0f;
+  std::vector<int> counts(4, 0);
+  const int n = 20000;
+  for (int i = 0; i < n; ++i) {
+    c.seed = 99;
+    c.offset = static_cast<uint64_t>(i);
+    const int32_t a = k::sample_row_counter(logits.data(), 4, c);
+    EXPECT_EQ(a, k::sample_row_counter(logits.data(), 4, c));
+    ++counts[a];
+  }
+  double z = 0;
+  for (float l : logits) z += std::exp(static_cast<double>(l));
+  for (int j = 0; j < 4; ++j) {
+    const double want = std::exp(static_cast<double>(logits[j])) / z;
+    EXPECT_NEAR(counts[j] / double(n), want, 0.015) << "token " << j;  // ~4.5 σ at n = 20000
+  }
+}

@@ -116,6 +116,18 @@ void paged_attention(const float* q, const float* k_cache, const float* v_cache,
 // fill_random_block: dst[(dst_row + r) · cols + c] = element (row0 + r, col0 + c)
 // of such a [·, full_cols] tensor — a shard of it.
 uint64_t splitmix64(uint64_t x);
+
+// Counter-based token sampling (sampling.cpp), the reference of the CUDA
+// sampler (kernels/cuda sample_rows): temperature ≤ 0 → argmax (lowest id on
+// ties); else top-k / top-p thresholds and one draw keyed by (seed, offset).
+struct CounterSampling {
+  float temperature = 0.0f;
+  int32_t top_k = 0;     // 0: off
+  float top_p = 1.0f;    // 1: off
+  uint64_t seed = 0;
+  uint64_t offset = 0;   // the sequence's output length: one draw per position
+};
+int32_t sample_row_counter(const float* logits, int64_t vocab, const CounterSampling& params);
 float random_weight_value(uint64_t seed, uint64_t index, float scale);
 void fill_random_block(float* dst, int64_t dst_row, int64_t rows, int64_t cols, int64_t full_cols, int64_t row0,
                        int64_t col0, uint64_t seed, float scale);
