@@ -115,6 +115,10 @@ void add_dist_flags(CLI::App* sub, DistArgs* a) {
       ->capture_default_str();
   sub->add_option("--dist-timeout", a->timeout_s, "Seconds any cross-rank wait may take before the job fails")
       ->capture_default_str();
+  sub->add_option("--pp-transport", a->pp_transport,
+                  "How pipeline stages pass activations: host (f32 through the CPUs) or nccl (bf16 GPU to GPU, "
+                  "with --device cuda)")
+      ->capture_default_str();
 }
 
 void set_command_line(int argc, char** argv) { g_args.assign(argv, argv + argc); }
@@ -156,6 +160,7 @@ int run_distributed_job(const LaunchInfo& launch, const std::string& model_dir, 
   o.engine = engine;
   o.device = device;
   o.cuda = cuda;
+  o.pp_transport = a.pp_transport;
   o.synchronous = a.synchronous;
   o.max_in_flight = a.max_in_flight;
   if (auto dir = env_get("SHARDLM_TRACE_DIR")) o.trace_dir = *dir;

@@ -80,7 +80,51 @@ class NcclLamportCollectives final : public GpuCollectives {
   std::unique_ptr<LamportAllReduce> lamport_;
 };
 
+class NcclStageLink final : public GpuStageLink {
+ public:
+  explicit NcclStageLink(std::unique_ptr<NcclCommunicator> nccl) : nccl_(std::move(nccl)) {}
+  Status send(const void* data, size_t bytes, void* stream) override {
+    return on_stream(stream, [&] { return nccl_->send(data, bytes, 1 - nccl_->rank(), 0); });
+  }
+  Status recv(void* data, size_t bytes, void* stream) override {
+    return on_stream(stream, [&] { return nccl_->recv(data, bytes, 1 - nccl_->rank(), 0); });
+  }
+  Status health() const override { return nccl_->health(); }
+
+ private:
+  template <typename F>
+  Status on_stream(void* stream, F&& f) {
+    cudaStream_t old = nccl_->stream();
+    nccl_->set_stream(as_stream(stream));
+    Status st = f();
+    nccl_->set_stream(old);
+    return st;
+  }
+  std::unique_ptr<NcclCommunicator> nccl_;
+};
+
 }  // namespace
+
+Expected<std::unique_ptr<GpuStageLink>> make_gpu_stage_link(const CommGroup& pair, int device, double timeout_s) {
+  if (pair.size() != 2) return make_error(ErrorCode::kInvalidArgument, "a stage link joins 2 ranks, not {}", pair.size());
+  if (cudaError_t e = cudaSetDevice(device); e != cudaSuccess)
+    return make_error(ErrorCode::kInternal, "stage link: cudaSetDevice({}): {}", device, cudaGetErrorString(e));
+  NcclOptions no;
+  no.timeout_s = timeout_s;
+  SHARDLM_ASSIGN_OR_RETURN(auto nccl, NcclCommunicator::create(pair, device, nullptr, no));
+  // Connect now, outside any capture (see make_gpu_collectives): one byte each way.
+  {
+    char* probe = nullptr;
+    if (cudaMalloc(&probe, 16) != cudaSuccess) return make_error(ErrorCode::kOutOfMemory, "stage link: probe buffer");
+    Status st = pair.index == 0 ? nccl->send(probe, 1, 1, 0) : nccl->recv(probe, 1, 0, 0);
+    if (st.ok()) st = pair.index == 0 ? nccl->recv(probe + 8, 1, 1, 0) : nccl->send(probe + 8, 1, 0, 0);
+    if (st.ok()) st = nccl->synchronize();
+    cudaFree(probe);
+    SHARDLM_TRY(st.with_context("stage link: first NCCL send/recv"));
+  }
+  SLOG_INFO("GPU stage link {}: rank {} of the pair (NCCL send/recv)", pair.prefix, pair.index);
+  return std::unique_ptr<GpuStageLink>(std::make_unique<NcclStageLink>(std::move(nccl)));
+}
 
 Expected<std::unique_ptr<GpuCollectives>> make_gpu_collectives(const CommGroup& group, int device,
                                                                DType activation_dtype,

@@ -49,6 +49,22 @@ class GpuCollectives {
   virtual std::string describe() const = 0;
 };
 
+// The activations between two neighbouring pipeline stages, device to device
+// (NCCL send/recv on a two-rank communicator; DESIGN §3.2). Calls enqueue on
+// the caller's stream; a send completes once the peer has posted the matching
+// recv, so both sides must transfer the micro-batches in the same order.
+class GpuStageLink {
+ public:
+  virtual ~GpuStageLink() = default;
+  virtual Status send(const void* data, size_t bytes, void* stream) = 0;
+  virtual Status recv(void* data, size_t bytes, void* stream) = 0;
+  virtual Status health() const = 0;  // Ok, or why the communicator was aborted
+};
+
+// Collective over the pair (both ranks call it; `pair.ranks` = {earlier stage,
+// later stage}).
+Expected<std::unique_ptr<GpuStageLink>> make_gpu_stage_link(const CommGroup& pair, int device, double timeout_s);
+
 struct GpuCollectivesOptions {
   // Per slot: the largest Lamport message. 16 MiB covers a decode step of 512
   // tokens × hidden 8192 × bf16 (8 MiB) with room; larger (prefill) goes to NCCL.

@@ -13,5 +13,11 @@ Expected<std::unique_ptr<GpuCollectives>> make_gpu_collectives(const CommGroup&,
                     "(install NCCL and rebuild with nvcc)");
 }
 
+Expected<std::unique_ptr<GpuStageLink>> make_gpu_stage_link(const CommGroup&, int, double) {
+  return make_error(ErrorCode::kUnsupported,
+                    "this shardlm was built without NCCL: pipeline stages cannot pass activations on the GPU "
+                    "(use --pp-transport host)");
+}
+
 }  // namespace shardlm
 #endif

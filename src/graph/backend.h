@@ -75,6 +75,11 @@ class Backend {
   // for steps that need no logprobs or penalties). The CPU backend implements
   // forward_sample but says no: its host sampler is the reference.
   virtual bool samples_on_device() const = 0;
+  // Whether this backend passes the residual stream between pipeline stages
+  // itself, device to device (CUDA with GPU stage links): forward() then takes
+  // no stage_input and fills no stage_output, and the caller must run the
+  // micro-batches of neighbouring stages in the same order.
+  virtual bool stage_io_on_device() const = 0;
 };
 
 std::unique_ptr<Backend> make_cpu_backend();

@@ -68,6 +68,7 @@ class CpuBackend final : public Backend {
     return Status::Ok();
   }
   bool samples_on_device() const override { return false; }
+  bool stage_io_on_device() const override { return false; }
 
   Status forward(const Program& p, const StepInput& step, const std::vector<float>* stage_input,
                  std::vector<float>* stage_output, std::vector<float>* logits) override;

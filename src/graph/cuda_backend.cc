@@ -420,7 +420,11 @@ Status CudaBackendImpl::forward_impl(const Program& p, const StepInput& step, co
   pack_meta(step, rs.meta, decode);
   SHARDLM_CUDA_TRY(cudaMemcpyAsync(meta_dev_, meta_host_, rs.meta.total * 4, cudaMemcpyHostToDevice, stream_),
                    "metadata upload");
-  if (p.stage_in >= 0) {
+  if (p.stage_in >= 0 && prev_link_) {
+    // bf16 straight into the residual buffer (ntok rows; the buffer has cap_T_).
+    SHARDLM_TRY(prev_link_->recv(bufs_[p.stage_in], static_cast<size_t>(ntok * p.hidden) * 2, stream_)
+                    .with_context("receiving the previous stage's activations"));
+  } else if (p.stage_in >= 0) {
     if (!stage_input || static_cast<int64_t>(stage_input->size()) != ntok * p.hidden)
       return make_error(ErrorCode::kInternal, "stage input has the wrong size");
     SHARDLM_CUDA_TRY(cudaMemcpyAsync(stage_f32_, stage_input->data(), stage_input->size() * 4,
@@ -496,7 +500,10 @@ Status CudaBackendImpl::forward_impl(const Program& p, const StepInput& step, co
     SHARDLM_CUDA_TRY(cudaMemcpyAsync(logits_host_, bufs_[p.logits_buffer], n * 4, cudaMemcpyDeviceToHost, stream_),
                      "logits download");
   }
-  if (p.stage_out >= 0 && stage_output) {
+  if (p.stage_out >= 0 && next_link_) {
+    SHARDLM_TRY(next_link_->send(bufs_[p.stage_out], static_cast<size_t>(ntok * p.hidden) * 2, stream_)
+                    .with_context("sending activations to the next stage"));
+  } else if (p.stage_out >= 0 && stage_output) {
     SHARDLM_CUDA_TRY(kc::bf16_to_f32(static_cast<const kc::bf16*>(bufs_[p.stage_out]), stage_f32_, ntok * p.hidden,
                                      stream_),
                      "stage output convert");

@@ -63,6 +63,11 @@ class CudaBackend : public Backend {
   // its captured decode graphs contain NCCL work of the group). The Communicator of
   // set_tp_communicator() (host memory) is not used by this backend.
   virtual void set_gpu_collectives(GpuCollectives* group) = 0;
+  // Pipeline stages on GPUs: the residual stream comes from `prev` (non-first
+  // stage) and goes to `next` (non-last stage) as bf16, device to device
+  // (null: through the host, forward()'s stage_input / stage_output). Must
+  // outlive the backend.
+  virtual void set_stage_links(GpuStageLink* prev, GpuStageLink* next) = 0;
 
   // Allocates activation buffers and attention scratch for steps of up to
   // `max_tokens` tokens, `max_logit_rows` logit rows and contexts of up to

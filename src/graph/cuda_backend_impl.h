@@ -92,6 +92,11 @@ class CudaBackendImpl final : public CudaBackend {
   Status forward_sample(const Program& program, const StepInput& step, const std::vector<float>* stage_input,
                         const std::vector<kernels::cpu::CounterSampling>& rows, std::vector<int32_t>* tokens) override;
   bool samples_on_device() const override { return true; }
+  void set_stage_links(GpuStageLink* prev, GpuStageLink* next) override {
+    prev_link_ = prev;
+    next_link_ = next;
+  }
+  bool stage_io_on_device() const override { return prev_link_ || next_link_; }
 
   Status reserve(const Program& p, int64_t max_tokens, int64_t max_logit_rows, int64_t max_context) override;
   Status fill_kv_random(uint64_t seed) override;
@@ -136,6 +141,8 @@ class CudaBackendImpl final : public CudaBackend {
   int64_t weight_bytes_ = 0;
   Communicator* tp_comm_ = nullptr;  // unused (host collectives); kept for the interface
   GpuCollectives* gpu_ = nullptr;    // tp > 1: all-reduce / all-gather on device buffers
+  GpuStageLink* prev_link_ = nullptr;  // pp > 1, device transport: residual stream in / out
+  GpuStageLink* next_link_ = nullptr;
 
   KvCacheShape kv_;
   void* kv_base_ = nullptr;  // bf16 [2][layers][blocks·block_size·nkv·hd]

@@ -34,6 +34,10 @@ Expected<std::unique_ptr<DistEngine>> DistEngine::create(const LaunchInfo& launc
     return make_error(ErrorCode::kInvalidArgument, "--load-format must be auto, safetensors or dummy, not '{}'",
                       o.engine.load_format);
   if (o.engine.load_format != "dummy") SHARDLM_TRY(WeightStore::open_dir(model_dir).status());
+  if (o.pp_transport != "host" && o.pp_transport != "nccl")
+    return make_error(ErrorCode::kInvalidArgument, "--pp-transport must be host or nccl, not '{}'", o.pp_transport);
+  if (o.pp_transport == "nccl" && o.device != "cuda")
+    return make_error(ErrorCode::kInvalidArgument, "--pp-transport nccl needs --device cuda");
   if (o.engine.sampler != "auto" && o.engine.sampler != "host" && o.engine.sampler != "backend")
     return make_error(ErrorCode::kInvalidArgument, "sampler must be auto, host or backend, not '{}'",
                       o.engine.sampler);
@@ -157,6 +161,24 @@ Expected<int64_t> DistEngine::setup_cuda(const LaunchInfo& launch, const DistEng
     go.nccl_timeout_s = o.dist.collective_timeout_s;
     SHARDLM_ASSIGN_OR_RETURN(gpu_tp_, make_gpu_collectives(g, device, DType::kBF16, go));
     cb.set_gpu_collectives(gpu_tp_.get());
+  }
+  if (m.pp > 1 && o.pp_transport == "nccl") {
+    // One two-rank NCCL communicator per neighbouring pair of stages at this
+    // tp position, made in stage order ((p−1, p) before (p, p+1)) so the
+    // chain of collective set-ups never waits in a cycle.
+    auto pair = [&](int p, int index) {
+      return CommGroup{&rv, "gpu_pp" + std::to_string(m.tp_rank()) + "_" + std::to_string(p),
+                       {m.rank_of(m.tp_rank(), p), m.rank_of(m.tp_rank(), p + 1)}, index};
+    };
+    if (!m.is_first_stage()) {
+      SHARDLM_ASSIGN_OR_RETURN(prev_link_, make_gpu_stage_link(pair(m.pp_rank() - 1, 1), device,
+                                                               o.dist.collective_timeout_s));
+    }
+    if (!m.is_last_stage()) {
+      SHARDLM_ASSIGN_OR_RETURN(next_link_, make_gpu_stage_link(pair(m.pp_rank(), 0), device,
+                                                               o.dist.collective_timeout_s));
+    }
+    cb.set_stage_links(prev_link_.get(), next_link_.get());
   }
   SHARDLM_TRY(cb.reserve(built_.program, o.engine.scheduler.max_num_batched_tokens,
                          std::max(o.engine.scheduler.max_num_seqs, o.engine.scheduler.max_num_batched_tokens),

@@ -28,6 +28,9 @@ struct DistEngineOptions {
   // is ignored: the launch decides the device).
   std::string device = "cpu";
   CudaEngineOptions cuda;
+  // How pipeline stages pass activations: "host" (f32 over the Gloo pair of
+  // the two stages) or, with device "cuda", "nccl" (bf16 device to device).
+  std::string pp_transport = "host";
   bool synchronous = false;      // the PP relay's synchronous switch
   int max_in_flight = 0;         // micro-batches in flight (0: pp)
   std::string trace_dir;         // per-rank retirement traces (tests)
@@ -63,6 +66,7 @@ class DistEngine {
   ModelConfig model_;
   BuiltModel built_;
   std::unique_ptr<GpuCollectives> gpu_tp_;  // cuda, tp > 1; destroyed after backend_
+  std::unique_ptr<GpuStageLink> prev_link_, next_link_;  // cuda, pp > 1, pp_transport nccl
   std::unique_ptr<graph::Backend> backend_;
   std::unique_ptr<PipelineWorker> worker_;
   std::unique_ptr<Coordinator> coordinator_;

@@ -79,12 +79,14 @@ Status PipelineWorker::warmup_forward(int64_t n, int64_t num_kv_blocks, int64_t 
   step.max_blocks_per_seq = blocks;
   step.logit_rows = {static_cast<int32_t>(n - 1)};
   std::vector<float> in, out, logits;
-  if (!m_.is_first_stage()) {
+  const bool device_io = backend_.stage_io_on_device();  // the backend moves activations itself
+  if (!m_.is_first_stage() && !device_io) {
     in.resize(n * program_.hidden);
     SHARDLM_TRY(ctx_.prev_stage()->recv(in.data(), in.size() * 4, 0, kActivationTag));
   }
-  SHARDLM_TRY(forward(step, m_.is_first_stage() ? nullptr : &in, &out, &logits));
-  if (!m_.is_last_stage()) SHARDLM_TRY(ctx_.next_stage()->send(out.data(), out.size() * 4, 1, kActivationTag));
+  SHARDLM_TRY(forward(step, m_.is_first_stage() || device_io ? nullptr : &in, &out, &logits));
+  if (!m_.is_last_stage() && !device_io)
+    SHARDLM_TRY(ctx_.next_stage()->send(out.data(), out.size() * 4, 1, kActivationTag));
   return Status::Ok();
 }
 
@@ -191,7 +193,8 @@ Status PipelineWorker::execute(const ScheduleMsg& s) {
   const graph::StepInput& step = s.step;
   const int64_t ntok = step.num_tokens();
   std::vector<float> in, out, logits;
-  if (!m_.is_first_stage()) {
+  const bool device_io = backend_.stage_io_on_device();  // the backend moves activations itself
+  if (!m_.is_first_stage() && !device_io) {
     in.resize(ntok * program_.hidden);
     SHARDLM_TRY(ctx_.prev_stage()->recv(in.data(), in.size() * 4, 0, kActivationTag)
                     .with_context("receiving activations of micro-batch " + std::to_string(s.mb_id)));
@@ -216,13 +219,14 @@ Status PipelineWorker::execute(const ScheduleMsg& s) {
     const int64_t index = forwards_++;
     if (FaultInjection::get().forward_fails(m_.rank, index))
       return make_error(ErrorCode::kInternal, "injected failure in forward #{} (SHARDLM_FAULT_FORWARD_FAIL)", index);
-    SHARDLM_TRY(backend_.forward_sample(program_, step, m_.is_first_stage() ? nullptr : &in, sampling, &drawn));
+    SHARDLM_TRY(backend_.forward_sample(program_, step, m_.is_first_stage() || device_io ? nullptr : &in, sampling,
+                                        &drawn));
   } else {
-    SHARDLM_TRY(forward(step, m_.is_first_stage() ? nullptr : &in, &out, &logits));
+    SHARDLM_TRY(forward(step, m_.is_first_stage() || device_io ? nullptr : &in, &out, &logits));
   }
   in_flight_.push_back(s.mb_id);
   if (!m_.is_last_stage()) {
-    {
+    if (!device_io) {  // device_io: forward() already sent them (NCCL, in micro-batch order)
       std::lock_guard<std::mutex> lk(send_mu_);
       if (!send_error_.ok()) return send_error_;
       send_queue_.push_back(std::move(out));
