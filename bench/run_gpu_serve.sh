@@ -8,7 +8,9 @@
 #            bench/models/llama3-8b-dummy + the Llama-3 tokenizer, gzipped)
 #   device:  run(kind="nvidia-h200-x2", carry=[".gpu-serve-carry"],
 #                command="BUDGET=<seconds> bash bench/run_gpu_serve.sh")
-# For each layout (tp 1; tp 2; pp 2; pp 2 with --pp-sync) it starts
+# First the GPU tests (kernels incl. the device sampler, the model on dummy
+# weights and HF goldens, every tp × pp layout). Then, for each layout (tp 1;
+# tp 2; pp 2; pp 2 with --pp-sync; pp 2 over NCCL) it starts
 # `shardlm serve --device cuda --load-format dummy`, waits for /health, runs
 # `shardlm bench serve` (NUM prompts, CONC concurrent, 128 in / 128 out,
 # ignore_eos) and stops the server with SIGTERM. Before that, `bench decode
@@ -23,13 +25,18 @@ if [ "$mode" = carry ]; then
   set -e
   B=${2:-build-gpucomm}
   cmake -S . -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-  ninja -C "$B" shardlm
+  ninja -C "$B" shardlm cuda_kernels_test cuda_model_test cuda_layouts_test
   bash tests/tokenizer/fetch_tokenizers.sh >/dev/null
   rm -rf $C && mkdir -p $C/bin $C/lib $C/model
-  cp "$B/shardlm" $C/bin/ && strip $C/bin/shardlm
-  ldd $C/bin/shardlm | awk '$3 ~ /^\// {print $3}' | sort -u |
+  cp "$B/shardlm" "$B/tests/cuda/cuda_kernels_test" "$B/tests/cuda/cuda_model_test" "$B/tests/cuda/cuda_layouts_test" \
+     $C/bin/ && strip $C/bin/*
+  pwd > $C/source_dir  # the test binaries read their data under the source dir they were built in
+  for f in $C/bin/*; do ldd "$f"; done | awk '$3 ~ /^\// {print $3}' | sort -u |
     grep -vE '/(libc|libm|libdl|librt|libpthread|libresolv|ld-linux[^/]*)\.so|/usr/local/cuda|libnccl' |
     while read -r l; do cp -L "$l" $C/lib/; done
+  # Binaries and libraries travel as one xz tarball (44 MB → 8 MB: the device
+  # tool carries 64 MiB with the tree), unpacked on the device with Python.
+  tar -C $C -cf - bin lib | xz -6 -T2 -c > $C/bin_lib.tar.xz && rm -rf $C/bin $C/lib
   cp bench/models/llama3-8b-dummy/config.json $C/model/
   cp tests/data/hf_tokenizers/llama3/tokenizer_config.json $C/model/
   gzip -c tests/data/hf_tokenizers/llama3/tokenizer.json > $C/model/tokenizer.json.gz
@@ -38,6 +45,9 @@ if [ "$mode" = carry ]; then
   exit 0
 fi
 
+if [ -f $C/bin_lib.tar.xz ] && [ ! -x $C/bin/shardlm ]; then
+  python3 -c "import tarfile,sys; tarfile.open(sys.argv[1]).extractall(sys.argv[2])" $C/bin_lib.tar.xz $C
+fi
 OUT=${OUT:-$PWD/gpu_serve_out}
 L=$OUT/logs
 mkdir -p "$L"
@@ -59,6 +69,19 @@ if [ "$DEVICE" = cuda ]; then
   nvidia-smi -L | tee "$L/machine.log"
 fi
 NUM=${NUM:-256} CONC=${CONC:-64} PORT=${PORT:-18231}
+
+if [ "$DEVICE" = cuda ]; then
+  # GPU tests first: the device sampler against its CPU reference, dummy
+  # weights GPU vs CPU and HF parity, every tp × pp layout (host and NCCL PP).
+  SRC=$(cat $C/source_dir)
+  if [ "$SRC" != "$PWD" ] && [ ! -e "$SRC" ]; then mkdir -p "$(dirname "$SRC")" && ln -s "$PWD" "$SRC"; fi
+  export SHARDLM_BIN=$S SHARDLM_REPO=$PWD
+  for t in cuda_kernels_test cuda_model_test cuda_layouts_test; do
+    echo "== $t"
+    timeout -k 5 150 $C/bin/$t > "$L/$t.log" 2>&1; echo "rc=$?" >> "$L/$t.log"
+    grep -E "^\[  (FAILED|PASSED|SKIPPED) |^tp |device sampler|dummy weights|Failure|rc=" "$L/$t.log" | tail -24
+  done
+fi
 
 if [ "$DEVICE" = cuda ] && [ "$(left)" -gt 60 ]; then
   echo "== bench decode --tp 2 (per-op profile)"
@@ -97,5 +120,6 @@ serve_and_bench tp1
 serve_and_bench tp2 --tp 2
 serve_and_bench pp2 --pp 2
 serve_and_bench pp2_sync --pp 2 --pp-sync
+serve_and_bench pp2_nccl --pp 2 --pp-transport nccl
 tar -C "$OUT" -czf "$OUT/gpu_serve_logs.tgz" logs && rm -rf "$L"
 echo "== done in $(( $(date +%s) - start )) s"

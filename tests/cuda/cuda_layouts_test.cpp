@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
+#include <ostream>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -49,12 +50,12 @@ std::string run(const std::string& args, int* exit_code, std::string* log) {
   return out;
 }
 
-double perplexity(int tp, int pp, std::string* log) {
+double perplexity(int tp, int pp, const std::string& transport, std::string* log) {
   const std::string kjv = repo() + "/models/kjv";
   int code = 0;
   const std::string out = run("perplexity --device cuda --kv-cache-fraction 0.05 --model " + kjv + " --file " + kjv +
                                   "/heldout_excerpt.txt --window 512 --stride 256 --json --tp " + std::to_string(tp) +
-                                  " --pp " + std::to_string(pp),
+                                  " --pp " + std::to_string(pp) + " --pp-transport " + transport,
                               &code, log);
   *log = out + *log;
   if (code != 0) return -1;
@@ -62,10 +63,17 @@ double perplexity(int tp, int pp, std::string* log) {
   return j.is_object() && j.contains("perplexity") ? j["perplexity"].get<double>() : -1;
 }
 
-class CudaLayouts : public ::testing::TestWithParam<std::pair<int, int>> {};
+struct Layout {
+  int tp, pp;
+  const char* transport;  // --pp-transport
+};
+
+void PrintTo(const Layout& l, std::ostream* os) { *os << "tp " << l.tp << " pp " << l.pp << " " << l.transport; }
+
+class CudaLayouts : public ::testing::TestWithParam<Layout> {};
 
 TEST_P(CudaLayouts, PerplexityMatchesOneGpu) {
-  const auto [tp, pp] = GetParam();
+  const auto [tp, pp, transport] = GetParam();
   const std::string why = shardlm::graph::cuda_unavailable_reason();
   if (!why.empty()) GTEST_SKIP() << why;
   const int n = shardlm::graph::cuda_device_count();
@@ -74,21 +82,23 @@ TEST_P(CudaLayouts, PerplexityMatchesOneGpu) {
   ASSERT_TRUE(f);
   const double torch_f32 = nlohmann::json::parse(f)["excerpt_ppl_f32"];
   static std::string log1;
-  static const double one = perplexity(1, 1, &log1);  // once for every layout
+  static const double one = perplexity(1, 1, "host", &log1);  // once for every layout
   ASSERT_GT(one, 0) << log1;
   std::string log;
-  const double got = perplexity(tp, pp, &log);
+  const double got = perplexity(tp, pp, transport, &log);
   ASSERT_GT(got, 0) << log;
-  std::printf("tp %d pp %d: perplexity %.4f; one GPU %.4f; PyTorch f32 %.4f\n", tp, pp, got, one, torch_f32);
+  std::printf("tp %d pp %d (%s): perplexity %.4f; one GPU %.4f; PyTorch f32 %.4f\n", tp, pp, transport, got, one,
+              torch_f32);
   EXPECT_NEAR(got, one, one * 2e-3) << log;
   EXPECT_NEAR(got, torch_f32, torch_f32 * 5e-3) << log;
 }
 
 INSTANTIATE_TEST_SUITE_P(Layouts, CudaLayouts,
-                         ::testing::Values(std::make_pair(2, 1), std::make_pair(1, 2), std::make_pair(2, 2),
-                                           std::make_pair(4, 1)),
+                         ::testing::Values(Layout{2, 1, "host"}, Layout{1, 2, "host"}, Layout{2, 2, "host"},
+                                           Layout{4, 1, "host"}, Layout{1, 2, "nccl"}, Layout{2, 2, "nccl"}),
                          [](const auto& info) {
-                           return "tp" + std::to_string(info.param.first) + "_pp" + std::to_string(info.param.second);
+                           return "tp" + std::to_string(info.param.tp) + "_pp" + std::to_string(info.param.pp) + "_" +
+                                  info.param.transport;
                          });
 
 }  // namespace
