@@ -16,6 +16,16 @@ namespace {
 
 cudaStream_t as_stream(void* s) { return static_cast<cudaStream_t>(s); }
 
+// Runs f (one NCCL enqueue) with the communicator pointed at `stream`.
+template <typename F>
+Status on_stream(NcclCommunicator& nccl, void* stream, F&& f) {
+  cudaStream_t old = nccl.stream();
+  nccl.set_stream(as_stream(stream));
+  Status st = f();
+  nccl.set_stream(old);
+  return st;
+}
+
 class NcclLamportCollectives final : public GpuCollectives {
  public:
   NcclLamportCollectives(std::unique_ptr<NcclCommunicator> nccl, std::unique_ptr<LamportAllReduce> lamport)
@@ -31,7 +41,7 @@ class NcclLamportCollectives final : public GpuCollectives {
   Status all_reduce_sum(void* data, size_t count, DType dtype, void* stream) override {
     if (count == 0) return Status::Ok();
     if (dtype == lamport_->dtype()) return lamport_->all_reduce(data, data, count, as_stream(stream));
-    return on_stream(stream, [&] { return nccl_->all_reduce_sum(data, count, dtype); });
+    return on_stream(*nccl_, stream, [&] { return nccl_->all_reduce_sum(data, count, dtype); });
   }
 
   bool can_fuse(int64_t rows, int64_t hidden, DType dtype) const override {
@@ -52,7 +62,7 @@ class NcclLamportCollectives final : public GpuCollectives {
   }
 
   Status all_gather(const void* in, void* out, size_t count, DType dtype, void* stream) override {
-    return on_stream(stream, [&] { return nccl_->all_gather(in, out, count, dtype); });
+    return on_stream(*nccl_, stream, [&] { return nccl_->all_gather(in, out, count, dtype); });
   }
 
   Status check(void* stream) override {
@@ -67,14 +77,6 @@ class NcclLamportCollectives final : public GpuCollectives {
   }
 
  private:
-  template <typename F>
-  Status on_stream(void* stream, F&& f) {
-    cudaStream_t old = nccl_->stream();
-    nccl_->set_stream(as_stream(stream));
-    Status st = f();
-    nccl_->set_stream(old);
-    return st;
-  }
 
   std::unique_ptr<NcclCommunicator> nccl_;
   std::unique_ptr<LamportAllReduce> lamport_;
@@ -84,22 +86,14 @@ class NcclStageLink final : public GpuStageLink {
  public:
   explicit NcclStageLink(std::unique_ptr<NcclCommunicator> nccl) : nccl_(std::move(nccl)) {}
   Status send(const void* data, size_t bytes, void* stream) override {
-    return on_stream(stream, [&] { return nccl_->send(data, bytes, 1 - nccl_->rank(), 0); });
+    return on_stream(*nccl_, stream, [&] { return nccl_->send(data, bytes, 1 - nccl_->rank(), 0); });
   }
   Status recv(void* data, size_t bytes, void* stream) override {
-    return on_stream(stream, [&] { return nccl_->recv(data, bytes, 1 - nccl_->rank(), 0); });
+    return on_stream(*nccl_, stream, [&] { return nccl_->recv(data, bytes, 1 - nccl_->rank(), 0); });
   }
   Status health() const override { return nccl_->health(); }
 
  private:
-  template <typename F>
-  Status on_stream(void* stream, F&& f) {
-    cudaStream_t old = nccl_->stream();
-    nccl_->set_stream(as_stream(stream));
-    Status st = f();
-    nccl_->set_stream(old);
-    return st;
-  }
   std::unique_ptr<NcclCommunicator> nccl_;
 };
 

@@ -18,6 +18,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "../shell_command.h"
 #include "graph/cuda_backend.h"
 
 namespace {
@@ -37,14 +38,9 @@ std::string repo() {
 // stdout of `shardlm ARGS`; stderr (every rank's log) goes to `log`.
 std::string run(const std::string& args, int* exit_code, std::string* log) {
   const std::string err = ::testing::TempDir() + "/cuda_layouts_" + std::to_string(getpid()) + ".log";
-  const std::string cmd = "timeout 300 " + binary() + " " + args + " 2>" + err;
-  std::string out;
-  FILE* p = popen(cmd.c_str(), "r");
-  char buf[4096];
-  size_t n;
-  while (p && (n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  int st = p ? pclose(p) : -1;
-  *exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  auto r = shardlm::testing::run_shell("timeout 300 " + binary() + " " + args + " 2>" + err);
+  *exit_code = r.exit_code;
+  const std::string out = r.out;
   std::ifstream e(err);
   log->assign(std::istreambuf_iterator<char>(e), std::istreambuf_iterator<char>());
   return out;

@@ -14,6 +14,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "../shell_command.h"
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -27,20 +29,12 @@ struct Result {
 
 Result run_cli(const std::string& args) {
   const std::string cmd = "timeout 60 " + std::string(SHARDLM_BINARY_DIR) + "/shardlm " + args + " 2>&1";
+  auto sh = shardlm::testing::run_shell(cmd);
   Result r;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
-  int status = pclose(p);
-  if (WIFEXITED(status)) {
-    r.exit_code = WEXITSTATUS(status);
-    // timeout(1) reports a child killed by a signal as 128 + signal.
-    r.signaled = r.exit_code >= 124;
-  } else {
-    r.signaled = true;
-  }
+  r.exit_code = sh.exit_code;
+  r.output = std::move(sh.out);
+  // timeout(1) reports a child killed by a signal as 128 + signal; -1: not exited normally.
+  r.signaled = r.exit_code >= 124 || r.exit_code < 0;
   return r;
 }
 

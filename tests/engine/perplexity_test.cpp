@@ -16,18 +16,15 @@
 
 #include <nlohmann/json.hpp>
 
+#include "../shell_command.h"
+
 namespace {
 
 std::string run(const std::string& args, int* exit_code) {
-  const std::string cmd = "SHARDLM_NUM_THREADS=1 timeout 300 " + std::string(SHARDLM_BINARY_DIR) + "/shardlm " + args + " 2>/dev/null";
-  std::string out;
-  FILE* p = popen(cmd.c_str(), "r");
-  char buf[4096];
-  size_t n;
-  while (p && (n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  int st = p ? pclose(p) : -1;
-  *exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return out;
+  auto r = shardlm::testing::run_shell("SHARDLM_NUM_THREADS=1 timeout 300 " + std::string(SHARDLM_BINARY_DIR) +
+                                       "/shardlm " + args + " 2>/dev/null");
+  *exit_code = r.exit_code;
+  return r.out;
 }
 
 class Perplexity : public ::testing::TestWithParam<std::pair<int, int>> {};

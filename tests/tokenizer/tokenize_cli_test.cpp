@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "../shell_command.h"
 #include "test_util.h"
 
 namespace {
@@ -29,14 +30,8 @@ Result run(const std::string& args, const std::string& stdin_text = "") {
                    std::to_string(calls++) + ".txt";
   std::ofstream(in, std::ios::binary) << stdin_text;
   std::string cmd = std::string(SHARDLM_BINARY_DIR) + "/shardlm tokenize " + args + " < " + in + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  Result r{-1, ""};
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) r.out.append(buf, n);
-  int st = pclose(p);
-  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  auto sh = shardlm::testing::run_shell(cmd);
+  Result r{sh.exit_code, sh.out};
   return r;
 }
 
