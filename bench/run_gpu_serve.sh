@@ -83,6 +83,14 @@ if [ "$DEVICE" = cuda ]; then
   done
 fi
 
+if [ "$DEVICE" = cuda ]; then
+  # Greedy tokens drawn on the device: the same text at tp 1, tp 2 and pp 2 over NCCL.
+  for lay in "--tp 1" "--tp 2" "--pp 2 --pp-transport nccl"; do
+    timeout -k 5 60 $S generate --device cuda --kv-cache-fraction 0.05 $lay --prompt "And God said" --temperature 0 \
+      --max-tokens 40 2>/dev/null | tr '\n' ' ' | sed "s/^/$lay: /"; echo
+  done | tee "$L/generate_device_sampling.log"
+fi
+
 if [ "$DEVICE" = cuda ] && [ "$(left)" -gt 60 ]; then
   echo "== bench decode --tp 2 (per-op profile)"
   timeout -k 5 90 $S bench decode --tp 2 --batches 1,8,64 --steps 20 --prefill-tokens 2048 --kv-cache-fraction 0.3 \
