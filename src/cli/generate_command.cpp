@@ -273,13 +273,7 @@ void register_generate_command(CLI::App& app, CommandRunner* run) {
                   "Tokens per step at most (prefill is chunked to fit)")->capture_default_str();
   sub->add_option("--max-model-len", a->engine.max_model_len, "Context length limit (0 = the model's)")->capture_default_str();
   add_dist_flags(sub, &a->dist);
-  sub->add_option("--load-format", a->engine.load_format,
-                  "auto (the checkpoint), or dummy: random weights from config.json alone, the same in every layout")
-      ->capture_default_str();
-  sub->add_option("--device", a->device, "cpu (the reference backend) or cuda (one GPU)")->capture_default_str();
-  sub->add_option("--kv-cache-fraction,--gpu-memory-utilization,--mem-fraction-static", a->cuda.kv_cache_fraction,
-                  "With --device cuda: share of free GPU memory for the KV cache")
-      ->capture_default_str()->check(CLI::Range(0.01, 1.0));
+  add_backend_flags(sub, &a->engine, &a->device, &a->cuda);
   sub->add_option("--log-level", a->log_level, "debug, info, warn, error or off")->capture_default_str();
   sub->callback([a, run] { *run = [a] { return run_generate(*a); }; });
 }

@@ -121,6 +121,17 @@ void add_dist_flags(CLI::App* sub, DistArgs* a) {
       ->capture_default_str();
 }
 
+void add_backend_flags(CLI::App* sub, EngineConfig* engine, std::string* device, CudaEngineOptions* cuda) {
+  sub->add_option("--load-format", engine->load_format,
+                  "auto (the checkpoint), or dummy: random weights from config.json alone, the same in every layout")
+      ->capture_default_str();
+  sub->add_option("--device", *device, "cpu (the reference backend) or cuda (one GPU per rank)")->capture_default_str();
+  sub->add_option("--kv-cache-fraction,--gpu-memory-utilization,--mem-fraction-static", cuda->kv_cache_fraction,
+                  "With --device cuda: share of free GPU memory for the KV cache")
+      ->capture_default_str()
+      ->check(CLI::Range(0.01, 1.0));
+}
+
 void set_command_line(int argc, char** argv) { g_args.assign(argv, argv + argc); }
 
 Expected<LaunchInfo> detect_cli_launch(const DistArgs& a) {

@@ -33,6 +33,10 @@ struct DistArgs {
 // --pp-sync, --max-in-flight, --dist-timeout.
 void add_dist_flags(CLI::App* sub, DistArgs* a);
 
+// --load-format, --device, --kv-cache-fraction (+ its vLLM / SGLang spellings)
+// of the commands that run a model in-process (generate, perplexity).
+void add_backend_flags(CLI::App* sub, EngineConfig* engine, std::string* device, CudaEngineOptions* cuda);
+
 // Saved by main() so self-spawn can re-run the same command line.
 void set_command_line(int argc, char** argv);
 

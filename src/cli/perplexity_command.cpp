@@ -159,13 +159,7 @@ void register_perplexity_command(CLI::App& app, CommandRunner* run) {
   sub->add_option("--max-num-batched-tokens", a->engine.scheduler.max_num_batched_tokens,
                   "Tokens per forward at most (longer windows run in chunks)")->capture_default_str();
   add_dist_flags(sub, &a->dist);
-  sub->add_option("--load-format", a->engine.load_format,
-                  "auto (the checkpoint), or dummy: random weights from config.json alone, the same in every layout")
-      ->capture_default_str();
-  sub->add_option("--device", a->device, "cpu (the reference backend) or cuda (one GPU)")->capture_default_str();
-  sub->add_option("--kv-cache-fraction,--gpu-memory-utilization,--mem-fraction-static", a->cuda.kv_cache_fraction,
-                  "With --device cuda: share of free GPU memory for the KV cache")
-      ->capture_default_str()->check(CLI::Range(0.01, 1.0));
+  add_backend_flags(sub, &a->engine, &a->device, &a->cuda);
   sub->add_option("--log-level", a->log_level, "debug, info, warn, error or off")->capture_default_str();
   sub->callback([a, run] { *run = [a] { return run_perplexity(*a); }; });
 }

@@ -128,14 +128,18 @@ Status load_dummy_weights(const BuiltModel& model, graph::Backend& backend, bool
   return Status::Ok();
 }
 
-Status load_model_weights(const std::string& model_dir, const std::string& load_format, const BuiltModel& model,
-                          graph::Backend& backend, bool progress) {
-  if (load_format == "dummy") return load_dummy_weights(model, backend, progress);
+Expected<std::optional<WeightStore>> open_weights(const std::string& model_dir, const std::string& load_format) {
+  if (load_format == "dummy") return std::optional<WeightStore>();
   if (load_format != "auto" && load_format != "safetensors")
     return make_error(ErrorCode::kInvalidArgument, "--load-format must be auto, safetensors or dummy, not '{}'",
                       load_format);
   SHARDLM_ASSIGN_OR_RETURN(WeightStore store, WeightStore::open_dir(model_dir));
-  return load_weights(model, store, backend, progress);
+  return std::optional<WeightStore>(std::move(store));
+}
+
+Status load_model_weights(const std::optional<WeightStore>& store, const BuiltModel& model, graph::Backend& backend,
+                          bool progress) {
+  return store ? load_weights(model, *store, backend, progress) : load_dummy_weights(model, backend, progress);
 }
 
 }  // namespace shardlm

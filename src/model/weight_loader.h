@@ -2,6 +2,8 @@
 // checkpoint and hands them to the backend, with a progress bar on stderr.
 #pragma once
 
+#include <optional>
+
 #include "graph/backend.h"
 #include "model/decoder_builder.h"
 #include "model/safetensors.h"
@@ -23,9 +25,13 @@ uint64_t dummy_weight_seed(const std::string& hf_name);
 std::vector<graph::RandomBlock> dummy_weight_blocks(const WeightRecipe& recipe);
 Shape dummy_weight_shape(const WeightRecipe& recipe);  // parts stacked along dim 0, padded to pad_rows
 
-// `load_format`: "auto" / "safetensors" (the checkpoint in model_dir) or
-// "dummy"; anything else is kInvalidArgument naming the choices.
-Status load_model_weights(const std::string& model_dir, const std::string& load_format, const BuiltModel& model,
-                          graph::Backend& backend, bool progress);
+// Where a model's weights come from, per `load_format`: "auto" /
+// "safetensors" open the checkpoint in model_dir (headers checked now, so bad
+// files fail before any collective), "dummy" needs nothing (nullopt); anything
+// else is kInvalidArgument naming the choices.
+Expected<std::optional<WeightStore>> open_weights(const std::string& model_dir, const std::string& load_format);
+// The checkpoint's shards, or dummy weights when `store` is nullopt.
+Status load_model_weights(const std::optional<WeightStore>& store, const BuiltModel& model, graph::Backend& backend,
+                          bool progress);
 
 }  // namespace shardlm

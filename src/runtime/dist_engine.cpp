@@ -30,10 +30,9 @@ Expected<std::unique_ptr<DistEngine>> DistEngine::create(const LaunchInfo& launc
   SHARDLM_ASSIGN_OR_RETURN(e->model_, load_model_config(model_dir));
   SHARDLM_ASSIGN_OR_RETURN(Mapping mapping, Mapping::make(launch.rank, launch.world, o.dist.tp, o.dist.pp));
   SHARDLM_ASSIGN_OR_RETURN(e->built_, build_decoder(e->model_, mapping));
-  if (o.engine.load_format != "auto" && o.engine.load_format != "safetensors" && o.engine.load_format != "dummy")
-    return make_error(ErrorCode::kInvalidArgument, "--load-format must be auto, safetensors or dummy, not '{}'",
-                      o.engine.load_format);
-  if (o.engine.load_format != "dummy") SHARDLM_TRY(WeightStore::open_dir(model_dir).status());
+  SHARDLM_ASSIGN_OR_RETURN(std::optional<WeightStore> store, open_weights(model_dir, o.engine.load_format));
+  if (o.device != "cpu" && o.device != "cuda")
+    return make_error(ErrorCode::kInvalidArgument, "--device must be cpu or cuda, not '{}'", o.device);
   if (o.pp_transport != "host" && o.pp_transport != "nccl")
     return make_error(ErrorCode::kInvalidArgument, "--pp-transport must be host or nccl, not '{}'", o.pp_transport);
   if (o.pp_transport == "nccl" && o.device != "cuda")
@@ -56,18 +55,15 @@ Expected<std::unique_ptr<DistEngine>> DistEngine::create(const LaunchInfo& launc
   kv.head_dim = p.attn.head_dim;
   int64_t blocks = o.engine.num_kv_blocks;
   if (o.device == "cuda") {
-    auto cuda_blocks = e->setup_cuda(launch, o, model_dir, max_len, kv);
+    auto cuda_blocks = e->setup_cuda(launch, o, store, max_len, kv);
     if (!cuda_blocks.ok()) {
       ctx.report_fatal(cuda_blocks.status().to_string());
       return cuda_blocks.status();
     }
     if (blocks <= 0) blocks = *cuda_blocks;
-  } else if (o.device != "cpu") {
-    return make_error(ErrorCode::kInvalidArgument, "--device must be cpu or cuda, not '{}'", o.device);
   } else {
     e->backend_ = graph::make_cpu_backend();
-    SHARDLM_TRY(load_model_weights(model_dir, o.engine.load_format, e->built_, *e->backend_,
-                                   o.engine.progress && launch.rank == 0));
+    SHARDLM_TRY(load_model_weights(store, e->built_, *e->backend_, o.engine.progress && launch.rank == 0));
     e->backend_->set_tp_communicator(ctx.tp_group());
   }
 
@@ -128,7 +124,7 @@ Expected<std::unique_ptr<DistEngine>> DistEngine::create(const LaunchInfo& launc
 }
 
 Expected<int64_t> DistEngine::setup_cuda(const LaunchInfo& launch, const DistEngineOptions& o,
-                                         const std::string& model_dir, int64_t max_len,
+                                         const std::optional<WeightStore>& store, int64_t max_len,
                                          const graph::KvCacheShape& kv_shape) {
   DistContext& ctx = *ctx_;
   const Mapping& m = ctx.mapping();
@@ -152,7 +148,7 @@ Expected<int64_t> DistEngine::setup_cuda(const LaunchInfo& launch, const DistEng
   bo.cuda_graphs = o.cuda.cuda_graphs;
   SHARDLM_ASSIGN_OR_RETURN(std::unique_ptr<graph::CudaBackend> backend, graph::make_cuda_backend(bo));
   graph::CudaBackend& cb = *backend;
-  SHARDLM_TRY(load_model_weights(model_dir, o.engine.load_format, built_, cb, o.engine.progress && launch.rank == 0));
+  SHARDLM_TRY(load_model_weights(store, built_, cb, o.engine.progress && launch.rank == 0));
   if (m.tp > 1) {  // before reserve(): the backend checks the program against its group
     std::vector<int> ranks;
     for (int i = 0; i < m.tp; ++i) ranks.push_back(m.rank_of(i, m.pp_rank()));

@@ -14,6 +14,7 @@
 #include "runtime/coordinator.h"
 #include "runtime/dist_context.h"
 #include "graph/backend.h"
+#include "model/safetensors.h"
 #include "runtime/engine.h"
 #include "runtime/pipeline_worker.h"
 
@@ -60,8 +61,9 @@ class DistEngine {
   // device == "cuda": picks and checks this rank's GPU, makes the CUDA backend
   // (weights, activations reserved) and the TP group's GPU collectives; returns
   // the KV blocks that fit on this rank.
-  Expected<int64_t> setup_cuda(const LaunchInfo& launch, const DistEngineOptions& o, const std::string& model_dir,
-                               int64_t max_len, const graph::KvCacheShape& kv_shape);
+  Expected<int64_t> setup_cuda(const LaunchInfo& launch, const DistEngineOptions& o,
+                               const std::optional<WeightStore>& store, int64_t max_len,
+                               const graph::KvCacheShape& kv_shape);
   std::unique_ptr<DistContext> ctx_;
   ModelConfig model_;
   BuiltModel built_;

@@ -19,7 +19,8 @@ Expected<std::unique_ptr<Engine>> Engine::create_cpu(const std::string& model_di
   SHARDLM_ASSIGN_OR_RETURN(Mapping mapping, Mapping::make(0, 1, 1, 1));
   SHARDLM_ASSIGN_OR_RETURN(BuiltModel built, build_decoder(mc, mapping));
   auto backend = graph::make_cpu_backend();
-  SHARDLM_TRY(load_model_weights(model_dir, config.load_format, built, *backend, config.progress));
+  SHARDLM_ASSIGN_OR_RETURN(auto store, open_weights(model_dir, config.load_format));
+  SHARDLM_TRY(load_model_weights(store, built, *backend, config.progress));
   return create(std::move(mc), std::move(built), std::move(backend), config);
 }
 
@@ -32,7 +33,8 @@ Expected<std::unique_ptr<Engine>> Engine::create_cuda(const std::string& model_d
   SHARDLM_ASSIGN_OR_RETURN(ModelConfig mc, load_model_config(model_dir));
   SHARDLM_ASSIGN_OR_RETURN(Mapping mapping, Mapping::make(0, 1, 1, 1));
   SHARDLM_ASSIGN_OR_RETURN(BuiltModel built, build_decoder(mc, mapping));
-  SHARDLM_TRY(load_model_weights(model_dir, config.load_format, built, *backend, config.progress));
+  SHARDLM_ASSIGN_OR_RETURN(auto store, open_weights(model_dir, config.load_format));
+  SHARDLM_TRY(load_model_weights(store, built, *backend, config.progress));
   int64_t max_len = config.max_model_len > 0 ? config.max_model_len : mc.max_position_embeddings;
   if (max_len <= 0) max_len = 4096;
   SHARDLM_TRY(backend->reserve(built.program, config.scheduler.max_num_batched_tokens,

@@ -31,6 +31,24 @@ EngineConfig gpu_config() {
   return c;
 }
 
+// ‖got − want‖₂ / ‖want‖₂, max |got − want|, max |want| (the bounds above).
+struct LogitDiff {
+  double rel = 0, max_err = 0, max_ref = 0;
+};
+LogitDiff logit_diff(const std::vector<float>& got, const std::vector<float>& want) {
+  double num = 0, den = 0;
+  LogitDiff d;
+  for (size_t v = 0; v < want.size(); ++v) {
+    const double e = static_cast<double>(got[v]) - want[v];
+    num += e * e;
+    den += static_cast<double>(want[v]) * want[v];
+    d.max_err = std::max(d.max_err, std::fabs(e));
+    d.max_ref = std::max(d.max_ref, std::fabs(static_cast<double>(want[v])));
+  }
+  d.rel = std::sqrt(num / std::max(den, 1e-30));
+  return d;
+}
+
 class CudaHfParity : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(CudaHfParity, LastLogitsMatchWithinBf16) {
@@ -45,16 +63,8 @@ TEST_P(CudaHfParity, LastLogitsMatchWithinBf16) {
     auto got = (*engine)->last_logits(ids);
     ASSERT_TRUE(got.ok()) << got.status().to_string();
     ASSERT_EQ(got->size(), want.size());
-    double num = 0, den = 0, max_err = 0, max_ref = 0;
-    for (size_t v = 0; v < want.size(); ++v) {
-      ASSERT_TRUE(std::isfinite((*got)[v])) << "vocab id " << v;
-      const double d = (*got)[v] - want[v];
-      num += d * d;
-      den += static_cast<double>(want[v]) * want[v];
-      max_err = std::max(max_err, std::fabs(d));
-      max_ref = std::max(max_ref, std::fabs(static_cast<double>(want[v])));
-    }
-    const double rel = std::sqrt(num / std::max(den, 1e-30));
+    for (size_t v = 0; v < want.size(); ++v) ASSERT_TRUE(std::isfinite((*got)[v])) << "vocab id " << v;
+    const auto [rel, max_err, max_ref] = logit_diff(*got, want);
     std::printf("  %s prompt of %zu tokens: rel L2 %.2e, max err %.3f (max |hf| %.3f)\n", GetParam().c_str(),
                 ids.size(), rel, max_err, max_ref);
     EXPECT_LE(rel, 3e-2) << GetParam() << " prompt of " << ids.size() << " tokens";
@@ -134,17 +144,10 @@ TEST_P(CudaHfParity, DummyWeightsMatchTheCpuBackend) {
   auto c = (*cpu)->last_logits(ids);
   ASSERT_TRUE(g.ok() && c.ok());
   ASSERT_EQ(g->size(), c->size());
-  double num = 0, den = 0, max_err = 0, max_ref = 0;
-  for (size_t v = 0; v < c->size(); ++v) {
-    const double d = (*g)[v] - (*c)[v];
-    num += d * d;
-    den += static_cast<double>((*c)[v]) * (*c)[v];
-    max_err = std::max(max_err, std::fabs(d));
-    max_ref = std::max(max_ref, std::fabs(static_cast<double>((*c)[v])));
-  }
-  std::printf("  %s dummy weights: rel L2 %.2e, max err %.3g (max |cpu| %.3g)\n", GetParam().c_str(),
-              std::sqrt(num / std::max(den, 1e-30)), max_err, max_ref);
-  EXPECT_LE(std::sqrt(num / std::max(den, 1e-30)), 3e-2);
+  const auto [rel, max_err, max_ref] = logit_diff(*g, *c);
+  std::printf("  %s dummy weights: rel L2 %.2e, max err %.3g (max |cpu| %.3g)\n", GetParam().c_str(), rel, max_err,
+              max_ref);
+  EXPECT_LE(rel, 3e-2);
   EXPECT_LE(max_err, 0.06 * max_ref);
 }
 
