@@ -85,7 +85,10 @@ fi
 
 if [ "$DEVICE" = cuda ]; then
   # Greedy tokens drawn on the device: the same text at tp 1, tp 2 and pp 2 over NCCL.
-  for lay in "--tp 1" "--tp 2" "--pp 2 --pp-transport nccl"; do
+  NGPU=$(nvidia-smi -L | wc -l)
+  lays=("--tp 1" "--tp 2" "--pp 2 --pp-transport nccl")
+  [ "$NGPU" -ge 4 ] && lays+=("--tp 2 --pp 2" "--tp 2 --pp 2 --pp-transport nccl")
+  for lay in "${lays[@]}"; do
     timeout -k 5 60 $S generate --device cuda --kv-cache-fraction 0.05 $lay --prompt "And God said" --temperature 0 \
       --max-tokens 40 2>/dev/null | tr '\n' ' ' | sed "s/^/$lay: /"; echo
   done | tee "$L/generate_device_sampling.log"
@@ -96,6 +99,10 @@ if [ "$DEVICE" = cuda ] && [ "$(left)" -gt 60 ]; then
   timeout -k 5 90 $S bench decode --tp 2 --batches 1,8,64 --steps 20 --prefill-tokens 2048 --kv-cache-fraction 0.3 \
     --json "$L/decode_tp2.json" > "$L/decode_tp2.log" 2>&1; echo "rc=$?" >> "$L/decode_tp2.log"
   grep -vE "\] \[info\]" "$L/decode_tp2.log" | tail -22
+  echo "== bench decode --tp 1 batch 1 (per-op profile, same run)"
+  timeout -k 5 60 $S bench decode --batches 1 --steps 20 --prefill-tokens 2048 --kv-cache-fraction 0.3 \
+    --json "$L/decode_tp1.json" > "$L/decode_tp1.log" 2>&1; echo "rc=$?" >> "$L/decode_tp1.log"
+  grep -vE "\] \[info\]" "$L/decode_tp1.log" | tail -22
 fi
 
 serve_and_bench() {  # name, serve flags...
@@ -124,10 +131,11 @@ serve_and_bench() {  # name, serve flags...
   kill -TERM $pid 2>/dev/null; timeout 40 tail --pid=$pid -f /dev/null; kill -9 $pid 2>/dev/null
   wait $pid 2>/dev/null; echo "server exit: $?" | tee -a "$L/serve_$name.log"
 }
-serve_and_bench tp1
 serve_and_bench tp2 --tp 2
-serve_and_bench pp2 --pp 2
-serve_and_bench pp2_sync --pp 2 --pp-sync
+serve_and_bench tp1
+serve_and_bench pp2 --pp 2 --pp-transport host
+serve_and_bench pp2_sync --pp 2 --pp-sync --pp-transport host
 serve_and_bench pp2_nccl --pp 2 --pp-transport nccl
+[ "${NGPU:-0}" -ge 4 ] && serve_and_bench tp2pp2 --tp 2 --pp 2
 tar -C "$OUT" -czf "$OUT/gpu_serve_logs.tgz" logs && rm -rf "$L"
 echo "== done in $(( $(date +%s) - start )) s"

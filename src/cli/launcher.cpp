@@ -116,8 +116,8 @@ void add_dist_flags(CLI::App* sub, DistArgs* a) {
   sub->add_option("--dist-timeout", a->timeout_s, "Seconds any cross-rank wait may take before the job fails")
       ->capture_default_str();
   sub->add_option("--pp-transport", a->pp_transport,
-                  "How pipeline stages pass activations: host (f32 through the CPUs) or nccl (bf16 GPU to GPU, "
-                  "with --device cuda)")
+                  "How pipeline stages pass activations: host (f32 through the CPUs), nccl (bf16 GPU to GPU, "
+                  "with --device cuda) or auto (nccl on GPUs, host on CPUs)")
       ->capture_default_str();
 }
 

@@ -23,7 +23,7 @@ struct DistArgs {
   bool synchronous = false;       // --pp-sync
   int max_in_flight = 0;
   double timeout_s = 60;
-  std::string pp_transport = "host";  // --pp-transport host|nccl
+  std::string pp_transport = "auto";  // --pp-transport auto|host|nccl
   // Rank 0: seconds to stay up after the job failed (a dead rank, a fatal
   // error) before exiting non-zero, so /health can report 503 meanwhile.
   double fatal_grace_s = 0;

@@ -407,6 +407,7 @@ Status CudaBackendImpl::forward_impl(const Program& p, const StepInput& step, co
     rs.T = ntok;
     rs.R = nlog;
     rs.max_context = max_ctx;
+    for (int64_t s = 0; s < nseq; ++s) rs.max_q_len = std::max<int64_t>(rs.max_q_len, step.q_start[s + 1] - step.q_start[s]);
     rs.meta = MetaLayout::make(ntok, nseq, std::max<int64_t>(1, step.max_blocks_per_seq), nlog);
   }
   SHARDLM_TRY(ensure_buffers(p, rs.T, std::max<int64_t>(rs.R, 1), rs.max_context));

@@ -69,6 +69,7 @@ struct MetaLayout {
 // What one run of the op list needs besides the program.
 struct RunShape {
   int64_t T = 0, R = 0, max_context = 0;
+  int64_t max_q_len = 1;  // the most query rows of one sequence (attention kernel choice)
   MetaLayout meta;
 };
 

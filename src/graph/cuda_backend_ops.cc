@@ -147,6 +147,8 @@ Status CudaBackendImpl::run_op(const Program& p, const Op& op, const RunShape& r
       ap.scale = a.scale;
       ap.sliding_window = op.sliding_window;
       ap.max_context = rs.max_context;
+      ap.num_seqs = rs.meta.S;
+      ap.max_q_len = rs.max_q_len;
       SHARDLM_CUDA_TRY(kc::paged_attention(qkv, width, kcache, vcache, bf(bufs_[op.out]), ap, attn_ws_,
                                            attn_ws_bytes_, s),
                        "paged_attention");

@@ -33,8 +33,10 @@ Expected<std::unique_ptr<DistEngine>> DistEngine::create(const LaunchInfo& launc
   SHARDLM_ASSIGN_OR_RETURN(std::optional<WeightStore> store, open_weights(model_dir, o.engine.load_format));
   if (o.device != "cpu" && o.device != "cuda")
     return make_error(ErrorCode::kInvalidArgument, "--device must be cpu or cuda, not '{}'", o.device);
-  if (o.pp_transport != "host" && o.pp_transport != "nccl")
-    return make_error(ErrorCode::kInvalidArgument, "--pp-transport must be host or nccl, not '{}'", o.pp_transport);
+  if (o.pp_transport != "auto" && o.pp_transport != "host" && o.pp_transport != "nccl")
+    return make_error(ErrorCode::kInvalidArgument, "--pp-transport must be auto, host or nccl, not '{}'",
+                      o.pp_transport);
+  if (o.pp_transport == "auto") o.pp_transport = o.device == "cuda" ? "nccl" : "host";
   if (o.pp_transport == "nccl" && o.device != "cuda")
     return make_error(ErrorCode::kInvalidArgument, "--pp-transport nccl needs --device cuda");
   if (o.engine.sampler != "auto" && o.engine.sampler != "host" && o.engine.sampler != "backend")

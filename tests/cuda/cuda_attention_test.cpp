@@ -3,6 +3,10 @@
 // and whole prompts; contexts that cross block boundaries; shuffled block
 // tables; GQA groups of 1, 2, 4 and 7; head_dim 16 … 256; sliding windows;
 // and long contexts that take the split-K path (several splits + combine).
+// Sequences with ≥ kPrefillTensorCoreRows rows take the tensor-core prefill
+// kernel (head_dim 64/128; P rounded to bf16 before P·V, |err| ≤ 2^-9·max|v|,
+// inside the bound below); simt_only cases pass no batch shape, so the SIMT
+// kernel serves the same rows.
 //
 // q, k, v are bf16 values; the CPU reference runs in f32 on the same values.
 // Outputs are convex combinations of v ∈ [-1, 1]: the GPU rounds the result
@@ -31,6 +35,7 @@ struct AttnCase {
   int64_t nq, nkv, hd, block_size;
   std::vector<int32_t> q_len, ctx;  // per sequence
   int64_t window = 0;
+  bool simt_only = false;  // leave num_seqs / max_q_len unset: no tensor-core kernel
 };
 
 void run_case(const AttnCase& c) {
@@ -93,6 +98,10 @@ void run_case(const AttnCase& c) {
   p.scale = 1.0f / std::sqrt(static_cast<float>(c.hd));
   p.sliding_window = c.window;
   p.max_context = max_ctx;
+  if (!c.simt_only) {
+    p.num_seqs = ns;
+    p.max_q_len = *std::max_element(c.q_len.begin(), c.q_len.end());
+  }
   const size_t ws_bytes = kc::paged_attention_workspace_bytes(p);
   DeviceBuffer<float> ws(ws_bytes / 4 + 1);
   CUDA_OK(kc::paged_attention(dqkv.get(), width, dk.get(), dv.get(), dout.get(), p, ws.get(), ws_bytes, nullptr));
@@ -149,6 +158,15 @@ INSTANTIATE_TEST_SUITE_P(
         AttnCase{"long_split_k_hd128", 32, 8, 128, 16, {1}, {8191}},
         // Prefill of a whole prompt longer than one split, chunked against a cached prefix.
         AttnCase{"prefill_chunk_on_prefix", 4, 2, 64, 16, {200}, {700}},
+        AttnCase{"prefill_chunk_on_prefix_simt", 4, 2, 64, 16, {200}, {700}, 0, true},
+        // Tensor-core prefill: Llama-3 heads (GQA 4, hd 128) on a whole prompt of
+        // odd length; a chunk against a prefix next to a decode row, a 16-row
+        // sequence (the threshold) and a 15-row one (SIMT) in one batch; MHA hd 64
+        // with block size 32; a sliding window shorter than the chunk.
+        AttnCase{"prefill_tc_hd128_gqa4", 32, 8, 128, 16, {301}, {301}},
+        AttnCase{"prefill_tc_mixed_batch", 8, 2, 128, 16, {130, 1, 16, 15}, {1000, 50, 16, 90}},
+        AttnCase{"prefill_tc_mha_hd64_bs32", 6, 6, 64, 32, {64, 77}, {64, 200}},
+        AttnCase{"prefill_tc_window", 4, 2, 128, 16, {100}, {150}, 37},
         // MHA (group 1), group 7 (not a power of two), head_dim 16, 32, 80, 96 and 256.
         AttnCase{"mha_hd16", 5, 5, 16, 16, {3, 1}, {3, 77}},
         AttnCase{"gqa7_hd32", 14, 2, 32, 8, {2, 1}, {9, 130}},

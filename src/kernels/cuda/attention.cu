@@ -24,8 +24,12 @@
 //   (rows, max_context): a CUDA graph captured for a bound stays valid.
 //
 // All arithmetic in f32 (bf16 cache and q); scores are not rounded to bf16.
+// Sequences with ≥ kPrefillTensorCoreRows query rows in the step (prompts,
+// prefill chunks) go to the tensor-core kernel of attention_prefill.cu when
+// head_dim is 64 or 128; this kernel skips their rows.
 #include <algorithm>
 
+#include "kernels/cuda/attention_prefill.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/cuda_kernels.h"
 
@@ -59,6 +63,7 @@ struct KArgs {
   int64_t max_blocks, block_size, nq, nkv, hd, window, P;
   float scale;
   int nh, hgroups, nsplits;
+  int skip_q;     // > 0: rows of sequences with ≥ skip_q query rows belong to the tensor-core kernel
   float* ws_acc;  // [ntok, nq, nsplits, hd]
   float* ws_ml;   // [ntok, nq, nsplits, 2]
 };
@@ -90,6 +95,7 @@ __global__ void __launch_bounds__(kThreads) paged_attention_kernel(const KArgs a
   const int64_t head0 = g * (a.nq / a.nkv) + static_cast<int64_t>(blockIdx.y % a.hgroups) * a.nh;
   const int split = blockIdx.z;
   const int64_t s = a.token_seq[t];
+  if (a.skip_q > 0 && a.q_start[s + 1] - a.q_start[s] >= a.skip_q) return;
   const RowRange rr = row_range(a, t, s);
   const int64_t k_begin = rr.lo + split * a.P;
   if (k_begin > rr.pos) return;  // this row needs fewer splits (combine knows)
@@ -251,7 +257,9 @@ __global__ void __launch_bounds__(kThreads) paged_attention_kernel(const KArgs a
 __global__ void combine_kernel(const KArgs a) {
   griddep_wait();
   const int64_t t = blockIdx.x, head = blockIdx.y;
-  const RowRange rr = row_range(a, t, a.token_seq[t]);
+  const int64_t s = a.token_seq[t];
+  if (a.skip_q > 0 && a.q_start[s + 1] - a.q_start[s] >= a.skip_q) return;
+  const RowRange rr = row_range(a, t, s);
   const int64_t n_vis = rr.pos - rr.lo + 1;
   const int nact = static_cast<int>((n_vis + a.P - 1) / a.P);
   const int64_t base = (t * a.nq + head) * a.nsplits;
@@ -375,6 +383,16 @@ cudaError_t paged_attention(const bf16* q, int64_t q_stride, const bf16* k_cache
     a.ws_ml = workspace + static_cast<size_t>(p.num_tokens) * p.nq_heads * pl.nsplits * p.head_dim;
   }
   if (p.num_tokens > 0x7fffffff || p.nkv_heads * pl.hgroups > 65535) return cudaErrorInvalidValue;
+  // Sequences with many query rows go to the tensor-core kernel; with one
+  // sequence that is every row and the SIMT kernel is not launched at all.
+  const bool tc = p.num_seqs > 0 && p.max_q_len >= kPrefillTensorCoreRows && prefill_tc_supported(p.head_dim);
+  a.skip_q = tc ? static_cast<int>(kPrefillTensorCoreRows) : 0;
+  if (tc && p.num_seqs == 1)
+    return paged_prefill_attention_tc(q, q_stride, k_cache, v_cache, out, p, a.skip_q, stream);
+  if (tc) {
+    const cudaError_t e = paged_prefill_attention_tc(q, q_stride, k_cache, v_cache, out, p, a.skip_q, stream);
+    if (e != cudaSuccess) return e;
+  }
   const dim3 grid(static_cast<unsigned>(p.num_tokens), static_cast<unsigned>(p.nkv_heads * pl.hgroups),
                   static_cast<unsigned>(pl.nsplits));
   cudaError_t e = cudaErrorNotSupported;

@@ -105,7 +105,16 @@ struct PagedAttentionParams {
   // sizes the split-K grid, so a CUDA graph captured for a bound serves every
   // batch under it.
   int64_t max_context = 0;
+  // The step's shape as the host knows it, for the kernel choice: sequences
+  // with at least kPrefillTensorCoreRows query rows (prompts, prefill chunks)
+  // go to the tensor-core kernel when head_dim is 64 or 128, the other rows to
+  // the SIMT kernel. num_seqs = 0 (unknown): the SIMT kernel for every row.
+  int64_t num_seqs = 0;
+  int64_t max_q_len = 0;
 };
+// A sequence with this many query rows in a step fills a quarter of the
+// tensor-core kernel's 64-row tile; fewer are cheaper on the SIMT kernel.
+constexpr int64_t kPrefillTensorCoreRows = 16;
 
 bool attention_head_dim_supported(int64_t head_dim);
 // f32 scratch the split-K path needs for these params (0 when no split happens).
