@@ -16,6 +16,9 @@
 # ignore_eos) and stops the server with SIGTERM. Before that, `bench decode
 # --tp 2` with its per-op profile. Logs go to $OUT/logs, tarred at the end.
 # A dry run of the orchestration on CPU: DEVICE=cpu MODEL=DIR bash bench/run_gpu_serve.sh
+# STAGES (default "tests generate decode serve") picks the parts; with
+# BASE_BIN=<an older shardlm> at carry time, the decode stage also runs that
+# binary's `bench decode` in the same call (A/B of a kernel change).
 set -uo pipefail
 export NCCL_NVLS_ENABLE=0
 C=.gpu-serve-carry
@@ -29,7 +32,7 @@ if [ "$mode" = carry ]; then
   bash tests/tokenizer/fetch_tokenizers.sh >/dev/null
   rm -rf $C && mkdir -p $C/bin $C/lib $C/model
   cp "$B/shardlm" "$B/tests/cuda/cuda_kernels_test" "$B/tests/cuda/cuda_model_test" "$B/tests/cuda/cuda_layouts_test" \
-     $C/bin/ && strip $C/bin/*
+     $C/bin/ && { [ -z "${BASE_BIN:-}" ] || cp "$BASE_BIN" $C/bin/shardlm_base; } && strip $C/bin/*
   pwd > $C/source_dir  # the test binaries read their data under the source dir they were built in
   for f in $C/bin/*; do ldd "$f"; done | awk '$3 ~ /^\// {print $3}' | sort -u |
     grep -vE '/(libc|libm|libdl|librt|libpthread|libresolv|ld-linux[^/]*)\.so|/usr/local/cuda|libnccl' |
@@ -69,8 +72,10 @@ if [ "$DEVICE" = cuda ]; then
   nvidia-smi -L | tee "$L/machine.log"
 fi
 NUM=${NUM:-256} CONC=${CONC:-64} PORT=${PORT:-18231}
+STAGES=${STAGES:-tests generate decode serve}
+has() { [[ " $STAGES " == *" $1 "* ]]; }
 
-if [ "$DEVICE" = cuda ]; then
+if [ "$DEVICE" = cuda ] && has tests; then
   # GPU tests first: the device sampler against its CPU reference, dummy
   # weights GPU vs CPU and HF parity, every tp × pp layout (host and NCCL PP).
   SRC=$(cat $C/source_dir)
@@ -83,7 +88,7 @@ if [ "$DEVICE" = cuda ]; then
   done
 fi
 
-if [ "$DEVICE" = cuda ]; then
+if [ "$DEVICE" = cuda ] && has generate; then
   # Greedy tokens drawn on the device: the same text at tp 1, tp 2 and pp 2 over NCCL.
   NGPU=$(nvidia-smi -L | wc -l)
   lays=("--tp 1" "--tp 2" "--pp 2 --pp-transport nccl")
@@ -92,17 +97,27 @@ if [ "$DEVICE" = cuda ]; then
     timeout -k 5 60 $S generate --device cuda --kv-cache-fraction 0.05 $lay --prompt "And God said" --temperature 0 \
       --max-tokens 40 2>/dev/null | tr '\n' ' ' | sed "s/^/$lay: /"; echo
   done | tee "$L/generate_device_sampling.log"
+  # The 8B shape on dummy weights (one model in every layout): greedy token ids.
+  for lay in "--tp 1" "--tp 2" "--pp 2"; do
+    timeout -k 5 90 $S generate --model "$MODEL" --load-format dummy --device cuda --kv-cache-fraction 0.1 $lay \
+      --prompt "The capital of France is" --temperature 0 --max-tokens 24 2>/dev/null | tr '\n' ' ' | sed "s/^/8B dummy $lay: /"
+    echo
+  done | tee "$L/generate_8b_dummy.log"
 fi
 
-if [ "$DEVICE" = cuda ] && [ "$(left)" -gt 60 ]; then
+if [ "$DEVICE" = cuda ] && has decode && [ "$(left)" -gt 60 ]; then
+  for b in shardlm shardlm_base; do
+    [ -x $C/bin/$b ] || continue
+    echo "== $b: bench decode tp 1, batches 1,8,64,256, prefill ${PREFILL:-4096}"
+    timeout -k 5 120 $C/bin/$b bench decode --batches 1,8,64,256 --steps 20 --prefill-tokens ${PREFILL:-4096} \
+      --kv-cache-fraction 0.3 --json "$L/decode_tp1_$b.json" > "$L/decode_tp1_$b.log" 2>&1
+    echo "rc=$?" >> "$L/decode_tp1_$b.log"
+    grep -vE "\] \[info\]" "$L/decode_tp1_$b.log" | tail -24
+  done
   echo "== bench decode --tp 2 (per-op profile)"
-  timeout -k 5 90 $S bench decode --tp 2 --batches 1,8,64 --steps 20 --prefill-tokens 2048 --kv-cache-fraction 0.3 \
+  timeout -k 5 90 $S bench decode --tp 2 --batches 1,8,64 --steps 20 --prefill-tokens ${PREFILL:-4096} --kv-cache-fraction 0.3 \
     --json "$L/decode_tp2.json" > "$L/decode_tp2.log" 2>&1; echo "rc=$?" >> "$L/decode_tp2.log"
   grep -vE "\] \[info\]" "$L/decode_tp2.log" | tail -22
-  echo "== bench decode --tp 1 batch 1 (per-op profile, same run)"
-  timeout -k 5 60 $S bench decode --batches 1 --steps 20 --prefill-tokens 2048 --kv-cache-fraction 0.3 \
-    --json "$L/decode_tp1.json" > "$L/decode_tp1.log" 2>&1; echo "rc=$?" >> "$L/decode_tp1.log"
-  grep -vE "\] \[info\]" "$L/decode_tp1.log" | tail -22
 fi
 
 serve_and_bench() {  # name, serve flags...
@@ -131,6 +146,8 @@ serve_and_bench() {  # name, serve flags...
   kill -TERM $pid 2>/dev/null; timeout 40 tail --pid=$pid -f /dev/null; kill -9 $pid 2>/dev/null
   wait $pid 2>/dev/null; echo "server exit: $?" | tee -a "$L/serve_$name.log"
 }
+has serve || STAGES_SERVE_SKIP=1
+[ -n "${STAGES_SERVE_SKIP:-}" ] && serve_and_bench() { :; }
 serve_and_bench tp2 --tp 2
 serve_and_bench tp1
 serve_and_bench pp2 --pp 2 --pp-transport host

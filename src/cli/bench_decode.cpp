@@ -149,7 +149,7 @@ int run_decode_bench(const DecodeBenchOptions& o, DistContext* ctx) {
   for (size_t id = 0; id < built.recipes.size(); ++id)
     if (prog.weights[id] == "embed_tokens") embed_bytes = shape_numel(dummy_weight_shape(built.recipes[id])) * 2;
   for (const graph::Op& op : prog.ops)
-    if (op.kind == graph::OpKind::kLinear && op.out != prog.logits_buffer)
+    if ((op.kind == graph::OpKind::kLinear || op.kind == graph::OpKind::kLinearSiLUMul) && op.out != prog.logits_buffer)
       linear_params += shape_numel(dummy_weight_shape(built.recipes[op.weights[0]]));
   const int64_t lm_head_params = mc.vocab_size * mc.hidden_size / mapping->tp;
   if (mapping->tp > 1) {
@@ -340,8 +340,10 @@ int run_decode_bench(const DecodeBenchOptions& o, DistContext* ctx) {
     const auto prof = be.take_profile();
     double lin_ms = 0, attn_ms = 0;
     for (const auto& p : prof) {
-      if (p.op == "linear") lin_ms = p.ms;
-      if (p.op == "attention") attn_ms = p.ms;
+      // The fused ops count with their main part: linear_silu_mul is the
+      // gate|up linear (+ silu·up), rope_attention the attention (+ rope).
+      if (p.op == "linear" || p.op == "linear_silu_mul") lin_ms += p.ms;
+      if (p.op == "attention" || p.op == "rope_attention") attn_ms += p.ms;
     }
     const double lin_flops = 2.0 * T * linear_params;
     const double attn_flops = 2.0 * o.layers * prog.attn.nq_heads * prog.attn.head_dim * T * (T + 1.0);  // causal

@@ -173,7 +173,8 @@ Status CpuBackend::forward(const Program& p, const StepInput& step,
         }
         break;
       }
-      case OpKind::kRoPE: {
+      case OpKind::kRoPE:
+      case OpKind::kRoPEAttention: {
         // Rotate q and k in place, head by head, inside the packed qkv rows.
         float* qkv = buf(op.in);
         const int64_t width = p.buffers[op.in].width;
@@ -183,8 +184,9 @@ Status CpuBackend::forward(const Program& p, const StepInput& step,
           k::rope(row + q_width, &step.positions[t], 1, a.nkv_heads, a.head_dim, a.head_dim,
                   inv_freq_.data());
         }
-        break;
+        if (op.kind == OpKind::kRoPE) break;
       }
+        [[fallthrough]];  // rope_attention: the fused pair runs as its two parts here
       case OpKind::kAttention: {
         const int64_t l = op.layer - p.first_layer;
         const float* qkv = buf(op.in);
@@ -218,6 +220,13 @@ Status CpuBackend::forward(const Program& p, const StepInput& step,
       case OpKind::kSiLUMul:
         k::silu_mul(buf(op.in), buf(op.out), ntok, p.buffers[op.out].width);
         break;
+      case OpKind::kLinearSiLUMul: {
+        // Unfused on the CPU: the linear into the gate|up scratch (in2), then silu·up.
+        const Tensor& wt = weights_[op.weights[0]];
+        k::matmul(buf(op.in), wt.data<float>(), w(op, 1), buf(op.in2), ntok, wt.dim(0), wt.dim(1));
+        k::silu_mul(buf(op.in2), buf(op.out), ntok, p.buffers[op.out].width);
+        break;
+      }
       case OpKind::kGatherRows: {
         const int64_t width = p.buffers[op.in].width;
         for (int64_t r = 0; r < nlog; ++r)

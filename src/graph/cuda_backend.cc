@@ -300,7 +300,7 @@ Status CudaBackendImpl::ensure_buffers(const Program& p, int64_t T, int64_t R, i
   ap.max_context = max_context;
   size_t need = p.attn.nkv_heads > 0 ? kc::paged_attention_workspace_bytes(ap) : 0;
   for (const Op& op : p.ops)
-    if (op.kind == OpKind::kAttention && op.sliding_window > 0) {
+    if ((op.kind == OpKind::kAttention || op.kind == OpKind::kRoPEAttention) && op.sliding_window > 0) {
       ap.sliding_window = op.sliding_window;
       need = std::max(need, kc::paged_attention_workspace_bytes(ap));
     }

@@ -96,21 +96,33 @@ Status CudaBackendImpl::run_op(const Program& p, const Op& op, const RunShape& r
                                        rows_of(p, op.in2, rs), p.buffers[op.in2].width, op.eps, s),
                        "add_rmsnorm");
       break;
-    case OpKind::kLinear: {
+    case OpKind::kLinear:
+    case OpKind::kLinearSiLUMul: {
       const DevWeight& wt = weights_[op.weights[0]];
       const int64_t rows = rows_of(p, op.in, rs);
-      const bool f32 = buffer_is_f32(p, op.out);
+      // linear_silu_mul: the linear's [rows, 2·inter] output is in2 (scratch of the cuBLASLt path).
+      const bool silu = op.kind == OpKind::kLinearSiLUMul;
+      const int lin_out = silu ? op.in2 : op.out;
+      const bool f32 = buffer_is_f32(p, lin_out);
       // Decode-sized rows: one stream over the weights (gemv.cu) instead of cuBLASLt.
       if (rows <= opt_.gemv_max_rows && kc::gemv_supported(rows, wt.shape[1], bufs_[op.in], wt.ptr)) {
-        SHARDLM_CUDA_TRY(kc::gemv(cbf(bufs_[op.in]), cbf(wt.ptr), cbf(w(op, 1)), bufs_[op.out], f32, rows,
-                                  wt.shape[0], wt.shape[1], s, opt_.gemv_overlap_prologue),
-                         "gemv");
+        if (silu)
+          SHARDLM_CUDA_TRY(kc::gemv_silu_mul(cbf(bufs_[op.in]), cbf(wt.ptr), cbf(w(op, 1)), bf(bufs_[op.out]), rows,
+                                             wt.shape[0] / 2, wt.shape[1], s, opt_.gemv_overlap_prologue),
+                           "gemv_silu_mul");
+        else
+          SHARDLM_CUDA_TRY(kc::gemv(cbf(bufs_[op.in]), cbf(wt.ptr), cbf(w(op, 1)), bufs_[op.out], f32, rows,
+                                    wt.shape[0], wt.shape[1], s, opt_.gemv_overlap_prologue),
+                           "gemv");
         break;
       }
       std::string err;
-      if (!gemm_->matmul(bufs_[op.in], wt.ptr, w(op, 1), bufs_[op.out], rows, wt.shape[0], wt.shape[1],
+      if (!gemm_->matmul(bufs_[op.in], wt.ptr, w(op, 1), bufs_[lin_out], rows, wt.shape[0], wt.shape[1],
                          kc::GemmType::kBF16, f32 ? kc::GemmType::kF32 : kc::GemmType::kBF16, s, &err))
         return make_error(ErrorCode::kInternal, "linear {}: {}", p.weights[op.weights[0]], err);
+      if (silu)
+        SHARDLM_CUDA_TRY(kc::silu_mul(cbf(bufs_[op.in2]), bf(bufs_[op.out]), rows, p.buffers[op.out].width, s),
+                         "silu_mul");
       break;
     }
     case OpKind::kHeadRMSNorm:
@@ -123,16 +135,22 @@ Status CudaBackendImpl::run_op(const Program& p, const Op& op, const RunShape& r
                                    a.nkv_heads, a.head_dim, inv_freq_, s),
                        "rope");
       break;
-    case OpKind::kAttention: {
+    case OpKind::kAttention:
+    case OpKind::kRoPEAttention: {
       const int64_t l = op.layer - p.first_layer;
       const int64_t per_layer = kv_.num_blocks * kv_.block_size * kv_.nkv_heads * kv_.head_dim;
       kc::bf16* kcache = bf(kv_base_) + l * per_layer;
       kc::bf16* vcache = bf(kv_base_) + (kv_.num_layers + l) * per_layer;
       const int64_t width = p.buffers[op.in].width;
       const kc::bf16* qkv = cbf(bufs_[op.in]);
-      SHARDLM_CUDA_TRY(kc::kv_write(qkv, width, q_width, q_width + kv_width, kcache, vcache, meta_dev_ + M.slots, T,
-                                    a.nkv_heads, a.head_dim, s),
-                       "kv_write");
+      if (op.kind == OpKind::kRoPEAttention)
+        SHARDLM_CUDA_TRY(kc::rope_kv_write(bf(bufs_[op.in]), width, meta_dev_ + M.positions, meta_dev_ + M.slots, T,
+                                           a.nq_heads, a.nkv_heads, a.head_dim, inv_freq_, kcache, vcache, s),
+                         "rope_kv_write");
+      else
+        SHARDLM_CUDA_TRY(kc::kv_write(qkv, width, q_width, q_width + kv_width, kcache, vcache, meta_dev_ + M.slots,
+                                      T, a.nkv_heads, a.head_dim, s),
+                         "kv_write");
       kc::PagedAttentionParams ap;
       ap.num_tokens = T;
       ap.token_seq = meta_dev_ + M.token_seq;

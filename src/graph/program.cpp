@@ -17,6 +17,8 @@ const char* op_kind_name(OpKind k) {
     case OpKind::kSiLUMul: return "silu_mul";
     case OpKind::kAllReduce: return "all_reduce";
     case OpKind::kAllReduceAddRMSNorm: return "all_reduce_add_rmsnorm";
+    case OpKind::kRoPEAttention: return "rope_attention";
+    case OpKind::kLinearSiLUMul: return "linear_silu_mul";
     case OpKind::kGatherRows: return "gather_rows";
     case OpKind::kAllGatherColumns: return "all_gather_columns";
   }

@@ -27,6 +27,8 @@ enum class OpKind : uint8_t {
   kSiLUMul,              // in[rows, 2·inter] = [gate | up] → out[rows, inter]
   kAllReduce,            // in place sum over the tp group
   kAllReduceAddRMSNorm,  // allreduce(in); in2 += in; out = rmsnorm(in2) (fused)
+  kRoPEAttention,        // kRoPE then kAttention on the same qkv (fused: rotated k goes straight to the cache)
+  kLinearSiLUMul,        // out = silu_mul(linear(in)); in2 = the [rows, 2·inter] scratch of the unfused form
   kGatherRows,           // out[r] = in[logit_rows[r]]: keep rows that need logits
   kAllGatherColumns,     // vocab-parallel logits: out[rows, tp·n] from each rank's in[rows, n]
 };

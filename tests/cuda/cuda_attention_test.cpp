@@ -3,10 +3,11 @@
 // and whole prompts; contexts that cross block boundaries; shuffled block
 // tables; GQA groups of 1, 2, 4 and 7; head_dim 16 … 256; sliding windows;
 // and long contexts that take the split-K path (several splits + combine).
-// Sequences with ≥ kPrefillTensorCoreRows rows take the tensor-core prefill
-// kernel (head_dim 64/128; P rounded to bf16 before P·V, |err| ≤ 2^-9·max|v|,
-// inside the bound below); simt_only cases pass no batch shape, so the SIMT
-// kernel serves the same rows.
+// With head_dim 64/128, sequences with ≥ kPrefillTensorCoreRows rows take the
+// tensor-core prefill kernel and the other rows the tensor-core decode kernel
+// (GQA group ≤ 16); both round P to bf16 before P·V (|err| ≤ 2^-9·max|v|,
+// inside the bound below). simt_only cases run the SIMT kernel on the same
+// shapes (it serves every other head_dim and group).
 //
 // q, k, v are bf16 values; the CPU reference runs in f32 on the same values.
 // Outputs are convex combinations of v ∈ [-1, 1]: the GPU rounds the result
@@ -35,7 +36,7 @@ struct AttnCase {
   int64_t nq, nkv, hd, block_size;
   std::vector<int32_t> q_len, ctx;  // per sequence
   int64_t window = 0;
-  bool simt_only = false;  // leave num_seqs / max_q_len unset: no tensor-core kernel
+  bool simt_only = false;  // tensor_cores = false: the SIMT kernel for every row
 };
 
 void run_case(const AttnCase& c) {
@@ -98,10 +99,9 @@ void run_case(const AttnCase& c) {
   p.scale = 1.0f / std::sqrt(static_cast<float>(c.hd));
   p.sliding_window = c.window;
   p.max_context = max_ctx;
-  if (!c.simt_only) {
-    p.num_seqs = ns;
-    p.max_q_len = *std::max_element(c.q_len.begin(), c.q_len.end());
-  }
+  p.num_seqs = ns;
+  p.max_q_len = *std::max_element(c.q_len.begin(), c.q_len.end());
+  p.tensor_cores = !c.simt_only;
   const size_t ws_bytes = kc::paged_attention_workspace_bytes(p);
   DeviceBuffer<float> ws(ws_bytes / 4 + 1);
   CUDA_OK(kc::paged_attention(dqkv.get(), width, dk.get(), dv.get(), dout.get(), p, ws.get(), ws_bytes, nullptr));
@@ -151,6 +151,19 @@ INSTANTIATE_TEST_SUITE_P(
         // Llama-3-8B decode shape at 512 context (split-K at batch 1) and at batch 8.
         AttnCase{"decode_b1_ctx512", 32, 8, 128, 16, {1}, {512}},
         AttnCase{"decode_b8", 32, 8, 128, 16, {1, 1, 1, 1, 1, 1, 1, 1}, {512, 17, 16, 33, 1, 500, 129, 64}},
+        AttnCase{"decode_b8_simt", 32, 8, 128, 16, {1, 1, 1, 1, 1, 1, 1, 1}, {512, 17, 16, 33, 1, 500, 129, 64}, 0,
+                 true},
+        AttnCase{"long_split_k_hd128_simt", 32, 8, 128, 16, {1}, {8191}, 0, true},
+        // Tensor-core decode: 64 rows (the batch-64 shape) with contexts across
+        // block and tile edges; GQA 16 (the slab's limit) and GQA 1 at hd 64.
+        AttnCase{"decode_b64_tc", 32, 8, 128, 16, std::vector<int32_t>(64, 1),
+                 [] {
+                   std::vector<int32_t> c(64);
+                   for (int i = 0; i < 64; ++i) c[i] = 1 + (i * 37) % 700;
+                   return c;
+                 }()},
+        AttnCase{"decode_gqa16_tc", 32, 2, 64, 16, {1, 1, 2}, {1, 65, 129}},
+        AttnCase{"decode_mha_hd64_window", 4, 4, 64, 16, {1, 3}, {300, 90}, 70},
         // Mixed batch: decode, chunked prefill (7 new of 40), whole prompt (23), odd heads, hd 40.
         AttnCase{"mixed_odd_heads_hd40", 6, 3, 40, 16, {1, 7, 1, 23}, {1, 40, 300, 23}},
         // Long contexts: many splits and the combine kernel; GQA 4 and block size 32.

@@ -130,6 +130,35 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaGemv,
                                            GemmCase{6, 77, 2056, false, false}),
                          gemm_name);
 
+// The gate|up linear fused with silu·up (graph pass linear_silu_mul): bit for
+// bit gemv (bf16 out) then silu_mul, the unfused pair it replaces; every m,
+// bias, the tail-only and unrolled k paths, both launch modes.
+TEST(CudaGemv, SiluMulFusedIsBitwiseGemvThenSiluMul) {
+  SHARDLM_REQUIRE_GPU();
+  struct Case { int64_t m, inter, k; bool bias; };
+  for (const Case c : {Case{1, 14336, 4096, false}, Case{3, 77, 136, true}, Case{8, 1000, 4096, false},
+                       Case{5, 33, 96, true}, Case{2, 7168, 4096, false}, Case{7, 9, 1032, false}}) {
+    auto x = random_bf16_values(c.m * c.k, 31), w = random_bf16_values(2 * c.inter * c.k, 32),
+         b = random_bf16_values(2 * c.inter, 33);
+    DeviceBuffer<bf16> dx(x.size()), dw(w.size()), db(b.size()), dgu(c.m * 2 * c.inter), dref(c.m * c.inter),
+        dy(c.m * c.inter);
+    upload_bf16(dx, x);
+    upload_bf16(dw, w);
+    upload_bf16(db, b);
+    const bf16* bias = c.bias ? db.get() : nullptr;
+    for (bool pdl : {false, true}) {
+      CUDA_OK(cudaMemset(dy.get(), 0xff, c.m * c.inter * 2));  // NaN until written
+      CUDA_OK(kc::gemv(dx.get(), dw.get(), bias, dgu.get(), false, c.m, 2 * c.inter, c.k, nullptr, pdl));
+      CUDA_OK(kc::silu_mul(dgu.get(), dref.get(), c.m, c.inter, nullptr));
+      CUDA_OK(kc::gemv_silu_mul(dx.get(), dw.get(), bias, dy.get(), c.m, c.inter, c.k, nullptr, pdl));
+      CUDA_OK(cudaDeviceSynchronize());
+      const std::string tag = "m" + std::to_string(c.m) + " inter " + std::to_string(c.inter) + " k " +
+                              std::to_string(c.k) + (pdl ? " (programmatic launch)" : "");
+      expect_close(download_bf16(dy, c.m * c.inter), download_bf16(dref, c.m * c.inter), 0, 0, "gemv_silu_mul " + tag);
+    }
+  }
+}
+
 TEST(CudaGemv, RejectsWhatItCannotDo) {
   EXPECT_FALSE(kc::gemv_supported(9, 64, nullptr, nullptr));
   EXPECT_FALSE(kc::gemv_supported(1, 67, nullptr, nullptr));

@@ -149,6 +149,46 @@ TEST_P(CudaRope, MatchesCpu) {
   expect_close(download_bf16(d, qkv.size()), ref, 4e-3, kRtol, "rope");
 }
 
+// rope_kv_write (graph pass rope_attention) against rope_qk then kv_write,
+// bit for bit: the rotated q and k in the packed rows, the cache rows of
+// every token (a negative slot leaves its rows untouched).
+TEST_P(CudaRope, FusedWithKvWriteIsBitwiseTheTwoKernels) {
+  SHARDLM_REQUIRE_GPU();
+  const RopeCase c = GetParam();
+  const int64_t width = (c.nq + 2 * c.nkv) * c.hd, kvw = c.nkv * c.hd;
+  auto qkv = random_bf16_values(c.ntok * width, 11);
+  std::vector<int32_t> pos(c.ntok), slots(c.ntok);
+  for (int64_t t = 0; t < c.ntok; ++t) {
+    pos[t] = static_cast<int32_t>((t * 977) % 5000);
+    slots[t] = t == 1 ? -1 : static_cast<int32_t>((t * 5 + 3) % (2 * c.ntok + 3));  // distinct, one padding row
+  }
+  std::vector<float> inv(c.hd / 2);
+  cpu::RopeParams rp;
+  rp.head_dim = rp.rotary_dim = c.hd;
+  rp.theta = 10000.0;
+  cpu::rope_inv_freq(rp, inv.data());
+  const int64_t cache_rows = 2 * c.ntok + 3;
+  DeviceBuffer<bf16> a(qkv.size()), b(qkv.size()), ka(cache_rows * kvw), va(cache_rows * kvw), kb(cache_rows * kvw),
+      vb(cache_rows * kvw);
+  DeviceBuffer<int32_t> dpos(c.ntok), dslots(c.ntok);
+  DeviceBuffer<float> dinv(inv.size());
+  upload_bf16(a, qkv);
+  upload_bf16(b, qkv);
+  upload(dpos, pos);
+  upload(dslots, slots);
+  upload(dinv, inv);
+  for (auto* buf : {&ka, &va, &kb, &vb}) CUDA_OK(cudaMemset(buf->get(), 0x3c, cache_rows * kvw * 2));
+  CUDA_OK(kc::rope_qk(a.get(), width, dpos.get(), c.ntok, c.nq, c.nkv, c.hd, dinv.get(), nullptr));
+  CUDA_OK(kc::kv_write(a.get(), width, c.nq * c.hd, (c.nq + c.nkv) * c.hd, ka.get(), va.get(), dslots.get(), c.ntok,
+                       c.nkv, c.hd, nullptr));
+  CUDA_OK(kc::rope_kv_write(b.get(), width, dpos.get(), dslots.get(), c.ntok, c.nq, c.nkv, c.hd, dinv.get(), kb.get(),
+                            vb.get(), nullptr));
+  CUDA_OK(cudaDeviceSynchronize());
+  expect_close(download_bf16(b, qkv.size()), download_bf16(a, qkv.size()), 0, 0, "rope_kv_write qkv");
+  expect_close(download_bf16(kb, cache_rows * kvw), download_bf16(ka, cache_rows * kvw), 0, 0, "rope_kv_write k cache");
+  expect_close(download_bf16(vb, cache_rows * kvw), download_bf16(va, cache_rows * kvw), 0, 0, "rope_kv_write v cache");
+}
+
 INSTANTIATE_TEST_SUITE_P(Shapes, CudaRope,
                          ::testing::Values(RopeCase{1, 32, 8, 128, true}, RopeCase{5, 6, 3, 40, false},
                                            RopeCase{9, 7, 1, 64, true}, RopeCase{3, 4, 2, 16, false},

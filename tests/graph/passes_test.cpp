@@ -110,8 +110,56 @@ TEST(FusionPasses, IdempotentAtFixedPoint) {
   auto p = build(0, 2, 2);
   auto before = p.to_string();
   auto stats = graph::run_fusion_passes(p);
-  EXPECT_EQ(stats.allreduce_add_rmsnorm + stats.add_rmsnorm, 0);
+  EXPECT_EQ(stats.allreduce_add_rmsnorm + stats.add_rmsnorm + stats.rope_attention + stats.linear_silu_mul, 0);
   EXPECT_EQ(p.to_string(), before);
+}
+
+// rope → attention and linear → silu_mul (passes 2 and 3): one fused op per
+// layer in every layout, none of the plain pairs left; switched off, the
+// plain ops stay.
+void expect_rope_and_mlp_fused(const graph::Program& p, int layers) {
+  EXPECT_EQ(count(p, OpKind::kRoPEAttention), layers) << p.to_string();
+  EXPECT_EQ(count(p, OpKind::kLinearSiLUMul), layers) << p.to_string();
+  EXPECT_EQ(count(p, OpKind::kRoPE) + count(p, OpKind::kAttention) + count(p, OpKind::kSiLUMul), 0) << p.to_string();
+  for (const auto& op : p.ops) {
+    if (op.kind != OpKind::kLinearSiLUMul) continue;
+    EXPECT_EQ(p.buffers[op.in2].width, 2 * p.buffers[op.out].width) << "scratch is the [rows, 2·inter] gate|up buffer";
+  }
+}
+
+TEST(FusionPasses, RopeAttentionAndLinearSiluMulInEveryLayout) {
+  expect_rope_and_mlp_fused(build(0, 1, 1), 4);
+  expect_rope_and_mlp_fused(build(1, 2, 1), 4);
+  expect_rope_and_mlp_fused(build(0, 1, 2), 2);
+  expect_rope_and_mlp_fused(build(3, 2, 2), 2);
+  graph::PassOptions off;
+  off.fuse_rope_attention = false;
+  off.fuse_linear_silu_mul = false;
+  auto p = build(0, 1, 1, off);
+  EXPECT_EQ(count(p, OpKind::kRoPE), 4);
+  EXPECT_EQ(count(p, OpKind::kAttention), 4);
+  EXPECT_EQ(count(p, OpKind::kSiLUMul), 4);
+  EXPECT_EQ(count(p, OpKind::kRoPEAttention) + count(p, OpKind::kLinearSiLUMul), 0);
+  // Run later, the passes fuse exactly those pairs.
+  auto stats = graph::run_fusion_passes(p);
+  EXPECT_EQ(stats.rope_attention, 4);
+  EXPECT_EQ(stats.linear_silu_mul, 4);
+  expect_rope_and_mlp_fused(p, 4);
+}
+
+TEST(FusionPasses, LinearWhoseOutputIsReadAgainIsNotFused) {
+  auto p = build(0, 1, 1, graph::PassOptions{true, true, true, false});
+  // Make the last layer's gate|up output feed one more op after its silu_mul:
+  // fusing would leave that op reading a buffer nobody wrote.
+  size_t lin = 0;
+  for (size_t i = 0; i + 1 < p.ops.size(); ++i)
+    if (p.ops[i].kind == OpKind::kLinear && p.ops[i + 1].kind == OpKind::kSiLUMul) lin = i;
+  graph::Op reader = p.ops[lin + 1];
+  reader.out = p.ops[lin + 1].out;
+  p.ops.insert(p.ops.end(), reader);
+  auto stats = graph::run_fusion_passes(p);
+  EXPECT_EQ(stats.linear_silu_mul, 3);
+  EXPECT_EQ(count(p, OpKind::kSiLUMul), 2);  // the last layer's pair and the extra reader
 }
 
 TEST(DecoderBuilder, RejectsLayoutsThatDoNotDivide) {

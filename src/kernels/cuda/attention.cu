@@ -19,17 +19,20 @@
 //   Splits  with one split the block writes out = acc / l in bf16; otherwise
 //           (acc, m, l) go to an f32 workspace and a combine kernel merges
 //           them: out = Σ e^{m_i−M} acc_i / Σ e^{m_i−M} l_i.
-//   The split count is chosen so that rows × kv heads × splits ≥ 2 waves of
+//   The split count is chosen so that rows × kv heads × splits ≥ 4 × the SMs of
 //   the GPU (decode at small batch), capped at 64 splits, and depends only on
 //   (rows, max_context): a CUDA graph captured for a bound stays valid.
 //
 // All arithmetic in f32 (bf16 cache and q); scores are not rounded to bf16.
 // Sequences with ≥ kPrefillTensorCoreRows query rows in the step (prompts,
 // prefill chunks) go to the tensor-core kernel of attention_prefill.cu when
-// head_dim is 64 or 128; this kernel skips their rows.
+// head_dim is 64 or 128; this kernel skips their rows. The other rows take the
+// tensor-core decode kernel of that file when head_dim is 64 or 128 and a kv
+// head has ≤ 16 query heads (it reuses this file's split plan, workspace and
+// combine kernel); this kernel serves the remaining shapes.
 #include <algorithm>
 
-#include "kernels/cuda/attention_prefill.h"
+#include "kernels/cuda/attention_tc.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/cuda_kernels.h"
 
@@ -310,7 +313,7 @@ bool make_plan(const PagedAttentionParams& p, Plan* out) {
   int64_t max_ctx = std::max<int64_t>(1, p.max_context);
   if (p.sliding_window > 0) max_ctx = std::min<int64_t>(max_ctx, p.sliding_window);
   const int64_t base = std::max<int64_t>(1, p.num_tokens * p.nkv_heads * pl.hgroups);
-  const int64_t target = 2LL * num_sms();
+  const int64_t target = 4LL * num_sms();  // 2–3 blocks fit an SM
   int64_t want = base >= target ? 1 : (target + base - 1) / base;
   want = std::min<int64_t>({want, kMaxSplits, (max_ctx + kTile - 1) / kTile});
   want = std::max<int64_t>(want, 1);
@@ -385,7 +388,8 @@ cudaError_t paged_attention(const bf16* q, int64_t q_stride, const bf16* k_cache
   if (p.num_tokens > 0x7fffffff || p.nkv_heads * pl.hgroups > 65535) return cudaErrorInvalidValue;
   // Sequences with many query rows go to the tensor-core kernel; with one
   // sequence that is every row and the SIMT kernel is not launched at all.
-  const bool tc = p.num_seqs > 0 && p.max_q_len >= kPrefillTensorCoreRows && prefill_tc_supported(p.head_dim);
+  const bool tc = p.tensor_cores && p.num_seqs > 0 && p.max_q_len >= kPrefillTensorCoreRows &&
+                  prefill_tc_supported(p.head_dim);
   a.skip_q = tc ? static_cast<int>(kPrefillTensorCoreRows) : 0;
   if (tc && p.num_seqs == 1)
     return paged_prefill_attention_tc(q, q_stride, k_cache, v_cache, out, p, a.skip_q, stream);
@@ -393,9 +397,20 @@ cudaError_t paged_attention(const bf16* q, int64_t q_stride, const bf16* k_cache
     const cudaError_t e = paged_prefill_attention_tc(q, q_stride, k_cache, v_cache, out, p, a.skip_q, stream);
     if (e != cudaSuccess) return e;
   }
+  cudaError_t e = cudaErrorNotSupported;
+  if (p.tensor_cores && decode_tc_supported(p.head_dim, p.nq_heads / p.nkv_heads)) {
+    DecodeSplit ds;
+    ds.keys_per_split = pl.P;
+    ds.nsplits = pl.nsplits;
+    ds.ws_acc = a.ws_acc;
+    ds.ws_ml = a.ws_ml;
+    e = paged_decode_attention_tc(q, q_stride, k_cache, v_cache, out, p, ds, a.skip_q, stream);
+    if (e != cudaSuccess || pl.nsplits == 1) return e;
+    return launch_k(combine_kernel, dim3(static_cast<unsigned>(p.num_tokens), static_cast<unsigned>(p.nq_heads)),
+                    dim3(128), 0, stream, a);
+  }
   const dim3 grid(static_cast<unsigned>(p.num_tokens), static_cast<unsigned>(p.nkv_heads * pl.hgroups),
                   static_cast<unsigned>(pl.nsplits));
-  cudaError_t e = cudaErrorNotSupported;
   switch (padded_head_dim(p.head_dim)) {
     case 16: e = launch_h<16>(a, pl.maxh, grid, stream); break;
     case 32: e = launch_h<32>(a, pl.maxh, grid, stream); break;

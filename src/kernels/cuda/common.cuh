@@ -36,6 +36,12 @@ __device__ __forceinline__ void store8(bf16* p, const float (&f)[8]) {
 
 __device__ __forceinline__ float round_bf16(float x) { return __bfloat162float(__float2bfloat16(x)); }
 
+// silu(g)·u of the gated MLP: silu in f32, rounded to bf16, times u (the
+// caller rounds the product). One definition for silu_mul and the fused gemv.
+__device__ __forceinline__ float silu_times(float g, float u) {
+  return round_bf16(g / (1.0f + __expf(-g))) * u;
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

@@ -59,6 +59,14 @@ cudaError_t kv_write(const bf16* qkv, int64_t row_stride, int64_t k_offset, int6
                      bf16* v_cache, const int32_t* slot_mapping, int64_t ntok, int64_t nkv_heads,
                      int64_t head_dim, cudaStream_t stream);
 
+// rope_qk followed by kv_write in one kernel (the rope → attention fusion):
+// q and k rotated in place in the packed rows ([q heads | k heads | v heads]),
+// the rotated k and the v part written to cache slot slot_mapping[t]
+// (negative: skipped). Bit for bit the two kernels' result.
+cudaError_t rope_kv_write(bf16* qkv, int64_t row_stride, const int32_t* positions, const int32_t* slot_mapping,
+                          int64_t ntok, int64_t nq_heads, int64_t nkv_heads, int64_t head_dim, const float* inv_freq,
+                          bf16* k_cache, bf16* v_cache, cudaStream_t stream);
+
 // out[r, :] = in[rows[r], :] for r < n, rows of row_bytes bytes (any dtype; row_bytes % 2 == 0).
 cudaError_t gather_rows(const void* in, void* out, const int32_t* rows, int64_t n, int64_t row_bytes,
                         cudaStream_t stream);
@@ -84,6 +92,11 @@ bool gemv_supported(int64_t m, int64_t k, const void* x, const void* w);
 // w before waiting for the previous kernel in the stream (see gemv.cu).
 cudaError_t gemv(const bf16* x, const bf16* w, const bf16* bias, void* y, bool y_f32, int64_t m, int64_t n, int64_t k,
                  cudaStream_t stream, bool overlap_prologue = false);
+// The gated MLP's first half: y[m, inter] = silu(x·w[0:inter]ᵀ + b) · (x·w[inter:2·inter]ᵀ + b)
+// with w = [gate rows | up rows] ([2·inter, k]); bit for bit gemv (bf16 out)
+// followed by silu_mul, without the [m, 2·inter] intermediate.
+cudaError_t gemv_silu_mul(const bf16* x, const bf16* w, const bf16* bias, bf16* y, int64_t m, int64_t inter, int64_t k,
+                          cudaStream_t stream, bool overlap_prologue = false);
 
 // ---- paged attention (attention.cu) ---------------------------------------
 // One call covers prefill, chunked prefill and decode, exactly as
@@ -111,6 +124,10 @@ struct PagedAttentionParams {
   // the SIMT kernel. num_seqs = 0 (unknown): the SIMT kernel for every row.
   int64_t num_seqs = 0;
   int64_t max_q_len = 0;
+  // false: the SIMT kernel for every row (tests of it, A/B runs). Decode rows
+  // otherwise take the tensor-core decode kernel when head_dim is 64 or 128
+  // and a kv head serves at most 16 query heads.
+  bool tensor_cores = true;
 };
 // A sequence with this many query rows in a step fills a quarter of the
 // tensor-core kernel's 64-row tile; fewer are cheaper on the SIMT kernel.

@@ -9,6 +9,10 @@
 // will not be re-read this step); x (≤ 8 rows, a few KB) is read through L1.
 // Each lane keeps m partial dots; a xor-shuffle tree sums them and lane 0
 // writes y[·, n]. 8 warps per block, one row each.
+// gemv_silu_mul (the MLP's gate|up linear fused with silu·up): the warp of
+// output n dots both weight rows n (gate) and inter + n (up) in the same
+// loop, rounds each to bf16 as the unfused linear would, and writes
+// silu(gate)·up; the [m, 2·inter] intermediate never reaches memory.
 // With overlap_prologue the kernel is launched as a programmatic dependent
 // launch (Hopper): its blocks start while the previous kernel drains, prefetch
 // their weight rows into L2, and only then wait for that kernel's output x —
@@ -35,67 +39,93 @@ __device__ __forceinline__ void dot8(const Bf16x8& w, const Bf16x8& x, float& ac
   }
 }
 
-template <int M, bool kF32Out, bool kPrologue>
+// kRows = 1: y[·, row] = x·w[row]ᵀ. kRows = 2 (kSiLU): rows row and n + row
+// of w, y[·, row] = silu(gate)·up; y is [m, n] with n = inter.
+template <int M, bool kF32Out, bool kPrologue, bool kSiLU = false>
 __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w,
                                                            const bf16* __restrict__ bias, void* __restrict__ y,
                                                            int64_t n, int64_t k) {
+  constexpr int kRows = kSiLU ? 2 : 1;
   const int lane = threadIdx.x & 31;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
   if (row >= n) return;
-  const Bf16x8* wr = reinterpret_cast<const Bf16x8*>(w + row * k);
+  const Bf16x8* wr[kRows];
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) wr[r] = reinterpret_cast<const Bf16x8*>(w + (row + r * n) * k);
   const int64_t pieces = k / 8;
   if (kPrologue) {
     // The weights do not depend on the previous kernel: pull this warp's row
     // toward L2 while that kernel finishes, then wait for its output (x).
-    for (int64_t q = lane; q < pieces && q < 32 * kPrefetchPerLane; q += 32)
-      asm volatile("prefetch.global.L2 [%0];" ::"l"(wr + q));
+#pragma unroll
+    for (int r = 0; r < kRows; ++r)
+      for (int64_t q = lane; q < pieces && q < 32 * kPrefetchPerLane / kRows; q += 32)
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(wr[r] + q));
     griddep_wait();
   }
-  float acc[M];
+  float acc[kRows][M];
 #pragma unroll
-  for (int m = 0; m < M; ++m) acc[m] = 0.0f;
+  for (int r = 0; r < kRows; ++r)
+#pragma unroll
+    for (int m = 0; m < M; ++m) acc[r][m] = 0.0f;
   int64_t p = lane;
   for (; p + 32 * (kUnroll - 1) < pieces; p += 32 * kUnroll) {
-    Bf16x8 wv[kUnroll];
+    Bf16x8 wv[kRows][kUnroll];
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const uint4 raw = __ldcs(reinterpret_cast<const uint4*>(wr + p + 32 * u));
-      wv[u] = *reinterpret_cast<const Bf16x8*>(&raw);
-    }
+    for (int r = 0; r < kRows; ++r)
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const uint4 raw = __ldcs(reinterpret_cast<const uint4*>(wr[r] + p + 32 * u));
+        wv[r][u] = *reinterpret_cast<const Bf16x8*>(&raw);
+      }
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u)
 #pragma unroll
       for (int m = 0; m < M; ++m) {
         const Bf16x8 xv = *reinterpret_cast<const Bf16x8*>(x + m * k + (p + 32 * u) * 8);
-        dot8(wv[u], xv, acc[m]);
+#pragma unroll
+        for (int r = 0; r < kRows; ++r) dot8(wv[r][u], xv, acc[r][m]);
       }
   }
   for (; p < pieces; p += 32) {
-    const uint4 raw = __ldcs(reinterpret_cast<const uint4*>(wr + p));
-    const Bf16x8 wv = *reinterpret_cast<const Bf16x8*>(&raw);
 #pragma unroll
-    for (int m = 0; m < M; ++m) dot8(wv, *reinterpret_cast<const Bf16x8*>(x + m * k + p * 8), acc[m]);
+    for (int r = 0; r < kRows; ++r) {
+      const uint4 raw = __ldcs(reinterpret_cast<const uint4*>(wr[r] + p));
+      const Bf16x8 wv = *reinterpret_cast<const Bf16x8*>(&raw);
+#pragma unroll
+      for (int m = 0; m < M; ++m) dot8(wv, *reinterpret_cast<const Bf16x8*>(x + m * k + p * 8), acc[r][m]);
+    }
   }
 #pragma unroll
-  for (int m = 0; m < M; ++m) acc[m] = warp_sum(acc[m]);
-  if (lane == 0) {
-    const float b = bias ? __bfloat162float(bias[row]) : 0.0f;
+  for (int r = 0; r < kRows; ++r)
 #pragma unroll
-    for (int m = 0; m < M; ++m) {
-      if constexpr (kF32Out)
-        static_cast<float*>(y)[m * n + row] = acc[m] + b;
-      else
-        static_cast<bf16*>(y)[m * n + row] = __float2bfloat16(acc[m] + b);
+    for (int m = 0; m < M; ++m) acc[r][m] = warp_sum(acc[r][m]);
+  if (lane == 0) {
+    if constexpr (kSiLU) {
+      const float bg = bias ? __bfloat162float(bias[row]) : 0.0f;
+      const float bu = bias ? __bfloat162float(bias[n + row]) : 0.0f;
+#pragma unroll
+      for (int m = 0; m < M; ++m)  // gate and up rounded to bf16 first: the unfused linear's output
+        static_cast<bf16*>(y)[m * n + row] =
+            __float2bfloat16(silu_times(round_bf16(acc[0][m] + bg), round_bf16(acc[1][m] + bu)));
+    } else {
+      const float b = bias ? __bfloat162float(bias[row]) : 0.0f;
+#pragma unroll
+      for (int m = 0; m < M; ++m) {
+        if constexpr (kF32Out)
+          static_cast<float*>(y)[m * n + row] = acc[0][m] + b;
+        else
+          static_cast<bf16*>(y)[m * n + row] = __float2bfloat16(acc[0][m] + b);
+      }
     }
   }
 }
 
-template <int M, bool kF32Out>
+template <int M, bool kF32Out, bool kSiLU = false>
 cudaError_t launch2(const bf16* x, const bf16* w, const bf16* bias, void* y, int64_t n, int64_t k, bool pdl,
                     cudaStream_t s) {
   const unsigned grid = static_cast<unsigned>((n + kWarps - 1) / kWarps);
   if (!pdl) {
-    gemv_kernel<M, kF32Out, false><<<grid, kWarps * 32, 0, s>>>(x, w, bias, y, n, k);
+    gemv_kernel<M, kF32Out, false, kSiLU><<<grid, kWarps * 32, 0, s>>>(x, w, bias, y, n, k);
     return cudaGetLastError();
   }
   // Programmatic dependent launch: blocks may start before the previous kernel
@@ -110,13 +140,19 @@ cudaError_t launch2(const bf16* x, const bf16* w, const bf16* bias, void* y, int
   attr[0].val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = attr;
   cfg.numAttrs = 1;
-  return cudaLaunchKernelEx(&cfg, gemv_kernel<M, kF32Out, true>, x, w, bias, y, n, k);
+  return cudaLaunchKernelEx(&cfg, gemv_kernel<M, kF32Out, true, kSiLU>, x, w, bias, y, n, k);
 }
 
 template <int M>
 cudaError_t launch(const bf16* x, const bf16* w, const bf16* bias, void* y, int64_t n, int64_t k, bool f32, bool pdl,
                    cudaStream_t s) {
   return f32 ? launch2<M, true>(x, w, bias, y, n, k, pdl, s) : launch2<M, false>(x, w, bias, y, n, k, pdl, s);
+}
+
+template <int M>
+cudaError_t launch_silu(const bf16* x, const bf16* w, const bf16* bias, bf16* y, int64_t inter, int64_t k, bool pdl,
+                        cudaStream_t s) {
+  return launch2<M, false, true>(x, w, bias, y, inter, k, pdl, s);
 }
 
 }  // namespace
@@ -140,6 +176,23 @@ cudaError_t gemv(const bf16* x, const bf16* w, const bf16* bias, void* y, bool y
     case 6: return launch<6>(x, w, bias, y, n, k, y_f32, overlap_prologue, s);
     case 7: return launch<7>(x, w, bias, y, n, k, y_f32, overlap_prologue, s);
     default: return launch<8>(x, w, bias, y, n, k, y_f32, overlap_prologue, s);
+  }
+}
+
+cudaError_t gemv_silu_mul(const bf16* x, const bf16* w, const bf16* bias, bf16* y, int64_t m, int64_t inter,
+                          int64_t k, cudaStream_t s, bool overlap_prologue) {
+  if (!gemv_supported(m, k, x, w)) return cudaErrorInvalidValue;
+  if (inter <= 0) return cudaSuccess;
+  if ((inter + kWarps - 1) / kWarps > 0x7fffffff) return cudaErrorInvalidValue;
+  switch (m) {
+    case 1: return launch_silu<1>(x, w, bias, y, inter, k, overlap_prologue, s);
+    case 2: return launch_silu<2>(x, w, bias, y, inter, k, overlap_prologue, s);
+    case 3: return launch_silu<3>(x, w, bias, y, inter, k, overlap_prologue, s);
+    case 4: return launch_silu<4>(x, w, bias, y, inter, k, overlap_prologue, s);
+    case 5: return launch_silu<5>(x, w, bias, y, inter, k, overlap_prologue, s);
+    case 6: return launch_silu<6>(x, w, bias, y, inter, k, overlap_prologue, s);
+    case 7: return launch_silu<7>(x, w, bias, y, inter, k, overlap_prologue, s);
+    default: return launch_silu<8>(x, w, bias, y, inter, k, overlap_prologue, s);
   }
 }
 

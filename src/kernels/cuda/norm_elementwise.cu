@@ -100,10 +100,6 @@ __global__ void add_kernel(const bf16* a, const bf16* b, bf16* y, int64_t n) {
     y[i] = __float2bfloat16(__bfloat162float(a[i]) + __bfloat162float(b[i]));
 }
 
-__device__ __forceinline__ float silu_times(float g, float u) {
-  return round_bf16(g / (1.0f + __expf(-g))) * u;
-}
-
 template <bool kVec>
 __global__ void silu_mul_kernel(const bf16* __restrict__ gu, bf16* __restrict__ out, int64_t rows,
                                 int64_t inter) {

@@ -6,6 +6,8 @@
 //               reach 10^5 rad), x' = (a·cos − b·sin, b·cos + a·sin) in f32, one rounding.
 //   kv_write    thread per (token, element) of the k and v parts of a packed qkv row
 //               into cache row slot_mapping[t] ([blocks·block_size, nkv, hd]).
+//   rope_kv_write  both in one launch: the rope threads of k heads also store the
+//               rotated pair into the cache, then a second grid-stride loop copies v.
 //   gather_rows thread per 4-byte (or 2-byte) word of the selected rows.
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/cuda_kernels.h"
@@ -51,6 +53,40 @@ __global__ void rope_kernel(bf16* qkv, int64_t row_stride, const int32_t* __rest
     const float a = __bfloat162float(v[d]), b = __bfloat162float(v[d + half]);
     v[d] = __float2bfloat16(a * cs - b * sn);
     v[d + half] = __float2bfloat16(b * cs + a * sn);
+  }
+}
+
+__global__ void rope_kv_write_kernel(bf16* qkv, int64_t row_stride, const int32_t* __restrict__ positions,
+                                     const int32_t* __restrict__ slots, int64_t ntok, int64_t nq, int64_t nkv,
+                                     int64_t half, const float* __restrict__ inv_freq, bf16* __restrict__ kc,
+                                     bf16* __restrict__ vc) {
+  griddep_wait();
+  const int64_t per_tok = (nq + nkv) * half, hd = 2 * half, kv_width = nkv * hd;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < ntok * per_tok; i += stride) {
+    const int64_t t = i / per_tok, r = i % per_tok;
+    const int64_t h = r / half, d = r % half;
+    const float f = static_cast<float>(positions[t]) * inv_freq[d];
+    float sn, cs;
+    sincosf(f, &sn, &cs);
+    bf16* v = qkv + t * row_stride + h * hd;  // q heads then k heads
+    const float a = __bfloat162float(v[d]), b = __bfloat162float(v[d + half]);
+    const bf16 x0 = __float2bfloat16(a * cs - b * sn), x1 = __float2bfloat16(b * cs + a * sn);
+    v[d] = x0;
+    v[d + half] = x1;
+    if (h >= nq) {
+      const int64_t slot = slots[t];
+      if (slot >= 0) {
+        bf16* dst = kc + slot * kv_width + (h - nq) * hd;
+        dst[d] = x0;
+        dst[d + half] = x1;
+      }
+    }
+  }
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < ntok * kv_width; i += stride) {
+    const int64_t t = i / kv_width, e = i % kv_width;
+    const int64_t slot = slots[t];
+    if (slot >= 0) vc[slot * kv_width + e] = qkv[t * row_stride + (nq + nkv) * hd + e];
   }
 }
 
@@ -112,6 +148,16 @@ cudaError_t rope_qk(bf16* qkv, int64_t row_stride, const int32_t* positions, int
     if (_e != cudaSuccess) return _e;
   }
   return cudaGetLastError();
+}
+
+cudaError_t rope_kv_write(bf16* qkv, int64_t row_stride, const int32_t* positions, const int32_t* slot_mapping,
+                          int64_t ntok, int64_t nq, int64_t nkv, int64_t head_dim, const float* inv_freq,
+                          bf16* k_cache, bf16* v_cache, cudaStream_t s) {
+  if (ntok <= 0) return cudaSuccess;
+  if (head_dim % 2 != 0) return cudaErrorInvalidValue;
+  const int64_t half = head_dim / 2;
+  return launch_k(rope_kv_write_kernel, grid_for(ntok * (nq + nkv) * half, 256), 256, 0, s, qkv, row_stride, positions,
+                  slot_mapping, ntok, nq, nkv, half, inv_freq, k_cache, v_cache);
 }
 
 cudaError_t kv_write(const bf16* qkv, int64_t row_stride, int64_t k_offset, int64_t v_offset, bf16* k_cache,

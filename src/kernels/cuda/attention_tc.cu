@@ -1,7 +1,9 @@
-// Prefill attention on tensor cores (FlashAttention-2 schedule) over the paged
-// KV cache: the rows of one sequence that has many query rows in this step (a
-// whole prompt, or a chunk of one against its cached prefix), causal, with an
-// optional sliding window. Same semantics as cpu::paged_attention.
+// Attention on tensor cores over the paged KV cache, two kernels with the
+// semantics of cpu::paged_attention (causal, optional sliding window):
+//
+// PREFILL: the rows of a sequence with many query rows in this step (a whole
+// prompt, or a chunk of one against its cached prefix), FlashAttention-2
+// schedule:
 //
 //   grid  = (tile of kBM = 64 query rows of one sequence, query head)
 //   block = 4 warps; warp w owns query rows 16w … 16w+15 of the tile (one m16
@@ -22,9 +24,21 @@
 //   bank groups (an unswizzled 256-byte row stride would be an 8-way conflict).
 //   Output: O / l in bf16, written once; no split-K (a prefill has rows × heads
 //   blocks to fill the GPU).
+//
+// DECODE: the rows of sequences with few query rows (decode steps), GQA
+// folded into the MMA rows: one block per (row, kv head, split); the G ≤ 16
+// query heads that share the kv head are the rows of one m16 slab, so each K/V
+// byte is read once for all of them. The 4 warps split each 64-key tile (16
+// keys each) and keep their own (m, l, O); at the end they are merged through
+// shared memory (O = Σ_w 2^(m_w − M)·O_w, l likewise). The split-K plan and
+// the (acc, m, l) workspace are the SIMT kernel's (attention.cu), so its
+// combine kernel merges the splits. Decode is bound by KV bytes in flight:
+// cp.async double buffering keeps two 32 KB tiles in flight per block (hd 128)
+// where the SIMT kernel held one in registers.
+//
 // head_dim 64 and 128 are compiled (every architecture we serve but the small
 // test ones); other head dims stay on the SIMT kernel (attention.cu).
-#include "kernels/cuda/attention_prefill.h"
+#include "kernels/cuda/attention_tc.h"
 
 #include "kernels/cuda/common.cuh"
 
@@ -299,6 +313,224 @@ __global__ void __launch_bounds__(kThreads) prefill_tc_kernel(const TcArgs a) {
   }
 }
 
+struct TcDecodeArgs {
+  const bf16* q;
+  int64_t q_stride;
+  const bf16* kc;
+  const bf16* vc;
+  bf16* out;
+  const int32_t* token_seq;
+  const int32_t* q_start;
+  const int32_t* ctx_len;
+  const int32_t* block_tables;
+  int64_t max_blocks, nq, nkv, window, P;
+  int block_size, nsplits, skip_q;
+  float scale_log2;
+  float* ws_acc;  // [ntok, nq, nsplits, hd] (nsplits > 1)
+  float* ws_ml;   // [ntok, nq, nsplits, 2]: m (natural log domain), l
+};
+
+constexpr int kDecRows = 16;  // one m16 slab: the query heads of one kv head
+
+template <int HD>
+__global__ void __launch_bounds__(kThreads) decode_tc_kernel(const TcDecodeArgs a) {
+  griddep_wait();
+  constexpr int C = HD / 8;
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  bf16* sQ = reinterpret_cast<bf16*>(smem_raw);  // [kDecRows][HD]
+  bf16* sK = sQ + kDecRows * HD;                  // [2][kBN][HD]
+  bf16* sV = sK + 2 * kBN * HD;                   // [2][kBN][HD]
+
+  const int64_t t = blockIdx.x, g = blockIdx.y;
+  const int split = blockIdx.z;
+  const int64_t s = a.token_seq[t];
+  const int q_len = a.q_start[s + 1] - a.q_start[s];
+  if (a.skip_q > 0 && q_len >= a.skip_q) return;  // the prefill kernel's row
+  const int64_t pos = static_cast<int64_t>(a.ctx_len[s]) - q_len + (t - a.q_start[s]);
+  const int64_t lo = a.window > 0 ? max(static_cast<int64_t>(0), pos - a.window + 1) : 0;
+  const int64_t k_begin = lo + split * a.P;
+  if (k_begin > pos) return;  // this row needs fewer splits (combine knows)
+  const int64_t k_end = min(k_begin + a.P, pos + 1);  // exclusive
+  const int G = static_cast<int>(a.nq / a.nkv);
+  const int64_t head0 = g * G;
+  const int n_tiles = static_cast<int>((k_end - k_begin + kBN - 1) / kBN);
+  const int32_t* table = a.block_tables + s * a.max_blocks;
+  const int64_t kv_row = a.nkv * HD;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+
+  for (int i = tid; i < kDecRows * C; i += kThreads) {
+    const int r = i / C, c = i % C;
+    const bool ok = r < G;
+    cp_async16(sQ + swz<HD>(r, c), a.q + t * a.q_stride + (head0 + (ok ? r : 0)) * HD + c * 8, ok);
+  }
+  auto load_kv = [&](int tile, int buf) {
+    const int64_t kt = k_begin + static_cast<int64_t>(tile) * kBN;
+    for (int i = tid; i < kBN * C; i += kThreads) {
+      const int r = i / C, c = i % C;
+      const int64_t j = kt + r;
+      const bool ok = j < k_end;
+      int64_t off = 0;
+      if (ok) {
+        const int jj = static_cast<int>(j);  // positions < 2^31
+        off = (static_cast<int64_t>(table[jj / a.block_size]) * a.block_size + jj % a.block_size) * kv_row + g * HD +
+              c * 8;
+      }
+      cp_async16(sK + buf * kBN * HD + swz<HD>(r, c), a.kc + off, ok);
+      cp_async16(sV + buf * kBN * HD + swz<HD>(r, c), a.vc + off, ok);
+    }
+  };
+  load_kv(0, 0);
+  cp_async_commit();
+
+  const int gr = lane >> 2, tq = lane & 3;
+  uint32_t qf[HD / 16][4];
+  float o[HD / 8][4];
+#pragma unroll
+  for (int d = 0; d < HD / 8; ++d)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) o[d][e] = 0.0f;
+  float m_r[2] = {-INFINITY, -INFINITY}, l_r[2] = {0.0f, 0.0f};
+
+  for (int tile = 0; tile < n_tiles; ++tile) {
+    const int buf = tile & 1;
+    if (tile + 1 < n_tiles) {
+      load_kv(tile + 1, buf ^ 1);
+      cp_async_commit();
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+    if (tile == 0) {
+#pragma unroll
+      for (int ks = 0; ks < HD / 16; ++ks) ldmatrix_x4(qf[ks], sQ + swz<HD>(lane & 15, 2 * ks + (lane >> 4)));
+    }
+    const bf16* tK = sK + buf * kBN * HD;
+    const bf16* tV = sV + buf * kBN * HD;
+    const int key0 = 16 * warp;  // this warp's 16 keys of the tile
+
+    float sc[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
+#pragma unroll
+    for (int ks = 0; ks < HD / 16; ++ks) {
+      uint32_t kb[4];
+      ldmatrix_x4(kb, tK + swz<HD>(key0 + (lane & 7) + ((lane >> 4) << 3), 2 * ks + ((lane >> 3) & 1)));
+      mma_bf16(sc[0], qf[ks], kb[0], kb[1]);
+      mma_bf16(sc[1], qf[ks], kb[2], kb[3]);
+    }
+    const int64_t kt = k_begin + static_cast<int64_t>(tile) * kBN + key0;
+    float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int n = 0; n < 2; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int64_t j = kt + n * 8 + 2 * tq + (e & 1);
+        sc[n][e] = j < k_end ? sc[n][e] * a.scale_log2 : -INFINITY;
+        mx[e >> 1] = fmaxf(mx[e >> 1], sc[n][e]);
+      }
+    float alpha[2], mu[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+      const float m_new = fmaxf(m_r[r], mx[r]);
+      mu[r] = m_new == -INFINITY ? 0.0f : m_new;  // no visible key for this warp yet
+      alpha[r] = exp2f(m_r[r] - mu[r]);
+      m_r[r] = m_new;
+    }
+    float psum[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int n = 0; n < 2; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        sc[n][e] = exp2f(sc[n][e] - mu[e >> 1]);
+        psum[e >> 1] += sc[n][e];
+      }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) l_r[r] = l_r[r] * alpha[r] + psum[r];
+#pragma unroll
+    for (int d = 0; d < HD / 8; ++d) {
+      o[d][0] *= alpha[0];
+      o[d][1] *= alpha[0];
+      o[d][2] *= alpha[1];
+      o[d][3] *= alpha[1];
+    }
+    const uint32_t pa[4] = {pack_bf16(sc[0][0], sc[0][1]), pack_bf16(sc[0][2], sc[0][3]),
+                            pack_bf16(sc[1][0], sc[1][1]), pack_bf16(sc[1][2], sc[1][3])};
+#pragma unroll
+    for (int dp = 0; dp < HD / 16; ++dp) {
+      uint32_t vb[4];
+      ldmatrix_x4_trans(vb, tV + swz<HD>(key0 + (lane & 7) + (((lane >> 3) & 1) << 3), 2 * dp + (lane >> 4)));
+      mma_bf16(o[2 * dp], pa, vb[0], vb[1]);
+      mma_bf16(o[2 * dp + 1], pa, vb[2], vb[3]);
+    }
+    __syncthreads();  // the next iteration overwrites the other buffer
+  }
+
+  // Merge the 4 warps' (m, l, O) through shared memory (the K/V tiles are done).
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    l_r[r] += __shfl_xor_sync(0xffffffffu, l_r[r], 1);
+    l_r[r] += __shfl_xor_sync(0xffffffffu, l_r[r], 2);
+  }
+  float* red_m = reinterpret_cast<float*>(sK);  // [kWarps][kDecRows]
+  float* red_l = red_m + kWarps * kDecRows;     // [kWarps][kDecRows]
+  float* red_o = red_l + kWarps * kDecRows;     // [kWarps][kDecRows][HD]; fits in the K and V tiles
+  if (tq == 0) {
+    red_m[warp * kDecRows + gr] = m_r[0];
+    red_m[warp * kDecRows + gr + 8] = m_r[1];
+    red_l[warp * kDecRows + gr] = l_r[0];
+    red_l[warp * kDecRows + gr + 8] = l_r[1];
+  }
+#pragma unroll
+  for (int d = 0; d < HD / 8; ++d) {
+    float* row0 = red_o + (warp * kDecRows + gr) * HD + d * 8 + 2 * tq;
+    row0[0] = o[d][0];
+    row0[1] = o[d][1];
+    row0[8 * HD] = o[d][2];
+    row0[8 * HD + 1] = o[d][3];
+  }
+  __syncthreads();
+  constexpr float kLn2 = 0.6931471805599453f;
+  for (int e = tid; e < G * HD; e += kThreads) {
+    const int r = e / HD, d = e % HD;
+    float M = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) M = fmaxf(M, red_m[w * kDecRows + r]);
+    float L = 0.0f, O = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) {
+      const float f = exp2f(red_m[w * kDecRows + r] - M);  // 0 for a warp that saw no key
+      L += f * red_l[w * kDecRows + r];
+      O += f * red_o[(w * kDecRows + r) * HD + d];
+    }
+    const int64_t head = head0 + r;
+    if (a.nsplits == 1) {
+      a.out[(t * a.nq + head) * HD + d] = __float2bfloat16(O / L);
+    } else {
+      const int64_t idx = (t * a.nq + head) * a.nsplits + split;
+      a.ws_acc[idx * HD + d] = O;
+      if (d == 0) {
+        a.ws_ml[idx * 2] = M * kLn2;  // the combine kernel works in the natural-log domain
+        a.ws_ml[idx * 2 + 1] = L;
+      }
+    }
+  }
+}
+
+template <int HD>
+cudaError_t launch_decode(const TcDecodeArgs& a, int64_t num_tokens, cudaStream_t s) {
+  constexpr size_t smem = static_cast<size_t>(kDecRows + 4 * kBN) * HD * sizeof(bf16);  // Q + 2×K + 2×V
+  static_assert(2 * kWarps * kDecRows * sizeof(float) + kWarps * kDecRows * HD * sizeof(float) <=
+                    4 * kBN * HD * sizeof(bf16),
+                "the warp merge reuses the K/V tiles");
+  const cudaError_t attr = cudaFuncSetAttribute(decode_tc_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                static_cast<int>(smem));
+  if (attr != cudaSuccess) return attr;
+  return launch_k(decode_tc_kernel<HD>,
+                  dim3(static_cast<unsigned>(num_tokens), static_cast<unsigned>(a.nkv), static_cast<unsigned>(a.nsplits)),
+                  dim3(kThreads), smem, s, a);
+}
+
 template <int HD>
 cudaError_t launch(const TcArgs& a, int64_t num_tokens, cudaStream_t s) {
   constexpr size_t smem = static_cast<size_t>(kBM + 4 * kBN) * HD * sizeof(bf16);  // Q + 2×K + 2×V
@@ -344,6 +576,48 @@ cudaError_t paged_prefill_attention_tc(const bf16* q, int64_t q_stride, const bf
   a.min_q = min_q_len;
   a.scale_log2 = p.scale * kLog2e;
   return p.head_dim == 64 ? launch<64>(a, p.num_tokens, stream) : launch<128>(a, p.num_tokens, stream);
+}
+
+
+bool decode_tc_supported(int64_t head_dim, int64_t group) {
+  return prefill_tc_supported(head_dim) && group >= 1 && group <= kDecRows;
+}
+
+cudaError_t paged_decode_attention_tc(const bf16* q, int64_t q_stride, const bf16* k_cache, const bf16* v_cache,
+                                      bf16* out, const PagedAttentionParams& p, const DecodeSplit& split,
+                                      int skip_q_len, cudaStream_t stream) {
+  if (p.nkv_heads <= 0 || p.nq_heads % p.nkv_heads != 0 || !decode_tc_supported(p.head_dim, p.nq_heads / p.nkv_heads))
+    return cudaErrorNotSupported;
+  if (p.num_tokens <= 0) return cudaSuccess;
+  if (q_stride % 8 != 0 || (reinterpret_cast<uintptr_t>(q) & 15) || (reinterpret_cast<uintptr_t>(k_cache) & 15) ||
+      (reinterpret_cast<uintptr_t>(v_cache) & 15))
+    return cudaErrorMisalignedAddress;
+  if (p.block_size <= 0 || p.block_size > 0x7fffffff || p.num_tokens > 0x7fffffff || p.nkv_heads > 65535 ||
+      split.nsplits < 1 || split.nsplits > 65535 || split.keys_per_split <= 0 ||
+      (split.nsplits > 1 && (!split.ws_acc || !split.ws_ml)))
+    return cudaErrorInvalidValue;
+  TcDecodeArgs a{};
+  a.q = q;
+  a.q_stride = q_stride;
+  a.kc = k_cache;
+  a.vc = v_cache;
+  a.out = out;
+  a.token_seq = p.token_seq;
+  a.q_start = p.q_start;
+  a.ctx_len = p.ctx_len;
+  a.block_tables = p.block_tables;
+  a.max_blocks = p.max_blocks_per_seq;
+  a.nq = p.nq_heads;
+  a.nkv = p.nkv_heads;
+  a.window = p.sliding_window;
+  a.P = split.keys_per_split;
+  a.block_size = static_cast<int>(p.block_size);
+  a.nsplits = split.nsplits;
+  a.skip_q = skip_q_len;
+  a.scale_log2 = p.scale * kLog2e;
+  a.ws_acc = split.ws_acc;
+  a.ws_ml = split.ws_ml;
+  return p.head_dim == 64 ? launch_decode<64>(a, p.num_tokens, stream) : launch_decode<128>(a, p.num_tokens, stream);
 }
 
 }  // namespace shardlm::kernels::cuda
