@@ -18,7 +18,8 @@
 # A dry run of the orchestration on CPU: DEVICE=cpu MODEL=DIR bash bench/run_gpu_serve.sh
 # STAGES (default "tests generate decode serve") picks the parts; with
 # BASE_BIN=<an older shardlm> at carry time, the decode stage also runs that
-# binary's `bench decode` in the same call (A/B of a kernel change).
+# binary's `bench decode` in the same call (A/B of a kernel change); HF=1 adds
+# the HF transformers peer (bench/hf_decode.py) to the decode stage.
 set -uo pipefail
 export NCCL_NVLS_ENABLE=0
 C=.gpu-serve-carry
@@ -114,6 +115,12 @@ if [ "$DEVICE" = cuda ] && has decode && [ "$(left)" -gt 60 ]; then
     echo "rc=$?" >> "$L/decode_tp1_$b.log"
     grep -vE "\] \[info\]" "$L/decode_tp1_$b.log" | tail -24
   done
+  if [ -n "${HF:-}" ]; then  # the peer in the same run: HF transformers, eager and static cache
+    echo "== HF transformers peer (bench/hf_decode.py)"
+    PYTHONUNBUFFERED=1 timeout -k 5 ${HF_CAP:-150} python3 bench/hf_decode.py --batches ${HF_BATCHES:-1,64} \
+      --json "$L/hf_decode.json" > "$L/hf_decode.log" 2>&1; echo "rc=$?" >> "$L/hf_decode.log"
+    tail -8 "$L/hf_decode.log"
+  fi
   echo "== bench decode --tp 2 (per-op profile)"
   timeout -k 5 90 $S bench decode --tp 2 --batches 1,8,64 --steps 20 --prefill-tokens ${PREFILL:-4096} --kv-cache-fraction 0.3 \
     --json "$L/decode_tp2.json" > "$L/decode_tp2.log" 2>&1; echo "rc=$?" >> "$L/decode_tp2.log"
