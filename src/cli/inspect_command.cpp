@@ -38,6 +38,8 @@ int run_inspect(InspectArgs a) {
   graph::PassOptions passes;
   passes.fuse_allreduce = !a.no_allreduce_fusion && !a.no_fusion;
   passes.fuse_add_rmsnorm = !a.no_fusion;
+  passes.fuse_rope_attention = !a.no_fusion;
+  passes.fuse_linear_silu_mul = !a.no_fusion;
   const int world = a.tp * a.pp;
   for (int r = 0; r < world; ++r) {
     if (a.rank >= 0 && r != a.rank) continue;
