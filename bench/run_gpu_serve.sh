@@ -99,7 +99,9 @@ if [ "$DEVICE" = cuda ] && has generate; then
       --max-tokens 40 2>/dev/null | tr '\n' ' ' | sed "s/^/$lay: /"; echo
   done | tee "$L/generate_device_sampling.log"
   # The 8B shape on dummy weights (one model in every layout): greedy token ids.
-  for lay in "--tp 1" "--tp 2" "--pp 2"; do
+  lays8=("--tp 1" "--tp 2" "--pp 2")
+  [ "$NGPU" -ge 4 ] && lays8+=("--tp 2 --pp 2" "--tp 4")
+  for lay in "${lays8[@]}"; do
     timeout -k 5 90 $S generate --model "$MODEL" --load-format dummy --device cuda --kv-cache-fraction 0.1 $lay \
       --prompt "The capital of France is" --temperature 0 --max-tokens 24 2>/dev/null | tr '\n' ' ' | sed "s/^/8B dummy $lay: /"
     echo
@@ -125,6 +127,33 @@ if [ "$DEVICE" = cuda ] && has decode && [ "$(left)" -gt 60 ]; then
   timeout -k 5 90 $S bench decode --tp 2 --batches 1,8,64 --steps 20 --prefill-tokens ${PREFILL:-4096} --kv-cache-fraction 0.3 \
     --json "$L/decode_tp2.json" > "$L/decode_tp2.log" 2>&1; echo "rc=$?" >> "$L/decode_tp2.log"
   grep -vE "\] \[info\]" "$L/decode_tp2.log" | tail -22
+  if [ "$(nvidia-smi -L | wc -l)" -ge 4 ] && [ "$(left)" -gt 60 ]; then
+    echo "== bench decode --tp 4"
+    timeout -k 5 90 $S bench decode --tp 4 --batches 1,64 --steps 20 --prefill-tokens 0 --kv-cache-fraction 0.3 \
+      --json "$L/decode_tp4.json" > "$L/decode_tp4.log" 2>&1; echo "rc=$?" >> "$L/decode_tp4.log"
+    grep -vE "\] \[info\]" "$L/decode_tp4.log" | tail -8
+  fi
+fi
+
+if [ "$DEVICE" = cuda ] && has ncu; then
+  # Nsight Compute on the decode kernels (Firecracker machines read the
+  # counters; clocks left alone): the attention kernels at batch 64, the
+  # gemvs of the first layers at batch 1. Eager steps, a small KV cache (the
+  # replay saves and restores device memory: 4 layers keep that small).
+  NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+  sec="--section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy --section LaunchStats --section WarpStateStats"
+  echo "== ncu: attention at batch 64"
+  timeout -k 5 150 $NCU --clock-control none -k regex:'decode_tc_kernel|combine_kernel|rope_kv_write' -c 3 $sec \
+    $S bench decode --layers 4 --batches 64 --steps 1 --prefill-tokens 0 --no-graphs --kv-cache-fraction 0.05 \
+    > "$L/ncu_attention_b64.log" 2>&1
+  echo "rc=$?" >> "$L/ncu_attention_b64.log"
+  grep -E "^  [a-z_]+.*\(|Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Registers Per|rc=" "$L/ncu_attention_b64.log" | head -40
+  echo "== ncu: gemv at batch 1"
+  timeout -k 5 120 $NCU --clock-control none -k regex:'gemv_kernel' -c 8 --section SpeedOfLight --section LaunchStats \
+    $S bench decode --layers 4 --batches 1 --steps 1 --prefill-tokens 0 --no-graphs --kv-cache-fraction 0.05 \
+    > "$L/ncu_gemv_b1.log" 2>&1
+  echo "rc=$?" >> "$L/ncu_gemv_b1.log"
+  grep -E "^  [a-z_]+.*\(|Duration|DRAM Throughput|Grid Size|rc=" "$L/ncu_gemv_b1.log" | head -40
 fi
 
 serve_and_bench() {  # name, serve flags...
