@@ -37,6 +37,22 @@ def read_trace(path):
     return retire, execs, sampled
 
 
+class PipelineTransportFlag(unittest.TestCase):
+    """--pp-transport: auto (the default) is the host relay on CPU ranks; a
+    value the job cannot honour is an error every rank reports, never a hang."""
+
+    def test_auto_runs_and_bad_values_fail_on_every_rank(self):
+        batch = write_batch([[5, 6, 7]])
+        code, out, err = run_job("torchrun", 1, 2, greedy_args(batch, 3, ["--pp-transport", "auto"]), timeout=120)
+        self.assertEqual(code, 0, err[-3000:])
+        self.assertEqual(len(json_lines(out)), 1)
+        for value, message in (("nccl", "--pp-transport nccl needs --device cuda"),
+                               ("carrier-pigeon", "--pp-transport must be auto, host or nccl")):
+            code, _, err = run_job("torchrun", 1, 2, greedy_args(batch, 3, ["--pp-transport", value]), timeout=60)
+            self.assertNotEqual(code, 0, value)
+            self.assertGreaterEqual(err.count(message), 2, err[-3000:])  # both ranks say why
+
+
 class PipelineLoop(unittest.TestCase):
     def run_pp2(self, sync):
         prompts = [[(7 * i + j) % 500 + 1 for j in range(3 + i)] for i in range(8)]
