@@ -310,6 +310,7 @@ Status CudaBackendImpl::ensure_buffers(const Program& p, int64_t T, int64_t R, i
     cudaFree(attn_ws_);
     attn_ws_ = nullptr;
     SHARDLM_CUDA_TRY(cudaMalloc(&attn_ws_, need), "attention scratch");
+    SHARDLM_CUDA_TRY(cudaMemset(attn_ws_, 0, need), "attention scratch (split counters start at zero)");
     attn_ws_bytes_ = need;
   }
   cap_ctx_ = std::max(cap_ctx_, max_context);

@@ -104,6 +104,11 @@ void run_case(const AttnCase& c) {
   p.tensor_cores = !c.simt_only;
   const size_t ws_bytes = kc::paged_attention_workspace_bytes(p);
   DeviceBuffer<float> ws(ws_bytes / 4 + 1);
+  CUDA_OK(cudaMemset(ws.get(), 0, ws_bytes + 4));  // the split counters start at zero
+  // Twice, the output poisoned in between: the second call checks that the
+  // first left the split counters at zero (its last blocks must merge again).
+  CUDA_OK(kc::paged_attention(dqkv.get(), width, dk.get(), dv.get(), dout.get(), p, ws.get(), ws_bytes, nullptr));
+  CUDA_OK(cudaMemset(dout.get(), 0xff, ntok * q_width * 2));
   CUDA_OK(kc::paged_attention(dqkv.get(), width, dk.get(), dv.get(), dout.get(), p, ws.get(), ws_bytes, nullptr));
   CUDA_OK(cudaDeviceSynchronize());
   std::printf("  %s: %lld rows, split-K workspace %zu bytes\n", c.name.c_str(), static_cast<long long>(ntok), ws_bytes);

@@ -31,8 +31,9 @@
 // byte is read once for all of them. The 4 warps split each 64-key tile (16
 // keys each) and keep their own (m, l, O); at the end they are merged through
 // shared memory (O = Σ_w 2^(m_w − M)·O_w, l likewise). The split-K plan and
-// the (acc, m, l) workspace are the SIMT kernel's (attention.cu), so its
-// combine kernel merges the splits. Decode is bound by KV bytes in flight:
+// the (acc, m, l) workspace are the SIMT kernel's (attention.cu). Given
+// arrival counters, the last block of a (row, kv head) to finish merges the
+// splits and no combine kernel follows; without them the caller combines. Decode is bound by KV bytes in flight:
 // cp.async double buffering keeps two 32 KB tiles in flight per block (hd 128)
 // where the SIMT kernel held one in registers.
 //
@@ -328,6 +329,7 @@ struct TcDecodeArgs {
   float scale_log2;
   float* ws_acc;  // [ntok, nq, nsplits, hd] (nsplits > 1)
   float* ws_ml;   // [ntok, nq, nsplits, 2]: m (natural log domain), l
+  int32_t* counters;  // [ntok, nkv]: splits of (row, kv head) that have written their partials
 };
 
 constexpr int kDecRows = 16;  // one m16 slab: the query heads of one kv head
@@ -510,10 +512,40 @@ __global__ void __launch_bounds__(kThreads) decode_tc_kernel(const TcDecodeArgs 
       const int64_t idx = (t * a.nq + head) * a.nsplits + split;
       a.ws_acc[idx * HD + d] = O;
       if (d == 0) {
-        a.ws_ml[idx * 2] = M * kLn2;  // the combine kernel works in the natural-log domain
+        a.ws_ml[idx * 2] = M * kLn2;  // natural-log domain, as the SIMT kernel's partials
         a.ws_ml[idx * 2 + 1] = L;
       }
     }
+  }
+  if (a.nsplits == 1 || !a.counters) return;  // no counters: the caller's combine kernel merges
+
+  // Split-K merge without a second kernel: each block publishes its partials
+  // (fence), counts itself in; the last of the row's active splits merges
+  // out = Σ e^{m_i−M} acc_i / Σ e^{m_i−M} l_i and resets the counter.
+  __shared__ int is_last;
+  __threadfence();
+  __syncthreads();
+  const int nact = static_cast<int>((pos - lo + 1 + a.P - 1) / a.P);  // splits that ran for this row
+  if (tid == 0) {
+    int32_t* c = a.counters + t * a.nkv + g;
+    is_last = atomicAdd(c, 1) == nact - 1;
+    if (is_last) *c = 0;  // every split has arrived: ready for the next call
+  }
+  __syncthreads();
+  if (!is_last) return;
+  __threadfence();
+  for (int e = tid; e < G * HD; e += kThreads) {
+    const int r = e / HD, d = e % HD;
+    const int64_t base = (t * a.nq + head0 + r) * a.nsplits;
+    float M = -INFINITY;
+    for (int i = 0; i < nact; ++i) M = fmaxf(M, __ldcg(a.ws_ml + (base + i) * 2));
+    float L = 0.0f, O = 0.0f;
+    for (int i = 0; i < nact; ++i) {
+      const float f = __expf(__ldcg(a.ws_ml + (base + i) * 2) - M);
+      L += f * __ldcg(a.ws_ml + (base + i) * 2 + 1);
+      O += f * __ldcg(a.ws_acc + (base + i) * HD + d);
+    }
+    a.out[(t * a.nq + head0 + r) * HD + d] = __float2bfloat16(O / L);
   }
 }
 
@@ -617,6 +649,7 @@ cudaError_t paged_decode_attention_tc(const bf16* q, int64_t q_stride, const bf1
   a.scale_log2 = p.scale * kLog2e;
   a.ws_acc = split.ws_acc;
   a.ws_ml = split.ws_ml;
+  a.counters = split.counters;
   return p.head_dim == 64 ? launch_decode<64>(a, p.num_tokens, stream) : launch_decode<128>(a, p.num_tokens, stream);
 }
 

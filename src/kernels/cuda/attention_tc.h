@@ -23,11 +23,15 @@ struct DecodeSplit {
   int nsplits = 1;
   float* ws_acc = nullptr;  // [num_tokens, nq, nsplits, head_dim]
   float* ws_ml = nullptr;   // [num_tokens, nq, nsplits, 2]
+  // [num_tokens, nkv], zero before the first call and left zero by every
+  // call: the last split of a (row, kv head) merges in-kernel. nullptr: the
+  // partials stay in the workspace for the caller's combine kernel.
+  int32_t* counters = nullptr;
 };
 
 // Attention for every row except those of sequences with ≥ skip_q_len query
-// rows (skip_q_len 0: every row); with split.nsplits > 1 it writes the
-// workspace, and the caller runs the combine kernel.
+// rows (skip_q_len 0: every row); with split.nsplits > 1 the splits meet in
+// the workspace (see DecodeSplit::counters for who merges them).
 cudaError_t paged_decode_attention_tc(const bf16* q, int64_t q_stride, const bf16* k_cache, const bf16* v_cache,
                                       bf16* out, const PagedAttentionParams& p, const DecodeSplit& split,
                                       int skip_q_len, cudaStream_t stream);

@@ -134,7 +134,9 @@ struct PagedAttentionParams {
 constexpr int64_t kPrefillTensorCoreRows = 16;
 
 bool attention_head_dim_supported(int64_t head_dim);
-// f32 scratch the split-K path needs for these params (0 when no split happens).
+// Scratch the split-K path needs for these params (0 when no split happens).
+// It must be zero-filled once when allocated (it holds arrival counters that
+// every call leaves at zero again).
 size_t paged_attention_workspace_bytes(const PagedAttentionParams& p);
 // q rows: head h of row t at q + t·q_stride + h·head_dim; out[num_tokens, nq_heads, head_dim].
 cudaError_t paged_attention(const bf16* q, int64_t q_stride, const bf16* k_cache, const bf16* v_cache,
