@@ -19,7 +19,8 @@
 # STAGES (default "tests generate decode serve") picks the parts; with
 # BASE_BIN=<an older shardlm> at carry time, the decode stage also runs that
 # binary's `bench decode` in the same call (A/B of a kernel change); HF=1 adds
-# the HF transformers peer (bench/hf_decode.py) to the decode stage.
+# the HF transformers peer (bench/hf_decode.py) to the decode stage; AB_FLAGS
+# (e.g. "--pdl") runs the binary once more with those flags.
 set -uo pipefail
 export NCCL_NVLS_ENABLE=0
 C=.gpu-serve-carry
@@ -109,11 +110,13 @@ if [ "$DEVICE" = cuda ] && has generate; then
 fi
 
 if [ "$DEVICE" = cuda ] && has decode && [ "$(left)" -gt 60 ]; then
-  for b in shardlm shardlm_base; do
-    [ -x $C/bin/$b ] || continue
-    echo "== $b: bench decode tp 1, batches 1,8,64,256, prefill ${PREFILL:-4096}"
-    timeout -k 5 120 $C/bin/$b bench decode --batches 1,8,64,256 --steps 20 --prefill-tokens ${PREFILL:-4096} \
-      --kv-cache-fraction 0.3 --json "$L/decode_tp1_$b.json" > "$L/decode_tp1_$b.log" 2>&1
+  for b in shardlm shardlm_base ${AB_FLAGS:+shardlm_ab}; do
+    bin=$b; flags=""
+    [ $b = shardlm_ab ] && { bin=shardlm; flags=$AB_FLAGS; }
+    [ -x $C/bin/$bin ] || continue
+    echo "== $b $flags: bench decode tp 1, batches 1,8,64,256, prefill ${PREFILL:-4096}"
+    timeout -k 5 120 $C/bin/$bin bench decode --batches 1,8,64,256 --steps 20 --prefill-tokens ${PREFILL:-4096} \
+      --kv-cache-fraction 0.3 $flags --json "$L/decode_tp1_$b.json" > "$L/decode_tp1_$b.log" 2>&1
     echo "rc=$?" >> "$L/decode_tp1_$b.log"
     grep -vE "\] \[info\]" "$L/decode_tp1_$b.log" | tail -24
   done
