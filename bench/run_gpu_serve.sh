@@ -18,7 +18,8 @@
 # A dry run of the orchestration on CPU: DEVICE=cpu MODEL=DIR bash bench/run_gpu_serve.sh
 # STAGES (default "tests generate decode serve") picks the parts; with
 # BASE_BIN=<an older shardlm> at carry time, the decode stage also runs that
-# binary's `bench decode` in the same call (A/B of a kernel change); HF=1 adds
+# binary's `bench decode` in the same call (A/B of a kernel change; more with
+# EXTRA_BINS="name=path …", run as shardlm_name); HF=1 adds
 # the HF transformers peer (bench/hf_decode.py) to the decode stage; AB_FLAGS
 # (e.g. "--pdl") runs the binary once more with those flags.
 set -uo pipefail
@@ -35,6 +36,7 @@ if [ "$mode" = carry ]; then
   rm -rf $C && mkdir -p $C/bin $C/lib $C/model
   cp "$B/shardlm" "$B/tests/cuda/cuda_kernels_test" "$B/tests/cuda/cuda_model_test" "$B/tests/cuda/cuda_layouts_test" \
      $C/bin/ && { [ -z "${BASE_BIN:-}" ] || cp "$BASE_BIN" $C/bin/shardlm_base; } && strip $C/bin/*
+  for nb in ${EXTRA_BINS:-}; do cp "${nb#*=}" "$C/bin/shardlm_${nb%%=*}" && strip "$C/bin/shardlm_${nb%%=*}"; done
   pwd > $C/source_dir  # the test binaries read their data under the source dir they were built in
   for f in $C/bin/*; do ldd "$f"; done | awk '$3 ~ /^\// {print $3}' | sort -u |
     grep -vE '/(libc|libm|libdl|librt|libpthread|libresolv|ld-linux[^/]*)\.so|/usr/local/cuda|libnccl' |
@@ -110,7 +112,7 @@ if [ "$DEVICE" = cuda ] && has generate; then
 fi
 
 if [ "$DEVICE" = cuda ] && has decode && [ "$(left)" -gt 60 ]; then
-  for b in shardlm shardlm_base ${AB_FLAGS:+shardlm_ab}; do
+  for b in $(cd $C/bin && ls shardlm*) ${AB_FLAGS:+shardlm_ab}; do
     bin=$b; flags=""
     [ $b = shardlm_ab ] && { bin=shardlm; flags=$AB_FLAGS; }
     [ -x $C/bin/$bin ] || continue
