@@ -24,18 +24,8 @@ mode=${1:-device}
 
 if [ "$mode" = carry ]; then
   set -e
-  B=${2:-build-gpucomm}
-  cmake -S . -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-  ninja -C "$B" shardlm gpu_comm_test gpu_comm_strategy_test cuda_layouts_test
-  rm -rf $C && mkdir -p $C/bin $C/lib
-  cp "$B/shardlm" "$B/tests/gpu_comm/gpu_comm_test" "$B/tests/gpu_comm/gpu_comm_strategy_test" \
-     "$B/tests/cuda/cuda_layouts_test" $C/bin/
-  strip $C/bin/*
-  for f in $C/bin/*; do ldd "$f"; done | awk '$3 ~ /^\// {print $3}' | sort -u |
-    grep -vE '/(libc|libm|libdl|librt|libpthread|libresolv|ld-linux[^/]*)\.so|/usr/local/cuda|libnccl' |
-    while read -r l; do cp -L "$l" $C/lib/; done
-  grep -qx "/$C/" .git/info/exclude 2>/dev/null || echo "/$C/" >> .git/info/exclude
-  du -sh $C
+  bash bench/make_gpu_carry.sh $C "${2:-build-gpucomm}" shardlm tests/gpu_comm/gpu_comm_test \
+    tests/gpu_comm/gpu_comm_strategy_test tests/cuda/cuda_layouts_test
   exit 0
 fi
 

@@ -29,25 +29,19 @@ mode=${1:-device}
 
 if [ "$mode" = carry ]; then
   set -e
-  B=${2:-build-gpucomm}
-  cmake -S . -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-  ninja -C "$B" shardlm cuda_kernels_test cuda_model_test cuda_layouts_test
+  bash bench/make_gpu_carry.sh $C "${2:-build-gpucomm}" shardlm tests/cuda/cuda_kernels_test \
+    tests/cuda/cuda_model_test tests/cuda/cuda_layouts_test >/dev/null
   bash tests/tokenizer/fetch_tokenizers.sh >/dev/null
-  rm -rf $C && mkdir -p $C/bin $C/lib $C/model
-  cp "$B/shardlm" "$B/tests/cuda/cuda_kernels_test" "$B/tests/cuda/cuda_model_test" "$B/tests/cuda/cuda_layouts_test" \
-     $C/bin/ && { [ -z "${BASE_BIN:-}" ] || cp "$BASE_BIN" $C/bin/shardlm_base; } && strip $C/bin/*
-  for nb in ${EXTRA_BINS:-}; do cp "${nb#*=}" "$C/bin/shardlm_${nb%%=*}" && strip "$C/bin/shardlm_${nb%%=*}"; done
-  pwd > $C/source_dir  # the test binaries read their data under the source dir they were built in
-  for f in $C/bin/*; do ldd "$f"; done | awk '$3 ~ /^\// {print $3}' | sort -u |
-    grep -vE '/(libc|libm|libdl|librt|libpthread|libresolv|ld-linux[^/]*)\.so|/usr/local/cuda|libnccl' |
-    while read -r l; do cp -L "$l" $C/lib/; done
+  mkdir -p $C/model
+  { [ -z "${BASE_BIN:-}" ] || cp "$BASE_BIN" $C/bin/shardlm_base; }
+  for nb in ${EXTRA_BINS:-}; do cp "${nb#*=}" "$C/bin/shardlm_${nb%%=*}"; done
+  strip $C/bin/*
   # Binaries and libraries travel as one xz tarball (44 MB → 8 MB: the device
   # tool carries 64 MiB with the tree), unpacked on the device with Python.
   tar -C $C -cf - bin lib | xz -6 -T2 -c > $C/bin_lib.tar.xz && rm -rf $C/bin $C/lib
   cp bench/models/llama3-8b-dummy/config.json $C/model/
   cp tests/data/hf_tokenizers/llama3/tokenizer_config.json $C/model/
   gzip -c tests/data/hf_tokenizers/llama3/tokenizer.json > $C/model/tokenizer.json.gz
-  grep -qx "/$C/" .git/info/exclude 2>/dev/null || echo "/$C/" >> .git/info/exclude
   du -sh $C
   exit 0
 fi
