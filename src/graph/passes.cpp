@@ -3,6 +3,12 @@
 namespace shardlm::graph {
 namespace {
 
+// ops[i, i + n) → the one fused op.
+void replace_ops(std::vector<Op>& ops, size_t i, size_t n, const Op& fused) {
+  ops[i] = fused;
+  ops.erase(ops.begin() + i + 1, ops.begin() + i + n);
+}
+
 // add(out = residual += x) immediately followed by rmsnorm(in = residual).
 bool is_add_then_norm(const std::vector<Op>& ops, size_t i) {
   return i + 1 < ops.size() && ops[i].kind == OpKind::kAdd && ops[i + 1].kind == OpKind::kRMSNorm &&
@@ -24,8 +30,7 @@ int fuse_allreduce_add_rmsnorm(std::vector<Op>& ops) {
     fused.out = ops[i + 2].out;
     fused.weights = ops[i + 2].weights;
     fused.eps = ops[i + 2].eps;
-    ops.erase(ops.begin() + i, ops.begin() + i + 3);
-    ops.insert(ops.begin() + i, fused);
+    replace_ops(ops, i, 3, fused);
     ++n;
   }
   return n;
@@ -39,8 +44,7 @@ int fuse_rope_attention(std::vector<Op>& ops) {
     if (rope.kind != OpKind::kRoPE || attn.kind != OpKind::kAttention || attn.in != rope.out) continue;
     Op fused = attn;  // attention's buffers, layer and sliding window
     fused.kind = OpKind::kRoPEAttention;
-    ops.erase(ops.begin() + i, ops.begin() + i + 2);
-    ops.insert(ops.begin() + i, fused);
+    replace_ops(ops, i, 2, fused);
     ++n;
   }
   return n;
@@ -70,8 +74,7 @@ int fuse_linear_silu_mul(std::vector<Op>& ops) {
     fused.kind = OpKind::kLinearSiLUMul;
     fused.in2 = lin.out;
     fused.out = act.out;
-    ops.erase(ops.begin() + i, ops.begin() + i + 2);
-    ops.insert(ops.begin() + i, fused);
+    replace_ops(ops, i, 2, fused);
     ++n;
   }
   return n;
@@ -89,8 +92,7 @@ int fuse_add_rmsnorm(std::vector<Op>& ops) {
     fused.out = ops[i + 1].out;
     fused.weights = ops[i + 1].weights;
     fused.eps = ops[i + 1].eps;
-    ops.erase(ops.begin() + i, ops.begin() + i + 2);
-    ops.insert(ops.begin() + i, fused);
+    replace_ops(ops, i, 2, fused);
     ++n;
   }
   return n;

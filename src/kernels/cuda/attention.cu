@@ -366,9 +366,7 @@ cudaError_t paged_attention(const bf16* q, int64_t q_stride, const bf16* k_cache
   if (p.num_tokens <= 0) return cudaSuccess;
   Plan pl;
   if (!make_plan(p, &pl)) return cudaErrorNotSupported;
-  if (q_stride % 8 != 0 || (reinterpret_cast<uintptr_t>(q) & 15) || (reinterpret_cast<uintptr_t>(k_cache) & 15) ||
-      (reinterpret_cast<uintptr_t>(v_cache) & 15))
-    return cudaErrorMisalignedAddress;
+  if (!attention_operands_aligned(q, q_stride, k_cache, v_cache)) return cudaErrorMisalignedAddress;
   if (p.block_size <= 0 || p.max_blocks_per_seq <= 0) return cudaErrorInvalidValue;
   KArgs a{};
   a.q = q;

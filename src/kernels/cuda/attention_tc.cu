@@ -41,6 +41,8 @@
 // test ones); other head dims stay on the SIMT kernel (attention.cu).
 #include "kernels/cuda/attention_tc.h"
 
+#include <atomic>
+
 #include "kernels/cuda/common.cuh"
 
 namespace shardlm::kernels::cuda {
@@ -116,6 +118,69 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
   return *reinterpret_cast<const uint32_t*>(&v);
 }
 
+// Keys [kt, kt + kBN) of one sequence's kv head (cache column col0) into the
+// shared-memory stage sK/sV through its block table; keys ≥ k_end are zeros.
+template <int HD>
+__device__ __forceinline__ void gather_kv_tile(bf16* sK, bf16* sV, const bf16* kc, const bf16* vc,
+                                               const int32_t* table, int block_size, int64_t kv_row, int64_t col0,
+                                               int64_t kt, int64_t k_end) {
+  constexpr int C = HD / 8;
+  for (int i = threadIdx.x; i < kBN * C; i += kThreads) {
+    const int r = i / C, c = i % C;
+    const int64_t j = kt + r;
+    const bool ok = j < k_end;
+    int64_t off = 0;
+    if (ok) {
+      const int jj = static_cast<int>(j);  // positions < 2^31
+      off = (static_cast<int64_t>(table[jj / block_size]) * block_size + jj % block_size) * kv_row + col0 + c * 8;
+    }
+    cp_async16(sK + swz<HD>(r, c), kc + off, ok);
+    cp_async16(sV + swz<HD>(r, c), vc + off, ok);
+  }
+}
+
+// One online-softmax step on this thread's scores of a key tile (MMA
+// accumulator layout: rows gr and gr + 8, already masked to −∞ and scaled
+// into the log2 domain): row max over the quad, m' = max(m, max s),
+// p = 2^(s − m'), l' = l·2^(m − m') + Σp (this thread's columns; the quad sum
+// is taken at the end), O ·= 2^(m − m'). sc becomes p.
+template <int NT, int HD>
+__device__ __forceinline__ void online_softmax_step(float (&sc)[NT][4], float (&m_r)[2], float (&l_r)[2],
+                                                    float (&o)[HD / 8][4]) {
+  float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+  for (int n = 0; n < NT; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) mx[e >> 1] = fmaxf(mx[e >> 1], sc[n][e]);
+  float alpha[2], mu[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+    mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+    const float m_new = fmaxf(m_r[r], mx[r]);
+    mu[r] = m_new == -INFINITY ? 0.0f : m_new;  // a row with nothing visible yet stays at p = 0
+    alpha[r] = exp2f(m_r[r] - mu[r]);
+    m_r[r] = m_new;
+  }
+  float psum[2] = {0.0f, 0.0f};
+#pragma unroll
+  for (int n = 0; n < NT; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      sc[n][e] = exp2f(sc[n][e] - mu[e >> 1]);
+      psum[e >> 1] += sc[n][e];
+    }
+#pragma unroll
+  for (int r = 0; r < 2; ++r) l_r[r] = l_r[r] * alpha[r] + psum[r];
+#pragma unroll
+  for (int d = 0; d < HD / 8; ++d) {
+    o[d][0] *= alpha[0];
+    o[d][1] *= alpha[0];
+    o[d][2] *= alpha[1];
+    o[d][3] *= alpha[1];
+  }
+}
+
 template <int HD>
 __global__ void __launch_bounds__(kThreads) prefill_tc_kernel(const TcArgs a) {
   griddep_wait();
@@ -169,20 +234,8 @@ __global__ void __launch_bounds__(kThreads) prefill_tc_kernel(const TcArgs a) {
                ok);
   }
   auto load_kv = [&](int tile, int buf) {
-    const int64_t kt = k_lo + static_cast<int64_t>(tile) * kBN;
-    for (int i = tid; i < kBN * C; i += kThreads) {
-      const int r = i / C, c = i % C;
-      const int64_t j = kt + r;
-      const bool ok = j <= k_hi;
-      int64_t off = 0;
-      if (ok) {
-        const int jj = static_cast<int>(j);  // positions < 2^31
-        off = (static_cast<int64_t>(table[jj / a.block_size]) * a.block_size + jj % a.block_size) * kv_row + g * HD +
-              c * 8;
-      }
-      cp_async16(sK + buf * kBN * HD + swz<HD>(r, c), a.kc + off, ok);
-      cp_async16(sV + buf * kBN * HD + swz<HD>(r, c), a.vc + off, ok);
-    }
+    gather_kv_tile<HD>(sK + buf * kBN * HD, sV + buf * kBN * HD, a.kc, a.vc, table, a.block_size, kv_row, g * HD,
+                       k_lo + static_cast<int64_t>(tile) * kBN, k_hi + 1);
   };
   load_kv(0, 0);
   cp_async_commit();
@@ -238,46 +291,17 @@ __global__ void __launch_bounds__(kThreads) prefill_tc_kernel(const TcArgs a) {
         mma_bf16(sc[2 * np + 1], qf[ks], kb[2], kb[3]);
       }
 
-    // Mask, scale into the log2 domain, online softmax per row.
+    // Mask (causal, window, rows past the sequence), scale into the log2 domain, online softmax.
     const int64_t kt = k_lo + static_cast<int64_t>(tile) * kBN;
-    float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
     for (int n = 0; n < kBN / 8; ++n)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int r = e >> 1;
         const int64_t j = kt + n * 8 + 2 * tq + (e & 1);
-        const bool vis = j <= pos_r[r] && j >= lo_r[r];
-        sc[n][e] = vis ? sc[n][e] * a.scale_log2 : -INFINITY;
-        mx[r] = fmaxf(mx[r], sc[n][e]);
+        sc[n][e] = j <= pos_r[r] && j >= lo_r[r] ? sc[n][e] * a.scale_log2 : -INFINITY;
       }
-    float alpha[2], mu[2];
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-      const float m_new = fmaxf(m_r[r], mx[r]);
-      mu[r] = m_new == -INFINITY ? 0.0f : m_new;  // a row with nothing visible yet stays at p = 0
-      alpha[r] = exp2f(m_r[r] - mu[r]);
-      m_r[r] = m_new;
-    }
-    float psum[2] = {0.0f, 0.0f};
-#pragma unroll
-    for (int n = 0; n < kBN / 8; ++n)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        sc[n][e] = exp2f(sc[n][e] - mu[e >> 1]);
-        psum[e >> 1] += sc[n][e];
-      }
-#pragma unroll
-    for (int r = 0; r < 2; ++r) l_r[r] = l_r[r] * alpha[r] + psum[r];  // this thread's columns; summed at the end
-#pragma unroll
-    for (int d = 0; d < HD / 8; ++d) {
-      o[d][0] *= alpha[0];
-      o[d][1] *= alpha[0];
-      o[d][2] *= alpha[1];
-      o[d][3] *= alpha[1];
-    }
+    online_softmax_step<kBN / 8, HD>(sc, m_r, l_r, o);
 
     // O += P·V: 4 k steps of 16 keys; P from the S accumulators.
 #pragma unroll
@@ -312,6 +336,20 @@ __global__ void __launch_bounds__(kThreads) prefill_tc_kernel(const TcArgs a) {
       *reinterpret_cast<__nv_bfloat162*>(dst + d * 8) =
           __floats2bfloat162_rn(o[d][2 * r] * inv, o[d][2 * r + 1] * inv);
   }
+}
+
+// > 48 KB of dynamic shared memory needs an opt-in per kernel and device:
+// done once per (kernel, device), not on every launch of a hot-path kernel.
+template <auto Kernel>  // the kernel itself, so every kernel has its own flags
+cudaError_t allow_dynamic_smem(size_t bytes) {
+  static std::atomic<uint64_t> done{0};  // bit d: set on device d
+  int dev = 0;
+  if (const cudaError_t e = cudaGetDevice(&dev); e != cudaSuccess) return e;
+  const uint64_t bit = dev < 64 ? 1ull << dev : 0;
+  if (bit && (done.load(std::memory_order_acquire) & bit)) return cudaSuccess;
+  const cudaError_t e = cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+  if (e == cudaSuccess) done.fetch_or(bit, std::memory_order_release);
+  return e;
 }
 
 struct TcDecodeArgs {
@@ -366,20 +404,8 @@ __global__ void __launch_bounds__(kThreads) decode_tc_kernel(const TcDecodeArgs 
     cp_async16(sQ + swz<HD>(r, c), a.q + t * a.q_stride + (head0 + (ok ? r : 0)) * HD + c * 8, ok);
   }
   auto load_kv = [&](int tile, int buf) {
-    const int64_t kt = k_begin + static_cast<int64_t>(tile) * kBN;
-    for (int i = tid; i < kBN * C; i += kThreads) {
-      const int r = i / C, c = i % C;
-      const int64_t j = kt + r;
-      const bool ok = j < k_end;
-      int64_t off = 0;
-      if (ok) {
-        const int jj = static_cast<int>(j);  // positions < 2^31
-        off = (static_cast<int64_t>(table[jj / a.block_size]) * a.block_size + jj % a.block_size) * kv_row + g * HD +
-              c * 8;
-      }
-      cp_async16(sK + buf * kBN * HD + swz<HD>(r, c), a.kc + off, ok);
-      cp_async16(sV + buf * kBN * HD + swz<HD>(r, c), a.vc + off, ok);
-    }
+    gather_kv_tile<HD>(sK + buf * kBN * HD, sV + buf * kBN * HD, a.kc, a.vc, table, a.block_size, kv_row, g * HD,
+                       k_begin + static_cast<int64_t>(tile) * kBN, k_end);
   };
   load_kv(0, 0);
   cp_async_commit();
@@ -420,42 +446,14 @@ __global__ void __launch_bounds__(kThreads) decode_tc_kernel(const TcDecodeArgs 
       mma_bf16(sc[1], qf[ks], kb[2], kb[3]);
     }
     const int64_t kt = k_begin + static_cast<int64_t>(tile) * kBN + key0;
-    float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
     for (int n = 0; n < 2; ++n)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int64_t j = kt + n * 8 + 2 * tq + (e & 1);
         sc[n][e] = j < k_end ? sc[n][e] * a.scale_log2 : -INFINITY;
-        mx[e >> 1] = fmaxf(mx[e >> 1], sc[n][e]);
       }
-    float alpha[2], mu[2];
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-      const float m_new = fmaxf(m_r[r], mx[r]);
-      mu[r] = m_new == -INFINITY ? 0.0f : m_new;  // no visible key for this warp yet
-      alpha[r] = exp2f(m_r[r] - mu[r]);
-      m_r[r] = m_new;
-    }
-    float psum[2] = {0.0f, 0.0f};
-#pragma unroll
-    for (int n = 0; n < 2; ++n)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        sc[n][e] = exp2f(sc[n][e] - mu[e >> 1]);
-        psum[e >> 1] += sc[n][e];
-      }
-#pragma unroll
-    for (int r = 0; r < 2; ++r) l_r[r] = l_r[r] * alpha[r] + psum[r];
-#pragma unroll
-    for (int d = 0; d < HD / 8; ++d) {
-      o[d][0] *= alpha[0];
-      o[d][1] *= alpha[0];
-      o[d][2] *= alpha[1];
-      o[d][3] *= alpha[1];
-    }
+    online_softmax_step<2, HD>(sc, m_r, l_r, o);  // a warp may see no visible key yet: p = 0
     const uint32_t pa[4] = {pack_bf16(sc[0][0], sc[0][1]), pack_bf16(sc[0][2], sc[0][3]),
                             pack_bf16(sc[1][0], sc[1][1]), pack_bf16(sc[1][2], sc[1][3])};
 #pragma unroll
@@ -555,9 +553,7 @@ cudaError_t launch_decode(const TcDecodeArgs& a, int64_t num_tokens, cudaStream_
   static_assert(2 * kWarps * kDecRows * sizeof(float) + kWarps * kDecRows * HD * sizeof(float) <=
                     4 * kBN * HD * sizeof(bf16),
                 "the warp merge reuses the K/V tiles");
-  const cudaError_t attr = cudaFuncSetAttribute(decode_tc_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                static_cast<int>(smem));
-  if (attr != cudaSuccess) return attr;
+  if (const cudaError_t e = allow_dynamic_smem<decode_tc_kernel<HD>>(smem); e != cudaSuccess) return e;
   return launch_k(decode_tc_kernel<HD>,
                   dim3(static_cast<unsigned>(num_tokens), static_cast<unsigned>(a.nkv), static_cast<unsigned>(a.nsplits)),
                   dim3(kThreads), smem, s, a);
@@ -566,10 +562,7 @@ cudaError_t launch_decode(const TcDecodeArgs& a, int64_t num_tokens, cudaStream_
 template <int HD>
 cudaError_t launch(const TcArgs& a, int64_t num_tokens, cudaStream_t s) {
   constexpr size_t smem = static_cast<size_t>(kBM + 4 * kBN) * HD * sizeof(bf16);  // Q + 2×K + 2×V
-  // > 48 KB of dynamic shared memory needs the opt-in (per device: set on every launch, a host-side call).
-  const cudaError_t attr =
-      cudaFuncSetAttribute(prefill_tc_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
-  if (attr != cudaSuccess) return attr;
+  if (const cudaError_t e = allow_dynamic_smem<prefill_tc_kernel<HD>>(smem); e != cudaSuccess) return e;
   // Σ ceil(q_len / kBM) over the sequences ≤ num_tokens / kBM + num_seqs.
   const int64_t tiles = (num_tokens + kBM - 1) / kBM + a.num_seqs;
   if (tiles > 0x7fffffff || a.nq > 65535) return cudaErrorInvalidValue;
@@ -586,9 +579,8 @@ cudaError_t paged_prefill_attention_tc(const bf16* q, int64_t q_stride, const bf
   if (!prefill_tc_supported(p.head_dim) || p.nkv_heads <= 0 || p.nq_heads % p.nkv_heads != 0)
     return cudaErrorNotSupported;
   if (p.num_seqs <= 0 || p.num_tokens <= 0) return cudaSuccess;
-  if (q_stride % 8 != 0 || (reinterpret_cast<uintptr_t>(q) & 15) || (reinterpret_cast<uintptr_t>(k_cache) & 15) ||
-      (reinterpret_cast<uintptr_t>(v_cache) & 15) || (reinterpret_cast<uintptr_t>(out) & 3))
-    return cudaErrorMisalignedAddress;
+  if (!attention_operands_aligned(q, q_stride, k_cache, v_cache) || (reinterpret_cast<uintptr_t>(out) & 3))
+    return cudaErrorMisalignedAddress;  // out: bf16 pairs
   if (p.block_size <= 0 || p.block_size > 0x7fffffff || p.num_seqs > 0x7fffffff) return cudaErrorInvalidValue;
   TcArgs a{};
   a.q = q;
@@ -621,9 +613,7 @@ cudaError_t paged_decode_attention_tc(const bf16* q, int64_t q_stride, const bf1
   if (p.nkv_heads <= 0 || p.nq_heads % p.nkv_heads != 0 || !decode_tc_supported(p.head_dim, p.nq_heads / p.nkv_heads))
     return cudaErrorNotSupported;
   if (p.num_tokens <= 0) return cudaSuccess;
-  if (q_stride % 8 != 0 || (reinterpret_cast<uintptr_t>(q) & 15) || (reinterpret_cast<uintptr_t>(k_cache) & 15) ||
-      (reinterpret_cast<uintptr_t>(v_cache) & 15))
-    return cudaErrorMisalignedAddress;
+  if (!attention_operands_aligned(q, q_stride, k_cache, v_cache)) return cudaErrorMisalignedAddress;
   if (p.block_size <= 0 || p.block_size > 0x7fffffff || p.num_tokens > 0x7fffffff || p.nkv_heads > 65535 ||
       split.nsplits < 1 || split.nsplits > 65535 || split.keys_per_split <= 0 ||
       (split.nsplits > 1 && (!split.ws_acc || !split.ws_ml)))

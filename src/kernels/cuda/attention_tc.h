@@ -7,6 +7,12 @@
 
 namespace shardlm::kernels::cuda {
 
+// The 16-byte loads of every attention kernel: q rows, q_stride and both caches.
+inline bool attention_operands_aligned(const void* q, int64_t q_stride, const void* k_cache, const void* v_cache) {
+  return q_stride % 8 == 0 && ((reinterpret_cast<uintptr_t>(q) | reinterpret_cast<uintptr_t>(k_cache) |
+                                reinterpret_cast<uintptr_t>(v_cache)) & 15) == 0;
+}
+
 bool prefill_tc_supported(int64_t head_dim);
 
 // Attention for every row of the sequences with at least min_q_len query rows
