@@ -69,7 +69,7 @@ for t in "${targets[@]}"; do
   work="$out/corpus_$t"
   mkdir -p "$work" "$out/artifacts"
   echo "run_fuzz: running $t for ${secs}s"
-  if ! (cd "$out" && "./$t" "$work" "${seeds[$t]}" -max_total_time="$secs" -timeout=20 -rss_limit_mb=2048 \
+  if ! (cd "$out" && "./$t" "$work" "${seeds[$t]}" -max_total_time="$secs" -timeout=60 -rss_limit_mb=2048 \
           -max_len=8192 -print_final_stats=1 -artifact_prefix="$out/artifacts/$t-" 2>"$out/$t.log"); then
     echo "run_fuzz: $t FAILED; last lines of $out/$t.log:" >&2
     tail -40 "$out/$t.log" >&2

@@ -30,19 +30,32 @@ std::string from_cps(const std::vector<char32_t>& v, size_t b, size_t e) {
   return out;
 }
 
-// Python str.strip/lstrip/rstrip with optional chars.
+// Python str.strip/lstrip/rstrip with optional chars. One pass over the code
+// points that finds the kept range, one over the kept range that copies it
+// (an invalid byte becomes U+FFFD, as everywhere in the interpreter).
 std::string py_strip(const std::string& s, const Value* chars, bool left, bool right) {
-  auto cps = to_cps(s);
   std::vector<char32_t> set;
   bool ws = !chars || chars->is_none() || chars->is_undefined();
-  if (!ws) set = to_cps(chars->str());
-  auto strip_it = [&](char32_t c) { return ws ? py_space(c) : std::find(set.begin(), set.end(), c) != set.end(); };
-  size_t b = 0, e = cps.size();
-  if (left)
-    while (b < e && strip_it(cps[b])) ++b;
-  if (right)
-    while (e > b && strip_it(cps[e - 1])) --e;
-  return from_cps(cps, b, e);
+  if (!ws) {
+    set = to_cps(chars->str());
+    std::sort(set.begin(), set.end());
+  }
+  auto strip_it = [&](char32_t c) { return ws ? py_space(c) : std::binary_search(set.begin(), set.end(), c); };
+  auto next = [&](size_t& i) { return utf8::valid_sequence_length(s, i) ? utf8::decode_at(s, i) : (++i, utf8::kReplacement); };
+  size_t first = std::string::npos, last_end = 0;  // first kept code point's start, last one's end
+  for (size_t i = 0; i < s.size();) {
+    size_t start = i;
+    if (!strip_it(next(i))) {
+      if (first == std::string::npos) first = start;
+      last_end = i;
+    }
+  }
+  if (first == std::string::npos) return std::string();
+  const size_t b = left ? first : 0, e = right ? last_end : s.size();
+  std::string out;
+  out.reserve(e - b);
+  for (size_t i = b; i < e;) utf8::append(out, next(i));
+  return out;
 }
 
 std::string map_case(const std::string& s, bool upper) {
@@ -88,20 +101,20 @@ std::string replace_all(const std::string& s, const std::string& from, const std
     // Python inserts `to` between every character.
     std::string out;
     int64_t n = 0;
-    auto chars = utf8_chars(s);
-    for (size_t k = 0; k <= chars.size(); ++k) {
+    auto starts = char_starts(s);
+    for (size_t k = 0; k < starts.size(); ++k) {
       if (count < 0 || n < count) {
         out += to;
         ++n;
       }
-      if (k < chars.size()) out += chars[k];
+      if (k + 1 < starts.size()) out.append(s, starts[k], starts[k + 1] - starts[k]);
     }
     return out;
   }
   std::string out;
   size_t pos = 0, prev = 0;
   int64_t n = 0;
-  while ((count < 0 || n < count) && (pos = s.find(from, prev)) != std::string::npos) {
+  while ((count < 0 || n < count) && (pos = find_substr(s, from, prev)) != std::string::npos) {
     out.append(s, prev, pos - prev);
     out += to;
     prev = pos + from.size();
@@ -117,7 +130,7 @@ Expected<std::string> replace_checked(const std::string& s, const std::string& f
   if (from.empty()) {
     n = utf8_length(s) + 1;
   } else {
-    for (size_t p = s.find(from); p != std::string::npos; p = s.find(from, p + from.size())) ++n;
+    for (size_t p = find_substr(s, from); p != std::string::npos; p = find_substr(s, from, p + from.size())) ++n;
   }
   if (count >= 0) n = std::min(n, static_cast<size_t>(count));
   if (to.size() > from.size()) SHARDLM_TRY(Interp::check_size(s.size() + n * (to.size() - from.size())));
@@ -149,7 +162,7 @@ List py_split(const std::string& s, const Value* sep_v, int64_t maxsplit) {
   std::string sep = sep_v->str();
   size_t prev = 0, pos;
   int64_t n = 0;
-  while ((maxsplit < 0 || n < maxsplit) && !sep.empty() && (pos = s.find(sep, prev)) != std::string::npos) {
+  while ((maxsplit < 0 || n < maxsplit) && !sep.empty() && (pos = find_substr(s, sep, prev)) != std::string::npos) {
     out.push_back(Value::string(s.substr(prev, pos - prev)));
     prev = pos + sep.size();
     ++n;
@@ -165,7 +178,7 @@ bool prefix_match(const std::string& s, const Value& p, bool suffix) {
   };
   if (p.is_list()) {
     for (const auto& x : *p.list)
-      if (x.is_string() && one(x.s)) return true;
+      if (x.is_string() && one(x.s())) return true;
     return false;
   }
   return one(p.str());
@@ -191,30 +204,31 @@ Expected<Value> attribute_of(Interp& in, const Value& item, const std::string& a
 
 Value Interp::method(const Value& obj, const std::string& name) {
   if (obj.is_string()) {
-    const std::string s = obj.s;
+    // Closures share the receiver's bytes (`text` keeps them alive for `s`).
+    const std::shared_ptr<const std::string> text = obj.shared_text();
     if (name == "strip" || name == "lstrip" || name == "rstrip") {
       bool l = name != "rstrip", r = name != "lstrip";
-      return fn([s, l, r](Interp&, Args& a) -> Expected<Value> { return Value::string(py_strip(s, a.get(0, "chars"), l, r)); });
+      return fn([text, &s = *text, l, r](Interp&, Args& a) -> Expected<Value> { return Value::string(py_strip(s, a.get(0, "chars"), l, r)); });
     }
     if (name == "upper" || name == "lower")
-      return fn([s, up = name == "upper"](Interp&, Args&) -> Expected<Value> { return Value::string(map_case(s, up)); });
-    if (name == "title") return fn([s](Interp&, Args&) -> Expected<Value> { return Value::string(py_title(s)); });
-    if (name == "capitalize") return fn([s](Interp&, Args&) -> Expected<Value> { return Value::string(py_capitalize(s)); });
+      return fn([text, &s = *text, up = name == "upper"](Interp&, Args&) -> Expected<Value> { return Value::string(map_case(s, up)); });
+    if (name == "title") return fn([text, &s = *text](Interp&, Args&) -> Expected<Value> { return Value::string(py_title(s)); });
+    if (name == "capitalize") return fn([text, &s = *text](Interp&, Args&) -> Expected<Value> { return Value::string(py_capitalize(s)); });
     if (name == "startswith" || name == "endswith") {
       bool suffix = name == "endswith";
-      return fn([s, suffix](Interp&, Args& a) -> Expected<Value> {
+      return fn([text, &s = *text, suffix](Interp&, Args& a) -> Expected<Value> {
         const Value* p = a.get(0, "prefix");
         if (!p) return arg_error("startswith/endswith: missing argument");
         return Value::boolean(prefix_match(s, *p, suffix));
       });
     }
     if (name == "split")
-      return fn([s](Interp&, Args& a) -> Expected<Value> {
+      return fn([text, &s = *text](Interp&, Args& a) -> Expected<Value> {
         const Value* m = a.get(1, "maxsplit");
         return Value::make_list(py_split(s, a.get(0, "sep"), m ? m->as_int() : -1));
       });
     if (name == "splitlines")
-      return fn([s](Interp&, Args&) -> Expected<Value> {
+      return fn([text, &s = *text](Interp&, Args&) -> Expected<Value> {
         List out;
         size_t prev = 0;
         for (size_t k = 0; k < s.size(); ++k) {
@@ -228,7 +242,7 @@ Value Interp::method(const Value& obj, const std::string& name) {
         return Value::make_list(std::move(out));
       });
     if (name == "replace")
-      return fn([s](Interp&, Args& a) -> Expected<Value> {
+      return fn([text, &s = *text](Interp&, Args& a) -> Expected<Value> {
         const Value* from = a.get(0, "old");
         const Value* to = a.get(1, "new");
         const Value* count = a.get(2, "count");
@@ -237,17 +251,17 @@ Value Interp::method(const Value& obj, const std::string& name) {
         return Value::string(std::move(r));
       });
     if (name == "find" || name == "rfind" || name == "count" || name == "index")
-      return fn([s, name](Interp&, Args& a) -> Expected<Value> {
+      return fn([text, &s = *text, name](Interp&, Args& a) -> Expected<Value> {
         const Value* sub = a.get(0, "sub");
         if (!sub) return arg_error(name + ": missing argument");
         std::string x = sub->str();
         if (name == "count") {
           if (x.empty()) return Value::integer(static_cast<int64_t>(utf8_length(s)) + 1);
           int64_t n = 0;
-          for (size_t p = s.find(x); p != std::string::npos; p = s.find(x, p + x.size())) ++n;
+          for (size_t p = find_substr(s, x); p != std::string::npos; p = find_substr(s, x, p + x.size())) ++n;
           return Value::integer(n);
         }
-        size_t p = name == "rfind" ? s.rfind(x) : s.find(x);
+        size_t p = name == "rfind" ? rfind_substr(s, x) : find_substr(s, x);
         if (p == std::string::npos) {
           if (name == "index") return arg_error("substring not found");
           return Value::integer(-1);
@@ -255,7 +269,7 @@ Value Interp::method(const Value& obj, const std::string& name) {
         return Value::integer(static_cast<int64_t>(utf8_length(std::string_view(s).substr(0, p))));
       });
     if (name == "join")
-      return fn([s](Interp& in, Args& a) -> Expected<Value> {
+      return fn([text, &s = *text](Interp& in, Args& a) -> Expected<Value> {
         const Value* seq = a.get(0, "iterable");
         if (!seq) return arg_error("join: missing argument");
         SHARDLM_ASSIGN_OR_RETURN(List items, in.iterate(*seq));
@@ -268,7 +282,7 @@ Value Interp::method(const Value& obj, const std::string& name) {
         return Value::string(std::move(out));
       });
     if (name == "isdigit" || name == "isalpha" || name == "isspace" || name == "isupper" || name == "islower" || name == "isalnum")
-      return fn([s, name](Interp&, Args&) -> Expected<Value> {
+      return fn([text, &s = *text, name](Interp&, Args&) -> Expected<Value> {
         auto cps = to_cps(s);
         if (cps.empty()) return Value::boolean(false);
         bool ok = true, any_cased = false;
@@ -286,7 +300,7 @@ Value Interp::method(const Value& obj, const std::string& name) {
         return Value::boolean(ok);
       });
     if (name == "format")
-      return fn([s](Interp&, Args& a) -> Expected<Value> {
+      return fn([text, &s = *text](Interp&, Args& a) -> Expected<Value> {
         std::string out;
         size_t next_pos = 0;
         for (size_t k = 0; k < s.size(); ++k) {
@@ -302,6 +316,7 @@ Value Interp::method(const Value& obj, const std::string& name) {
             else v = a.get(SIZE_MAX, field);
             if (!v) return arg_error("format: missing argument for {" + field + "}");
             out += v->str();
+            SHARDLM_TRY(Interp::check_size(out.size()));
             k = e;
             continue;
           }
@@ -372,15 +387,16 @@ std::unordered_map<std::string, Value> Interp::default_globals() {
     if (step == 0) return arg_error("range() arg 3 must not be zero");
     List out;
     for (int64_t k = start; step > 0 ? k < stop : k > stop; k += step) {
-      if (out.size() > 1000000) return arg_error("range too large");
+      if (out.size() >= 1000000) return arg_error("range too large");
       out.push_back(Value::integer(k));
     }
     return Value::make_list(std::move(out));
   });
   auto make_ns = [](bool ns) {
-    return fn([ns](Interp&, Args& a) -> Expected<Value> {
+    return fn([ns](Interp& in, Args& a) -> Expected<Value> {
       Value d = Value::make_dict();
       d.is_namespace = ns;
+      if (ns) in.track_namespace(d.dict);
       for (const auto& p : a.pos) {
         if (!p.is_dict()) return arg_error("namespace()/dict() positional argument must be a mapping");
         for (const auto& [k, v] : p.dict->items) d.dict->set(k, v);
@@ -407,7 +423,7 @@ std::unordered_map<std::string, Value> Interp::default_globals() {
   return g;
 }
 
-Expected<bool> Interp::apply_test(const std::string& name, const Value& v, Args& a) {
+Expected<bool> Interp::test_builtin(const std::string& name, const Value& v, Args& a) {
   using K = Value::Kind;
   const Value* arg = a.pos.empty() ? nullptr : &a.pos[0];
   auto need_arg = [&]() -> Status { return arg ? Status::Ok() : arg_error("test '" + name + "' needs an argument"); };
@@ -435,7 +451,7 @@ Expected<bool> Interp::apply_test(const std::string& name, const Value& v, Args&
     if (arg->as_int() == 0) return arg_error("division by zero");
     return v.as_int() % arg->as_int() == 0;
   }
-  if (name == "lower" || name == "upper") return v.is_string() && v.s == map_case(v.s, name == "upper");
+  if (name == "lower" || name == "upper") return v.is_string() && v.s() == map_case(v.s(), name == "upper");
   if (name == "eq" || name == "equalto" || name == "==") { SHARDLM_TRY(need_arg()); return values_equal(v, *arg); }
   if (name == "ne" || name == "!=") { SHARDLM_TRY(need_arg()); return !values_equal(v, *arg); }
   if (name == "sameas") {
@@ -456,7 +472,7 @@ Expected<bool> Interp::apply_test(const std::string& name, const Value& v, Args&
   }
   if (name == "in") {
     SHARDLM_TRY(need_arg());
-    if (arg->is_string()) return v.is_string() && arg->s.find(v.s) != std::string::npos;
+    if (arg->is_string()) return v.is_string() && find_substr(arg->s(), v.s()) != std::string::npos;
     if (arg->is_list()) {
       for (const auto& x : *arg->list)
         if (values_equal(x, v)) return true;
@@ -468,12 +484,18 @@ Expected<bool> Interp::apply_test(const std::string& name, const Value& v, Args&
   return arg_error("unknown test '" + name + "'");
 }
 
-Expected<Value> Interp::apply_filter(const std::string& name, const Value& v, Args& a) {
+Expected<Value> Interp::filter_builtin(const std::string& name, const Value& v, Args& a) {
   using K = Value::Kind;
   const Value* a0 = a.pos.empty() ? nullptr : &a.pos[0];
   if (name == "tojson") {
     JsonOptions o;
-    if (const Value* ind = a.get(0, "indent"); ind && !ind->is_none()) o.indent = static_cast<int>(ind->as_int());
+    if (const Value* ind = a.get(0, "indent"); ind && !ind->is_none()) {
+      // Python treats a negative indent as 0; a huge one would only pad past the size bound.
+      const int64_t n = ind->as_int();
+      if (n > 1024) return arg_error("tojson: indent larger than 1024");
+      o.indent = static_cast<int>(std::max<int64_t>(n, 0));
+    }
+    o.max_bytes = kMaxValueBytes;
     if (const Value* sk = a.get(SIZE_MAX, "sort_keys")) o.sort_keys = sk->truthy();
     if (const Value* ea = a.get(SIZE_MAX, "ensure_ascii")) o.ensure_ascii = ea->truthy();
     if (const Value* sep = a.get(SIZE_MAX, "separators"); sep && sep->is_list() && sep->list->size() == 2)
@@ -483,7 +505,7 @@ Expected<Value> Interp::apply_filter(const std::string& name, const Value& v, Ar
   }
   if (name == "trim") return Value::string(py_strip(v.str(), a.get(0, "chars"), true, true));
   if (name == "length" || name == "count") {
-    if (v.is_string()) return Value::integer(static_cast<int64_t>(utf8_length(v.s)));
+    if (v.is_string()) return Value::integer(static_cast<int64_t>(utf8_length(v.s())));
     if (v.is_list()) return Value::integer(static_cast<int64_t>(v.list->size()));
     if (v.is_dict()) return Value::integer(static_cast<int64_t>(v.dict->items.size()));
     if (v.is_undefined()) return Value::integer(0);
@@ -506,6 +528,7 @@ Expected<Value> Interp::apply_filter(const std::string& name, const Value& v, Ar
         default: out += c;
       }
     }
+    SHARDLM_TRY(check_size(out.size()));  // up to 5 bytes per input byte
     return Value::string(std::move(out));
   }
   if (name == "d" || name == "default") {
@@ -532,8 +555,8 @@ Expected<Value> Interp::apply_filter(const std::string& name, const Value& v, Ar
     std::stable_sort(items.begin(), items.end(), [&](const auto& x, const auto& y) {
       const Value& p = by_value ? x.second : x.first;
       const Value& q = by_value ? y.second : y.first;
-      auto c = values_compare(p.is_string() ? Value::string(map_case(p.s, false)) : p,
-                              q.is_string() ? Value::string(map_case(q.s, false)) : q);
+      auto c = values_compare(p.is_string() ? Value::string(map_case(p.s(), false)) : p,
+                              q.is_string() ? Value::string(map_case(q.s(), false)) : q);
       return c.ok() && (reverse ? *c > 0 : *c < 0);
     });
     List out;
@@ -551,9 +574,11 @@ Expected<Value> Interp::apply_filter(const std::string& name, const Value& v, Ar
   }
   if (name == "reverse") {
     if (v.is_string()) {
-      auto chars = utf8_chars(v.s);
+      SHARDLM_TRY(charge(v.s().size() * sizeof(size_t)));  // the code point offsets
+      auto starts = char_starts(v.s());
       std::string out;
-      for (auto it = chars.rbegin(); it != chars.rend(); ++it) out += *it;
+      out.reserve(v.s().size());
+      for (size_t k = starts.size() - 1; k > 0; --k) out.append(v.s(), starts[k - 1], starts[k] - starts[k - 1]);
       return Value::string(std::move(out));
     }
     SHARDLM_ASSIGN_OR_RETURN(List items, iterate(v));
@@ -587,7 +612,7 @@ Expected<Value> Interp::apply_filter(const std::string& name, const Value& v, Ar
     if (v.is_string()) {
       try {
         size_t used = 0;
-        std::string t = py_strip(v.s, nullptr, true, true);
+        std::string t = py_strip(v.s(), nullptr, true, true);
         long long x = std::stoll(t, &used, 10);
         if (used == t.size()) return Value::integer(x);
         double d = std::stod(t, &used);
@@ -602,7 +627,7 @@ Expected<Value> Interp::apply_filter(const std::string& name, const Value& v, Ar
     if (v.is_string()) {
       try {
         size_t used = 0;
-        std::string t = py_strip(v.s, nullptr, true, true);
+        std::string t = py_strip(v.s(), nullptr, true, true);
         double d = std::stod(t, &used);
         if (used == t.size()) return Value::real(d);
       } catch (...) {
@@ -658,6 +683,7 @@ Expected<Value> Interp::apply_filter(const std::string& name, const Value& v, Ar
     SHARDLM_ASSIGN_OR_RETURN(List items, iterate(v));
     List out;
     for (auto& x : items) {
+      SHARDLM_TRY(charge(out.size()));  // quadratic: one unit per comparison
       bool seen = false;
       for (auto& y : out) seen = seen || values_equal(x, y);
       if (!seen) out.push_back(x);
@@ -676,7 +702,7 @@ Expected<Value> Interp::apply_filter(const std::string& name, const Value& v, Ar
       if (attr) {
         SHARDLM_ASSIGN_OR_RETURN(k, attribute_of(*this, x, attr->str()));
       }
-      if (!case_sensitive && k.is_string()) k = Value::string(map_case(k.s, false));
+      if (!case_sensitive && k.is_string()) k = Value::string(map_case(k.s(), false));
       keyed.emplace_back(k, x);
     }
     Status st;
@@ -699,7 +725,8 @@ Expected<Value> Interp::apply_filter(const std::string& name, const Value& v, Ar
     if (const Value* w = a.get(0, "width")) width = w->is_string() ? -1 : w->as_int();
     if (const Value* f = a.get(1, "first")) first = f->truthy();
     if (const Value* b = a.get(2, "blank")) blank = b->truthy();
-    std::string pad = width >= 0 ? std::string(static_cast<size_t>(width), ' ') : a.get(0, "width")->s;
+    if (width >= 0) SHARDLM_TRY(check_size(static_cast<size_t>(width)));
+    std::string pad = width >= 0 ? std::string(static_cast<size_t>(width), ' ') : a.get(0, "width")->s();
     std::string s = v.str(), out;
     size_t start = 0;
     bool is_first = true;
@@ -778,8 +805,11 @@ Expected<Value> Interp::apply_filter(const std::string& name, const Value& v, Ar
       }
     }
     if (!cur.empty()) {
-      if (const Value* fill = a.get(1, "fill_with"))
+      if (const Value* fill = a.get(1, "fill_with")) {
+        SHARDLM_TRY(check_size(static_cast<size_t>(n) * sizeof(Value)));
+        SHARDLM_TRY(charge(static_cast<size_t>(n) * sizeof(Value)));
         while (static_cast<int64_t>(cur.size()) < n) cur.push_back(*fill);
+      }
       out.push_back(Value::make_list(std::move(cur)));
     }
     return Value::make_list(std::move(out));

@@ -13,8 +13,14 @@ namespace shardlm::jinja {
 namespace {
 constexpr int kMaxDepth = 200;
 constexpr size_t kMaxOutput = size_t{256} << 20;  // refuse to render more than 256 MiB
-constexpr size_t kMaxValueSize = size_t{64} << 20;  // largest string / list a value may hold
-constexpr uint64_t kMaxSteps = 20'000'000;        // statements and loop iterations per render
+constexpr size_t kMaxValueSize = kMaxValueBytes;
+// The budgets of one render. A chat template over a conversation of 1,000
+// messages takes ~10^5 steps and touches a few times the conversation's bytes;
+// the bounds leave two orders of magnitude for that and still end a runaway
+// template within seconds (tens of seconds under the sanitizers of the fuzzer).
+constexpr uint64_t kMaxSteps = 4'000'000;
+constexpr uint64_t kLoopIterationSteps = 16;  // an iteration builds the 14-entry `loop` dict and a scope
+constexpr uint64_t kMaxWorkBytes = uint64_t{128} << 20;
 }  // namespace
 
 // ---- Template ---------------------------------------------------------------
@@ -49,6 +55,10 @@ Expected<std::string> Template::render(const nlohmann::ordered_json& context) co
 
 Interp::Interp(std::unordered_map<std::string, Value> globals) { frames_.push_back(std::move(globals)); }
 
+Interp::~Interp() {
+  for (auto& d : namespaces_) d->items.clear();
+}
+
 Status Interp::error_at(const Expr* e, const std::string& msg) const {
   if (e) return make_error(ErrorCode::kInvalidArgument, "template error at {}: {}", where(e->line, e->col), msg);
   return make_error(ErrorCode::kInvalidArgument, "template error: {}", msg);
@@ -69,9 +79,101 @@ Status Interp::check_size(size_t n) {
   return Status::Ok();
 }
 
+// ---- Budgets ------------------------------------------------------------------
+
+Status Interp::step(uint64_t weight) {
+  steps_ += weight;
+  if (steps_ > kMaxSteps) return make_error(ErrorCode::kAborted, "template exceeded its execution budget ({} steps)", kMaxSteps);
+  return Status::Ok();
+}
+
+Status Interp::charge(size_t bytes) {
+  work_ += bytes;
+  if (work_ > kMaxWorkBytes)
+    return make_error(ErrorCode::kAborted, "template exceeded its work budget ({} MiB of strings and lists processed)",
+                      kMaxWorkBytes >> 20);
+  return Status::Ok();
+}
+
+size_t Interp::shallow_bytes(const Value& v) {
+  switch (v.kind) {
+    case Value::Kind::kString: return v.s().size();
+    case Value::Kind::kList: return v.list->size() * sizeof(Value);
+    case Value::Kind::kDict: return v.dict->items.size() * 2 * sizeof(Value);
+    default: return 0;
+  }
+}
+
+namespace {
+
+// Adds what printing v whole would hold (string bytes + slots) to *total,
+// stopping once it passes `cap`; counts the slots visited in *visited. Deeper
+// than kMaxValueNesting repr() prints "[...]", so the walk stops there too.
+void measure(const Value& v, int depth, size_t cap, size_t* total, size_t* visited) {
+  *total += Interp::shallow_bytes(v);
+  if (depth >= kMaxValueNesting || *total > cap) return;
+  if (v.is_list()) {
+    for (const auto& x : *v.list) {
+      ++*visited;
+      measure(x, depth + 1, cap, total, visited);
+      if (*total > cap) return;
+    }
+  } else if (v.is_dict()) {
+    for (const auto& [k, x] : v.dict->items) {
+      ++*visited;
+      measure(k, depth + 1, cap, total, visited);
+      measure(x, depth + 1, cap, total, visited);
+      if (*total > cap) return;
+    }
+  }
+}
+
+}  // namespace
+
+Status Interp::check_nested(const Value& v) {
+  if (!v.is_list() && !v.is_dict()) return Status::Ok();
+  size_t total = 0, visited = 0;
+  measure(v, 0, kMaxValueSize, &total, &visited);
+  SHARDLM_TRY(charge(visited));
+  if (total > kMaxValueSize)
+    return make_error(ErrorCode::kOutOfMemory, "template value exceeds 64 MiB (a {} holding more than that)", v.type_name());
+  return Status::Ok();
+}
+
+// A builtin's cost is linear in what it is given: the receiver's and the
+// arguments' top-level bytes; containers are measured whole first, as most
+// builtins print, compare or copy them.
+Status Interp::charge_call(const Value* self, const Args& args) {
+  size_t bytes = self ? shallow_bytes(*self) : 0;
+  if (self) SHARDLM_TRY(check_nested(*self));
+  for (const auto& v : args.pos) {
+    bytes += shallow_bytes(v);
+    SHARDLM_TRY(check_nested(v));
+  }
+  for (const auto& [k, v] : args.kw) {
+    bytes += shallow_bytes(v);
+    SHARDLM_TRY(check_nested(v));
+  }
+  return charge(bytes);
+}
+
+Expected<Value> Interp::apply_filter(const std::string& name, const Value& v, Args& args) {
+  SHARDLM_TRY(charge_call(&v, args));
+  SHARDLM_ASSIGN_OR_RETURN(Value r, filter_builtin(name, v, args));
+  SHARDLM_TRY(charge(shallow_bytes(r)));
+  return r;
+}
+
+Expected<bool> Interp::apply_test(const std::string& name, const Value& v, Args& args) {
+  SHARDLM_TRY(charge_call(&v, args));
+  return test_builtin(name, v, args);
+}
+
+// ---- Statements -----------------------------------------------------------------
+
 Status Interp::exec(const Body& body, std::string& out) {
   for (const auto& s : body) {
-    if (++steps_ > kMaxSteps) return make_error(ErrorCode::kAborted, "template exceeded its execution budget");
+    SHARDLM_TRY(step());
     SHARDLM_TRY(exec_stmt(*s, out));
     if (out.size() > kMaxOutput) return make_error(ErrorCode::kOutOfMemory, "template output exceeds 256 MiB");
     if (flow_ != Flow::kNormal) break;
@@ -106,6 +208,7 @@ Status Interp::exec_stmt(const Stmt& s, std::string& out) {
     case Stmt::Type::kText: out += s.text; return Status::Ok();
     case Stmt::Type::kOutput: {
       SHARDLM_ASSIGN_OR_RETURN(Value v, eval(*s.expr));
+      SHARDLM_TRY(check_nested(v));
       out += v.str();
       return Status::Ok();
     }
@@ -151,6 +254,7 @@ Status Interp::exec_stmt(const Stmt& s, std::string& out) {
         SHARDLM_ASSIGN_OR_RETURN(Args a, eval_args(**it, 1));
         SHARDLM_ASSIGN_OR_RETURN(v, apply_filter((*it)->name, v, a));
       }
+      SHARDLM_TRY(check_nested(v));
       out += v.str();
       return Status::Ok();
     }
@@ -180,9 +284,6 @@ Status Interp::exec_stmt(const Stmt& s, std::string& out) {
 
 Status Interp::exec_for(const Stmt& s, std::string& out) {
   SHARDLM_ASSIGN_OR_RETURN(Value seq, eval(*s.expr));
-  if (seq.is_undefined() && !seq.s.empty()) {
-    // Jinja iterates an undefined value as empty.
-  }
   SHARDLM_ASSIGN_OR_RETURN(List all, iterate(seq));
   auto bind = [&](const Value& item) -> Status {
     if (s.names.size() == 1) {
@@ -215,26 +316,27 @@ Status Interp::exec_for(const Stmt& s, std::string& out) {
   const int64_t n = static_cast<int64_t>(items.size());
   Value outer_loop = lookup("loop");
   for (int64_t k = 0; k < n; ++k) {
-    if (++steps_ > kMaxSteps) return make_error(ErrorCode::kAborted, "template exceeded its execution budget");
+    SHARDLM_TRY(step(kLoopIterationSteps));
     push_scope();
     Value loop = Value::make_dict();
-    auto& d = *loop.dict;
-    d.set(Value::string("index0"), Value::integer(k));
-    d.set(Value::string("index"), Value::integer(k + 1));
-    d.set(Value::string("revindex0"), Value::integer(n - k - 1));
-    d.set(Value::string("revindex"), Value::integer(n - k));
-    d.set(Value::string("first"), Value::boolean(k == 0));
-    d.set(Value::string("last"), Value::boolean(k == n - 1));
-    d.set(Value::string("length"), Value::integer(n));
+    // The keys are distinct: appended, not set (set() searches the items).
+    auto& d = loop.dict->items;
+    d.emplace_back(Value::string("index0"), Value::integer(k));
+    d.emplace_back(Value::string("index"), Value::integer(k + 1));
+    d.emplace_back(Value::string("revindex0"), Value::integer(n - k - 1));
+    d.emplace_back(Value::string("revindex"), Value::integer(n - k));
+    d.emplace_back(Value::string("first"), Value::boolean(k == 0));
+    d.emplace_back(Value::string("last"), Value::boolean(k == n - 1));
+    d.emplace_back(Value::string("length"), Value::integer(n));
     int64_t depth = 1;
     if (outer_loop.is_dict()) {
       if (const Value* od = outer_loop.dict->find("depth")) depth = od->as_int() + 1;
     }
-    d.set(Value::string("depth"), Value::integer(depth));
-    d.set(Value::string("depth0"), Value::integer(depth - 1));
-    d.set(Value::string("previtem"), k > 0 ? items[k - 1] : Value::undefined("previtem"));
-    d.set(Value::string("nextitem"), k + 1 < n ? items[k + 1] : Value::undefined("nextitem"));
-    d.set(Value::string("cycle"), Value::function([k](Interp&, Args& a) -> Expected<Value> {
+    d.emplace_back(Value::string("depth"), Value::integer(depth));
+    d.emplace_back(Value::string("depth0"), Value::integer(depth - 1));
+    d.emplace_back(Value::string("previtem"), k > 0 ? items[k - 1] : Value::undefined("previtem"));
+    d.emplace_back(Value::string("nextitem"), k + 1 < n ? items[k + 1] : Value::undefined("nextitem"));
+    d.emplace_back(Value::string("cycle"), Value::function([k](Interp&, Args& a) -> Expected<Value> {
             if (a.pos.empty()) return make_error(ErrorCode::kInvalidArgument, "no items for cycling given");
             return a.pos[static_cast<size_t>(k) % a.pos.size()];
           }));
@@ -289,6 +391,11 @@ Value Interp::make_macro(const Stmt& s) {
 }
 
 Expected<List> Interp::iterate(const Value& v) {
+  // The items are copied out; a string's code points each become a Value
+  // (up to one per byte), so a string is iterated only as far as that fits.
+  const size_t items = v.is_string() ? v.s().size() : v.is_list() ? v.list->size() : v.is_dict() ? v.dict->items.size() : 0;
+  if (v.is_string()) SHARDLM_TRY(check_size(items * sizeof(Value)));
+  SHARDLM_TRY(charge(items * sizeof(Value)));
   switch (v.kind) {
     case Value::Kind::kUndefined: return List{};  // Jinja's Undefined iterates as empty
     case Value::Kind::kList: return *v.list;
@@ -298,8 +405,10 @@ Expected<List> Interp::iterate(const Value& v) {
       return keys;
     }
     case Value::Kind::kString: {
+      auto starts = char_starts(v.s());
       List chars;
-      for (auto& c : utf8_chars(v.s)) chars.push_back(Value::string(std::move(c)));
+      chars.reserve(starts.size() - 1);
+      for (size_t k = 0; k + 1 < starts.size(); ++k) chars.push_back(Value::string(v.s().substr(starts[k], starts[k + 1] - starts[k])));
       return chars;
     }
     default: return make_error(ErrorCode::kInvalidArgument, "'{}' object is not iterable", v.type_name());
@@ -321,38 +430,47 @@ Expected<Args> Interp::eval_args(const Expr& e, size_t first) {
 
 Expected<Value> Interp::call(const Value& fn, Args& args, const Expr* where_expr) {
   if (fn.kind != Value::Kind::kFunction) {
-    if (fn.is_undefined()) return error_at(where_expr, fmt::format("'{}' is undefined", fn.s.empty() ? "value" : fn.s));
+    if (fn.is_undefined()) return error_at(where_expr, fmt::format("'{}' is undefined", fn.s().empty() ? "value" : fn.s()));
     return error_at(where_expr, fmt::format("'{}' object is not callable", fn.type_name()));
   }
+  SHARDLM_TRY(charge_call(nullptr, args));
   auto r = (*fn.fn)(*this, args);
   if (!r.ok() && r.status().message().rfind("template", 0) != 0) return error_at(where_expr, r.status().message());
+  if (r.ok()) SHARDLM_TRY(charge(shallow_bytes(*r)));
   return r;
 }
 
 Expected<Value> Interp::get_attr(const Value& obj, const std::string& name) {
   if (obj.is_undefined()) {
-    return make_error(ErrorCode::kInvalidArgument, "'{}' is undefined", obj.s.empty() ? "value" : obj.s);
+    return make_error(ErrorCode::kInvalidArgument, "'{}' is undefined", obj.s().empty() ? "value" : obj.s());
   }
+  // A bound method works on its receiver: charged here, where it is bound.
   if (obj.is_dict()) {
     if (!obj.is_namespace) {
       Value m = method(obj, name);
-      if (!m.is_undefined()) return m;
+      if (!m.is_undefined()) {
+        SHARDLM_TRY(charge_call(&obj, Args{}));
+        return m;
+      }
     }
     if (const Value* v = obj.dict->find(name)) return *v;
     return Value::undefined(name);
   }
   Value m = method(obj, name);
-  if (!m.is_undefined()) return m;
+  if (!m.is_undefined()) {
+    SHARDLM_TRY(charge_call(&obj, Args{}));
+    return m;
+  }
   return Value::undefined(name);
 }
 
 Expected<Value> Interp::get_item(const Value& obj, const Value& key) {
   if (obj.is_undefined()) {
-    return make_error(ErrorCode::kInvalidArgument, "'{}' is undefined", obj.s.empty() ? "value" : obj.s);
+    return make_error(ErrorCode::kInvalidArgument, "'{}' is undefined", obj.s().empty() ? "value" : obj.s());
   }
   if (obj.is_dict()) {
     if (const Value* v = obj.dict->find(key)) return *v;
-    if (key.is_string()) return get_attr(obj, key.s);
+    if (key.is_string()) return get_attr(obj, key.s());
     return Value::undefined();
   }
   if ((obj.is_list() || obj.is_string()) && (key.kind == Value::Kind::kInt || key.kind == Value::Kind::kBool)) {
@@ -363,13 +481,15 @@ Expected<Value> Interp::get_item(const Value& obj, const Value& key) {
       if (idx < 0 || idx >= n) return Value::undefined();
       return (*obj.list)[static_cast<size_t>(idx)];
     }
-    auto chars = utf8_chars(obj.s);
-    int64_t n = static_cast<int64_t>(chars.size());
+    SHARDLM_TRY(charge(obj.s().size()));
+    auto starts = char_starts(obj.s());
+    int64_t n = static_cast<int64_t>(starts.size()) - 1;
     if (idx < 0) idx += n;
     if (idx < 0 || idx >= n) return Value::undefined();
-    return Value::string(chars[static_cast<size_t>(idx)]);
+    size_t b = starts[static_cast<size_t>(idx)], e = starts[static_cast<size_t>(idx) + 1];
+    return Value::string(obj.s().substr(b, e - b));
   }
-  if (key.is_string()) return get_attr(obj, key.s);
+  if (key.is_string()) return get_attr(obj, key.s());
   return Value::undefined();
 }
 
@@ -403,6 +523,11 @@ std::vector<size_t> slice_indices(int64_t n, const Value& start, const Value& st
 }  // namespace
 
 Expected<Value> Interp::eval(const Expr& e) {
+  SHARDLM_TRY(step());
+  return eval_expr(e);
+}
+
+Expected<Value> Interp::eval_expr(const Expr& e) {
   switch (e.type) {
     case Expr::Type::kLiteral: return e.literal;
     case Expr::Type::kName: return lookup(e.name);
@@ -448,6 +573,7 @@ Expected<Value> Interp::eval(const Expr& e) {
         }
       }
       Status st;
+      SHARDLM_TRY(charge(shallow_bytes(obj) * (obj.is_string() ? sizeof(size_t) : 1)));
       if (obj.is_list()) {
         auto idx = slice_indices(static_cast<int64_t>(obj.list->size()), parts[0], parts[1], parts[2], st);
         if (!st.ok()) return error_at(&e, st.message());
@@ -456,14 +582,14 @@ Expected<Value> Interp::eval(const Expr& e) {
         return Value::make_list(std::move(out), obj.is_tuple);
       }
       if (obj.is_string()) {
-        auto chars = utf8_chars(obj.s);
-        auto idx = slice_indices(static_cast<int64_t>(chars.size()), parts[0], parts[1], parts[2], st);
+        auto starts = char_starts(obj.s());
+        auto idx = slice_indices(static_cast<int64_t>(starts.size()) - 1, parts[0], parts[1], parts[2], st);
         if (!st.ok()) return error_at(&e, st.message());
         std::string out;
-        for (size_t k : idx) out += chars[k];
+        for (size_t k : idx) out.append(obj.s(), starts[k], starts[k + 1] - starts[k]);
         return Value::string(std::move(out));
       }
-      if (obj.is_undefined()) return error_at(&e, fmt::format("'{}' is undefined", obj.s.empty() ? "value" : obj.s));
+      if (obj.is_undefined()) return error_at(&e, fmt::format("'{}' is undefined", obj.s().empty() ? "value" : obj.s()));
       return error_at(&e, fmt::format("'{}' object is not subscriptable", obj.type_name()));
     }
     case Expr::Type::kCall: {
@@ -521,12 +647,21 @@ Expected<Value> Interp::eval(const Expr& e) {
 
 namespace {
 
-Expected<Value> repeat(const Value& seq, int64_t n) {
-  size_t unit = seq.is_string() ? seq.s.size() : seq.list->size();
-  if (n > 0 && unit > 0) SHARDLM_TRY(Interp::check_size(unit * static_cast<size_t>(std::min<int64_t>(n, int64_t{1} << 40))));
+Expected<Value> repeat(Interp& in, const Value& seq, int64_t n) {
+  const size_t unit = Interp::shallow_bytes(seq);
+  if (n > 0 && unit > 0) {
+    const size_t total = unit * static_cast<size_t>(std::min<int64_t>(n, int64_t{1} << 30));
+    SHARDLM_TRY(Interp::check_size(total));
+    SHARDLM_TRY(in.charge(total));
+  }
   if (seq.is_string()) {
+    if (n <= 0 || seq.s().empty()) return Value::string("");
+    const size_t total = seq.s().size() * static_cast<size_t>(n);
     std::string out;
-    for (int64_t k = 0; k < n; ++k) out += seq.s;
+    out.reserve(total);
+    out = seq.s();
+    while (out.size() * 2 <= total) out.append(out);  // doubling: log(n) copies
+    out.append(out, 0, total - out.size());
     return Value::string(std::move(out));
   }
   List out;
@@ -547,32 +682,37 @@ Expected<Value> Interp::eval_binary(const Expr& e) {
   SHARDLM_ASSIGN_OR_RETURN(Value r, eval(*e.children[1]));
   const std::string& op = e.name;
   if (op == "~") {
+    SHARDLM_TRY(check_nested(l));
+    SHARDLM_TRY(check_nested(r));
     std::string a = l.str(), b = r.str();
     SHARDLM_TRY(check_size(a.size() + b.size()));
+    SHARDLM_TRY(charge(a.size() + b.size()));
     return Value::string(a + b);
   }
   if ((l.is_undefined() || r.is_undefined())) {
     const Value& u = l.is_undefined() ? l : r;
-    return error_at(&e, fmt::format("'{}' is undefined", u.s.empty() ? "value" : u.s));
+    return error_at(&e, fmt::format("'{}' is undefined", u.s().empty() ? "value" : u.s()));
   }
   auto type_error = [&]() {
     return error_at(&e, fmt::format("unsupported operand type(s) for {}: '{}' and '{}'", op, l.type_name(), r.type_name()));
   };
   if (op == "+") {
     if (l.is_string() && r.is_string()) {
-      SHARDLM_TRY(check_size(l.s.size() + r.s.size()));
-      return Value::string(l.s + r.s);
+      SHARDLM_TRY(check_size(l.s().size() + r.s().size()));
+      SHARDLM_TRY(charge(l.s().size() + r.s().size()));
+      return Value::string(l.s() + r.s());
     }
     if (l.is_list() && r.is_list()) {
-      SHARDLM_TRY(check_size(l.list->size() + r.list->size()));
+      SHARDLM_TRY(check_size(shallow_bytes(l) + shallow_bytes(r)));
+      SHARDLM_TRY(charge(shallow_bytes(l) + shallow_bytes(r)));
       List out = *l.list;
       out.insert(out.end(), r.list->begin(), r.list->end());
       return Value::make_list(std::move(out), l.is_tuple);
     }
   }
   if (op == "*") {
-    if ((l.is_string() || l.is_list()) && (r.kind == Value::Kind::kInt || r.kind == Value::Kind::kBool)) return repeat(l, r.as_int());
-    if ((r.is_string() || r.is_list()) && (l.kind == Value::Kind::kInt || l.kind == Value::Kind::kBool)) return repeat(r, l.as_int());
+    if ((l.is_string() || l.is_list()) && (r.kind == Value::Kind::kInt || r.kind == Value::Kind::kBool)) return repeat(*this, l, r.as_int());
+    if ((r.is_string() || r.is_list()) && (l.kind == Value::Kind::kInt || l.kind == Value::Kind::kBool)) return repeat(*this, r, l.as_int());
   }
   if (op == "%" && l.is_string()) return error_at(&e, "printf-style string formatting is not supported");
   if (!l.is_number() || !r.is_number()) return type_error();
@@ -627,6 +767,10 @@ Expected<Value> Interp::eval_compare(const Expr& e) {
   for (size_t k = 0; k < e.ops.size(); ++k) {
     SHARDLM_ASSIGN_OR_RETURN(Value right, eval(*e.children[k + 1]));
     const std::string& op = e.ops[k];
+    // Comparisons walk both sides (strings byte by byte, containers item by item).
+    SHARDLM_TRY(check_nested(left));
+    SHARDLM_TRY(check_nested(right));
+    SHARDLM_TRY(charge(shallow_bytes(left) + shallow_bytes(right)));
     bool ok;
     if (op == "==") {
       ok = values_equal(left, right);
@@ -636,13 +780,13 @@ Expected<Value> Interp::eval_compare(const Expr& e) {
       bool found = false;
       if (right.is_string()) {
         if (!left.is_string()) return error_at(&e, "'in <string>' requires string as left operand");
-        found = right.s.find(left.s) != std::string::npos;
+        found = find_substr(right.s(), left.s()) != std::string::npos;
       } else if (right.is_list()) {
         for (const auto& x : *right.list) found = found || values_equal(x, left);
       } else if (right.is_dict()) {
         found = right.dict->find(left) != nullptr;
       } else if (right.is_undefined()) {
-        return error_at(&e, fmt::format("'{}' is undefined", right.s.empty() ? "value" : right.s));
+        return error_at(&e, fmt::format("'{}' is undefined", right.s().empty() ? "value" : right.s()));
       } else {
         return error_at(&e, fmt::format("argument of type '{}' is not iterable", right.type_name()));
       }

@@ -4,6 +4,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 
 #include "tokenizer/utf8.h"
 
@@ -14,6 +15,15 @@ const Value* Args::get(size_t index, std::string_view name) const {
     if (k == name) return &v;
   if (index < pos.size()) return &pos[index];
   return nullptr;
+}
+
+const std::string& Value::s() const {
+  static const std::string kEmpty;
+  return text_ ? *text_ : kEmpty;
+}
+
+std::shared_ptr<const std::string> Value::shared_text() const {
+  return text_ ? text_ : std::make_shared<const std::string>();
 }
 
 Value Value::make_list(List items, bool tuple) {
@@ -62,7 +72,7 @@ bool Value::truthy() const {
     case Kind::kBool: return b;
     case Kind::kInt: return i != 0;
     case Kind::kFloat: return f != 0;
-    case Kind::kString: return !s.empty();
+    case Kind::kString: return !s().empty();
     case Kind::kList: return !list->empty();
     case Kind::kDict: return !dict->items.empty();
     case Kind::kFunction: return true;
@@ -164,48 +174,63 @@ std::string python_str_repr(std::string_view s) {
 std::string Value::str() const {
   switch (kind) {
     case Kind::kUndefined: return "";
-    case Kind::kString: return s;
+    case Kind::kString: return s();
     default: return repr();
   }
 }
 
-std::string Value::repr() const {
-  switch (kind) {
-    case Kind::kUndefined: return "";
-    case Kind::kNone: return "None";
-    case Kind::kBool: return b ? "True" : "False";
-    case Kind::kInt: return std::to_string(i);
-    case Kind::kFloat: return python_float_repr(f);
-    case Kind::kString: return python_str_repr(s);
-    case Kind::kList: {
-      std::string out = is_tuple ? "(" : "[";
-      for (size_t k = 0; k < list->size(); ++k) {
-        if (k) out += ", ";
-        out += (*list)[k].repr();
-      }
-      if (is_tuple && list->size() == 1) out += ",";
-      out += is_tuple ? ")" : "]";
-      return out;
-    }
-    case Kind::kDict: {
-      std::string out = is_namespace ? "<Namespace {" : "{";
-      bool first = true;
-      for (const auto& [k, v] : dict->items) {
-        if (!first) out += ", ";
-        first = false;
-        out += k.repr() + ": " + v.repr();
-      }
-      out += is_namespace ? "}>" : "}";
-      return out;
-    }
-    case Kind::kFunction: return "<function>";
+namespace {
+
+void append_repr(std::string& out, const Value& v, int depth) {
+  using K = Value::Kind;
+  switch (v.kind) {
+    case K::kUndefined: return;
+    case K::kNone: out += "None"; return;
+    case K::kBool: out += v.b ? "True" : "False"; return;
+    case K::kInt: out += std::to_string(v.i); return;
+    case K::kFloat: out += python_float_repr(v.f); return;
+    case K::kString: out += python_str_repr(v.s()); return;
+    case K::kFunction: out += "<function>"; return;
+    case K::kList:
+    case K::kDict: break;
   }
-  return "";
+  if (depth >= kMaxValueNesting) {
+    out += v.is_list() ? "[...]" : "{...}";
+    return;
+  }
+  if (v.is_list()) {
+    out += v.is_tuple ? "(" : "[";
+    for (size_t k = 0; k < v.list->size(); ++k) {
+      if (k) out += ", ";
+      append_repr(out, (*v.list)[k], depth + 1);
+    }
+    if (v.is_tuple && v.list->size() == 1) out += ",";
+    out += v.is_tuple ? ")" : "]";
+    return;
+  }
+  out += v.is_namespace ? "<Namespace {" : "{";
+  bool first = true;
+  for (const auto& [k, x] : v.dict->items) {
+    if (!first) out += ", ";
+    first = false;
+    append_repr(out, k, depth + 1);
+    out += ": ";
+    append_repr(out, x, depth + 1);
+  }
+  out += v.is_namespace ? "}>" : "}";
+}
+
+}  // namespace
+
+std::string Value::repr() const {
+  std::string out;
+  append_repr(out, *this, 0);
+  return out;
 }
 
 const Value* Dict::find(std::string_view key) const {
   for (const auto& [k, v] : items)
-    if (k.kind == Value::Kind::kString && k.s == key) return &v;
+    if (k.kind == Value::Kind::kString && k.s() == key) return &v;
   return nullptr;
 }
 
@@ -225,7 +250,9 @@ void Dict::set(const Value& key, Value v) {
   items.emplace_back(key, std::move(v));
 }
 
-bool values_equal(const Value& a, const Value& b) {
+namespace {
+
+bool equal_at(const Value& a, const Value& b, int depth) {
   using K = Value::Kind;
   if (a.is_number() && b.is_number()) {
     if (a.kind == K::kFloat || b.kind == K::kFloat) return a.as_double() == b.as_double();
@@ -235,20 +262,20 @@ bool values_equal(const Value& a, const Value& b) {
   switch (a.kind) {
     case K::kUndefined:
     case K::kNone: return true;
-    case K::kString: return a.s == b.s;
+    case K::kString: return a.s() == b.s();
     case K::kList: {
       if (a.list == b.list) return true;
-      if (a.list->size() != b.list->size()) return false;
+      if (a.list->size() != b.list->size() || depth >= kMaxValueNesting) return false;
       for (size_t k = 0; k < a.list->size(); ++k)
-        if (!values_equal((*a.list)[k], (*b.list)[k])) return false;
+        if (!equal_at((*a.list)[k], (*b.list)[k], depth + 1)) return false;
       return true;
     }
     case K::kDict: {
       if (a.dict == b.dict) return true;
-      if (a.dict->items.size() != b.dict->items.size()) return false;
+      if (a.dict->items.size() != b.dict->items.size() || depth >= kMaxValueNesting) return false;
       for (const auto& [k, v] : a.dict->items) {
         const Value* o = b.dict->find(k);
-        if (!o || !values_equal(v, *o)) return false;
+        if (!o || !equal_at(v, *o, depth + 1)) return false;
       }
       return true;
     }
@@ -257,7 +284,7 @@ bool values_equal(const Value& a, const Value& b) {
   }
 }
 
-Expected<int> values_compare(const Value& a, const Value& b) {
+Expected<int> compare_at(const Value& a, const Value& b, int depth) {
   if (a.is_number() && b.is_number()) {
     if (a.kind == Value::Kind::kFloat || b.kind == Value::Kind::kFloat) {
       double x = a.as_double(), y = b.as_double();
@@ -267,20 +294,27 @@ Expected<int> values_compare(const Value& a, const Value& b) {
     return x < y ? -1 : x > y ? 1 : 0;
   }
   if (a.is_string() && b.is_string()) {
-    int c = a.s.compare(b.s);  // UTF-8 byte order is code point order
+    int c = a.s().compare(b.s());  // UTF-8 byte order is code point order
     return c < 0 ? -1 : c > 0 ? 1 : 0;
   }
   if (a.is_list() && b.is_list()) {
+    if (depth >= kMaxValueNesting) return make_error(ErrorCode::kInvalidArgument, "maximum recursion depth exceeded in comparison");
     size_t n = std::min(a.list->size(), b.list->size());
     for (size_t k = 0; k < n; ++k) {
-      if (values_equal((*a.list)[k], (*b.list)[k])) continue;
-      return values_compare((*a.list)[k], (*b.list)[k]);
+      if (equal_at((*a.list)[k], (*b.list)[k], depth + 1)) continue;
+      return compare_at((*a.list)[k], (*b.list)[k], depth + 1);
     }
     return a.list->size() < b.list->size() ? -1 : a.list->size() > b.list->size() ? 1 : 0;
   }
   return make_error(ErrorCode::kInvalidArgument, "'<' not supported between instances of '{}' and '{}'", a.type_name(),
                     b.type_name());
 }
+
+}  // namespace
+
+bool values_equal(const Value& a, const Value& b) { return equal_at(a, b, 0); }
+
+Expected<int> values_compare(const Value& a, const Value& b) { return compare_at(a, b, 0); }
 
 namespace {
 
@@ -326,6 +360,9 @@ Status dump(std::string& out, const Value& v, const JsonOptions& o, int level) {
     out.push_back('\n');
     out.append(static_cast<size_t>(*o.indent * lvl), ' ');
   };
+  // Python's json detects the cycle; a bound on the depth catches it and any
+  // structure too deep to be a chat message.
+  if (level > kMaxValueNesting) return make_error(ErrorCode::kInvalidArgument, "tojson: circular reference or nesting deeper than {}", kMaxValueNesting);
   switch (v.kind) {
     case K::kUndefined: return make_error(ErrorCode::kInvalidArgument, "Object of type Undefined is not JSON serializable");
     case K::kFunction: return make_error(ErrorCode::kInvalidArgument, "Object of type function is not JSON serializable");
@@ -338,7 +375,7 @@ Status dump(std::string& out, const Value& v, const JsonOptions& o, int level) {
       else out += python_float_repr(v.f);
       return Status::Ok();
     }
-    case K::kString: json_string(out, v.s, o.ensure_ascii); return Status::Ok();
+    case K::kString: json_string(out, v.s(), o.ensure_ascii); return Status::Ok();
     case K::kList: {
       if (v.list->empty()) {
         out += "[]";
@@ -349,6 +386,7 @@ Status dump(std::string& out, const Value& v, const JsonOptions& o, int level) {
         if (k) out += item_sep;
         newline(level + 1);
         SHARDLM_TRY(dump(out, (*v.list)[k], o, level + 1));
+        if (out.size() > o.max_bytes) return make_error(ErrorCode::kOutOfMemory, "tojson: output exceeds {} bytes", o.max_bytes);
       }
       newline(level);
       out.push_back(']');
@@ -372,7 +410,7 @@ Status dump(std::string& out, const Value& v, const JsonOptions& o, int level) {
         newline(level + 1);
         const Value& k = kv->first;
         if (k.is_string()) {
-          json_string(out, k.s, o.ensure_ascii);
+          json_string(out, k.s(), o.ensure_ascii);
         } else if (k.kind == K::kInt || k.kind == K::kFloat || k.kind == K::kBool || k.kind == K::kNone) {
           std::string ks = k.kind == K::kBool ? (k.b ? "true" : "false") : k.kind == K::kNone ? "null" : k.repr();
           json_string(out, ks, o.ensure_ascii);
@@ -381,6 +419,7 @@ Status dump(std::string& out, const Value& v, const JsonOptions& o, int level) {
         }
         out += key_sep;
         SHARDLM_TRY(dump(out, kv->second, o, level + 1));
+        if (out.size() > o.max_bytes) return make_error(ErrorCode::kOutOfMemory, "tojson: output exceeds {} bytes", o.max_bytes);
       }
       newline(level);
       out.push_back('}');
@@ -404,15 +443,31 @@ size_t utf8_length(std::string_view s) {
   return n;
 }
 
-std::vector<std::string> utf8_chars(std::string_view s) {
-  std::vector<std::string> out;
+size_t find_substr(std::string_view hay, std::string_view needle, size_t pos) {
+  if (pos > hay.size()) return std::string_view::npos;
+  if (needle.empty()) return pos;
+  const void* p = memmem(hay.data() + pos, hay.size() - pos, needle.data(), needle.size());
+  return p ? static_cast<size_t>(static_cast<const char*>(p) - hay.data()) : std::string_view::npos;
+}
+
+size_t rfind_substr(std::string_view hay, std::string_view needle) {
+  if (needle.size() > hay.size()) return std::string_view::npos;
+  if (needle.empty()) return hay.size();
+  // The last match is the first match in the reversed strings.
+  std::string rh(hay.rbegin(), hay.rend()), rn(needle.rbegin(), needle.rend());
+  size_t p = find_substr(rh, rn);
+  return p == std::string_view::npos ? p : hay.size() - p - needle.size();
+}
+
+std::vector<size_t> char_starts(std::string_view s) {
+  std::vector<size_t> out;
   size_t i = 0;
   while (i < s.size()) {
+    out.push_back(i);
     size_t len = utf8::valid_sequence_length(s, i);
-    if (len == 0) len = 1;
-    out.emplace_back(s.substr(i, len));
-    i += len;
+    i += len == 0 ? 1 : len;
   }
+  out.push_back(s.size());
   return out;
 }
 

@@ -40,14 +40,13 @@ struct Value {
   bool is_namespace = false;  // dicts made by namespace()
   int64_t i = 0;
   double f = 0;
-  std::string s;  // string value, or the name of an undefined variable
   std::shared_ptr<List> list;
   std::shared_ptr<Dict> dict;
   std::shared_ptr<Function> fn;
 
   static Value undefined(std::string name = {}) {
     Value v;
-    v.s = std::move(name);
+    if (!name.empty()) v.text_ = std::make_shared<const std::string>(std::move(name));
     return v;
   }
   static Value none() { return with_kind(Kind::kNone); }
@@ -68,7 +67,7 @@ struct Value {
   }
   static Value string(std::string x) {
     Value v = with_kind(Kind::kString);
-    v.s = std::move(x);
+    v.text_ = std::make_shared<const std::string>(std::move(x));
     return v;
   }
   static Value make_list(List items = {}, bool tuple = false);
@@ -89,6 +88,11 @@ struct Value {
   double as_double() const { return kind == Kind::kFloat ? f : kind == Kind::kBool ? (b ? 1 : 0) : static_cast<double>(i); }
   int64_t as_int() const { return kind == Kind::kBool ? (b ? 1 : 0) : kind == Kind::kFloat ? static_cast<int64_t>(f) : i; }
 
+  // The string's bytes, or the name of an undefined variable.
+  const std::string& s() const;
+  // The same bytes, shared (for closures that outlive this value).
+  std::shared_ptr<const std::string> shared_text() const;
+
   bool truthy() const;
   // Python str() (what {{ x }} prints; undefined prints as "").
   std::string str() const;
@@ -102,7 +106,18 @@ struct Value {
     v.kind = k;
     return v;
   }
+  // Immutable and shared, as Python's str: copying a Value (a variable lookup,
+  // a loop binding, a list literal) never copies its text, so a template that
+  // passes a large message around pays for its bytes once.
+  std::shared_ptr<const std::string> text_;
 };
+
+// Deepest nesting of lists / dicts that printing, comparing and serialising
+// walk into; deeper (or self-containing, e.g. a namespace holding itself)
+// values print as "[...]" like Python's reprlib and fail to compare or serialise.
+constexpr int kMaxValueNesting = 64;
+// Largest string (bytes) or list (slots * sizeof(Value)) a template may build.
+constexpr size_t kMaxValueBytes = size_t{64} << 20;
 
 struct Dict {
   std::vector<std::pair<Value, Value>> items;
@@ -125,13 +140,22 @@ struct JsonOptions {
   std::optional<std::pair<std::string, std::string>> separators;  // item, key
   bool sort_keys = false;
   bool ensure_ascii = false;
+  size_t max_bytes = SIZE_MAX;  // fail once the text grows past this
 };
 // json.dumps(value, ...) as transformers' tojson calls it.
 Expected<std::string> to_json(const Value& v, const JsonOptions& opts);
 
 // Number of code points (Python len of a str).
 size_t utf8_length(std::string_view s);
-// Code points of a string as separate strings.
-std::vector<std::string> utf8_chars(std::string_view s);
+// Substring search in time linear in both lengths (glibc's memmem is the
+// two-way algorithm; std::string::find is quadratic on inputs like a^n, a^(n/2)b,
+// which a template can build). npos when absent.
+size_t find_substr(std::string_view hay, std::string_view needle, size_t pos = 0);
+size_t rfind_substr(std::string_view hay, std::string_view needle);
+
+// Byte offsets where each code point of s starts, then s.size(): code point k
+// is s[starts[k], starts[k + 1]). A byte that starts no valid sequence is a
+// code point of its own (Python would have decoded it with errors=replace).
+std::vector<size_t> char_starts(std::string_view s);
 
 }  // namespace shardlm::jinja

@@ -147,6 +147,68 @@ TEST(Jinja, Errors) {
   EXPECT_NE(e.find("recursion"), std::string::npos) << e;
 }
 
+// Templates the fuzzer (or a hostile --chat-template) can write: each ends in
+// an error naming the bound it hit, within a bounded time and memory, instead
+// of a hang, an out-of-memory kill or a stack overflow.
+TEST(Jinja, RunawayTemplatesEndInErrors) {
+  struct Case {
+    const char* src;
+    const char* error;  // expected in the message
+  };
+  const Case cases[] = {
+      // 45 references to a 60 MB string, printed whole.
+      {"{% set a = 'x' * 60000000 %}{% set l = [a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a] %}{{ l }}",
+       "exceeds 64 MiB"},
+      // An O(n) filter on a large string in a loop.
+      {"{% set a = 'x' * 60000000 %}{% for i in range(100000) %}{{ a|length }}{% endfor %}", "work budget"},
+      // Many large lists.
+      {"{% set l = [range(999999), range(999999), range(999999), range(999999)] %}", "work budget"},
+      // Steps: nested loops doing nothing, and one long expression evaluated again and again.
+      {"{% for i in range(100000) %}{% for j in range(100) %}{% endfor %}{% endfor %}", "budget"},
+      {"{% for i in range(999) %}{% for j in range(999) %}{{ 1+1+1+1+1+1+1+1+1+1+1+1+1+1+1+1 }}{% endfor %}{% endfor %}", "budget"},
+      // A quadratic filter.
+      {"{{ range(300000)|unique|length }}", "work budget"},
+      // Sizes from arguments.
+      {"{{ 'a'|indent(1000000000) }}", "exceeds 64 MiB"},
+      {"{{ [1, 2, 3]|batch(1000000000, 'x')|list }}", "exceeds 64 MiB"},
+      {"{{ [1]|tojson(indent=1000000000) }}", "indent larger than 1024"},
+      {"{{ ('<' * 20000000)|e }}", "exceeds 64 MiB"},
+      // A structure that doubles at every level (2^30 paths).
+      {"{% set a = [1] %}{% for i in range(30) %}{% set a = [a, a] %}{{ '' }}{% endfor %}"
+       "{% set a = [1, 1] %}{% set a = [a, a] %}{% set a = [a, a] %}{% set a = [a, a] %}{% set a = [a, a] %}{% set a = [a, a] %}"
+       "{% set a = [a, a] %}{% set a = [a, a] %}{% set a = [a, a] %}{% set a = [a, a] %}{% set a = [a, a] %}{% set a = [a, a] %}"
+       "{% set a = [a, a] %}{% set a = [a, a] %}{% set a = [a, a] %}{% set a = [a, a] %}{% set a = [a, a] %}{% set a = [a, a] %}"
+       "{% set a = [a, a] %}{% set a = [a, a] %}{% set a = [a, a] %}{% set a = [a, a] %}{% set a = [a, a] %}{% set a = [a, a] %}{{ a == a }}",
+       "exceeds 64 MiB"},
+      // A namespace that holds itself, serialised.
+      {"{% set ns = namespace(a=1) %}{% set ns.self = ns %}{{ ns|tojson }}", "circular reference"},
+  };
+  for (const auto& c : cases) {
+    std::string e = render(c.src);
+    EXPECT_EQ(e.rfind("RENDER ERROR", 0), 0u) << c.src << "\n -> " << e.substr(0, 200);
+    EXPECT_NE(e.find(c.error), std::string::npos) << c.src << "\n -> " << e.substr(0, 200);
+  }
+}
+
+// What the bounds must not break: strings are shared, so passing a large one
+// around is free; self-holding namespaces print like Python's recursive repr;
+// searches are linear-time; string indexing does not explode the string.
+TEST(Jinja, LargeValuesWithinBounds) {
+  EXPECT_EQ(render("{% set a = 'x' * 30000000 %}{% set ns = namespace(b='') %}{% for i in range(100000) %}{% set ns.b = a %}{% endfor %}"
+                   "{{ ns.b|length }}"),
+            "30000000");
+  EXPECT_EQ(render("{% set h = 'a' * 4000000 %}{% set n = 'a' * 2000000 ~ 'b' %}{{ n in h }} {{ h.find(n) }} {{ h.rfind(n) }} "
+                   "{{ h.count(n) }} {{ h.replace(n, 'x')|length }} {{ h.split(n)|length }} {{ h.rfind('a') }}"),
+            "False -1 -1 0 4000000 1 3999999");
+  EXPECT_EQ(render("{% set a = 'é' * 1000000 %}{{ a[500000] }}{{ a[-1] }}{{ a[10:13] }} {{ a|reverse|length }}"), "ééééé 1000000");
+  EXPECT_EQ(render("{{ 'ab' * 3 }}|{{ 'ab' * 0 }}|{{ '' * 5 }}|{{ [1] * 3 }}"), "ababab|||[1, 1, 1]");
+  EXPECT_EQ(render("{{ '  x  '|trim }}|{{ '  x  '.lstrip() }}|{{ '  x  '.rstrip() }}|{{ 'xxhixx'.strip('x') }}|{{ '   '.strip() }}|{{ ''.strip() }}|"),
+            "x|x  |  x|hi|||");
+  std::string r = render("{% set ns = namespace(a=1) %}{% set ns.self = ns %}{{ ns == ns }} {{ ns.self.self.a }} {{ ns }}");
+  EXPECT_EQ(r.rfind("True 1 <Namespace {'a': 1, 'self': <Namespace {", 0), 0u) << r.substr(0, 200);
+  EXPECT_NE(r.find("{...}"), std::string::npos);
+}
+
 TEST(Jinja, ChatTemplateShapes) {
   // The Llama-3 style: filter binds tighter than +.
   const char* llama = "{% for m in messages %}{% set c = '<|h|>' + m['role'] + '\\n\\n' + m['content'] | trim + '<|e|>' %}"
