@@ -70,7 +70,9 @@ void run_batched(const std::string& dir, const std::vector<Req>& reqs,
   }
   for (auto [id, i] : which) EXPECT_EQ(engine.get(id)->output, alone[i]) << "request " << i;
   EXPECT_EQ(engine.blocks().num_free_blocks(), engine.blocks().num_blocks());
-  if (expect_preemption) EXPECT_GT(engine.total_preemptions(), 0);
+  if (expect_preemption) {
+    EXPECT_GT(engine.total_preemptions(), 0);
+  }
 }
 
 class ContinuousBatching : public ::testing::Test {
