@@ -319,24 +319,30 @@ Status Interp::exec_for(const Stmt& s, std::string& out) {
     SHARDLM_TRY(step(kLoopIterationSteps));
     push_scope();
     Value loop = Value::make_dict();
-    // The keys are distinct: appended, not set (set() searches the items).
+    // The keys are distinct: appended, not set (set() searches the items),
+    // and made once (strings are shared).
+    static const Value keys[] = {Value::string("index0"), Value::string("index"),    Value::string("revindex0"),
+                                 Value::string("revindex"), Value::string("first"),   Value::string("last"),
+                                 Value::string("length"), Value::string("depth"),    Value::string("depth0"),
+                                 Value::string("previtem"), Value::string("nextitem"), Value::string("cycle")};
     auto& d = loop.dict->items;
-    d.emplace_back(Value::string("index0"), Value::integer(k));
-    d.emplace_back(Value::string("index"), Value::integer(k + 1));
-    d.emplace_back(Value::string("revindex0"), Value::integer(n - k - 1));
-    d.emplace_back(Value::string("revindex"), Value::integer(n - k));
-    d.emplace_back(Value::string("first"), Value::boolean(k == 0));
-    d.emplace_back(Value::string("last"), Value::boolean(k == n - 1));
-    d.emplace_back(Value::string("length"), Value::integer(n));
+    d.reserve(std::size(keys));
+    d.emplace_back(keys[0], Value::integer(k));
+    d.emplace_back(keys[1], Value::integer(k + 1));
+    d.emplace_back(keys[2], Value::integer(n - k - 1));
+    d.emplace_back(keys[3], Value::integer(n - k));
+    d.emplace_back(keys[4], Value::boolean(k == 0));
+    d.emplace_back(keys[5], Value::boolean(k == n - 1));
+    d.emplace_back(keys[6], Value::integer(n));
     int64_t depth = 1;
     if (outer_loop.is_dict()) {
       if (const Value* od = outer_loop.dict->find("depth")) depth = od->as_int() + 1;
     }
-    d.emplace_back(Value::string("depth"), Value::integer(depth));
-    d.emplace_back(Value::string("depth0"), Value::integer(depth - 1));
-    d.emplace_back(Value::string("previtem"), k > 0 ? items[k - 1] : Value::undefined("previtem"));
-    d.emplace_back(Value::string("nextitem"), k + 1 < n ? items[k + 1] : Value::undefined("nextitem"));
-    d.emplace_back(Value::string("cycle"), Value::function([k](Interp&, Args& a) -> Expected<Value> {
+    d.emplace_back(keys[7], Value::integer(depth));
+    d.emplace_back(keys[8], Value::integer(depth - 1));
+    d.emplace_back(keys[9], k > 0 ? items[k - 1] : Value::undefined("previtem"));
+    d.emplace_back(keys[10], k + 1 < n ? items[k + 1] : Value::undefined("nextitem"));
+    d.emplace_back(keys[11], Value::function([k](Interp&, Args& a) -> Expected<Value> {
             if (a.pos.empty()) return make_error(ErrorCode::kInvalidArgument, "no items for cycling given");
             return a.pos[static_cast<size_t>(k) % a.pos.size()];
           }));
