@@ -6,6 +6,7 @@ import math
 import os
 import random
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -25,9 +26,26 @@ def model_dir(name):
 
 
 def free_port():
-    # A random high port for MASTER_PORT; collisions between concurrent tests are
-    # unlikely and show up as a clear rendezvous error, never as a wrong answer.
-    return random.randint(20000, 60000)
+    """A MASTER_PORT for one job: below the kernel's ephemeral range (where no
+    outgoing connection can be holding it; CI once drew a port an outgoing
+    loopback connection held, rank 0 refused to start and the other rank waited
+    out its connect bound) and free when drawn."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            ephemeral_low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768
+    low = 20000 if ephemeral_low > 21000 else 1024
+    high = ephemeral_low - 1 if ephemeral_low > 21000 else 20000
+    for _ in range(100):
+        port = random.randint(low, high)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("0.0.0.0", port))
+                return port
+            except OSError:
+                continue
+    raise RuntimeError("free_port: no free port found in 100 draws")
 
 
 def base_env(extra=None):
@@ -69,13 +87,25 @@ def run_job(launcher, tp, pp, args, extra_env=None, timeout=180):
                      MASTER_PORT=str(port))
             procs.append(subprocess.Popen([BINARY] + full, env=e, stdout=subprocess.PIPE,
                                           stderr=subprocess.PIPE, text=True))
-        outs = [p.communicate(timeout=timeout) for p in procs]
+        deadline = time.time() + timeout
+        try:
+            outs = [p.communicate(timeout=max(1.0, deadline - time.time())) for p in procs]
+        except subprocess.TimeoutExpired:
+            # Report what the ranks said instead of a bare TimeoutExpired.
+            for p in procs:
+                p.kill()
+            outs = [p.communicate() for p in procs]
+            return -9, outs[0][0], f"run_job: ranks still running after {timeout} s; killed\n" + "".join(o[1] for o in outs)
         code = max(p.returncode for p in procs) if all(p.returncode >= 0 for p in procs) else -1
         return code, outs[0][0], "".join(o[1] for o in outs)
     if launcher in ("mpirun", "srun") and n > 1:
         env["MASTER_ADDR"] = "127.0.0.1"
         env["MASTER_PORT"] = str(free_port())
-    p = subprocess.run(launch_cmd(launcher, n, full), env=env, capture_output=True, text=True, timeout=timeout)
+    try:
+        p = subprocess.run(launch_cmd(launcher, n, full), env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        said = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
+        return -9, "", f"run_job: job still running after {timeout} s; killed\n" + said
     return p.returncode, p.stdout, p.stderr
 
 
