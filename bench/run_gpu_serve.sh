@@ -21,7 +21,9 @@
 # binary's `bench decode` in the same call (A/B of a kernel change; more with
 # EXTRA_BINS="name=path …", run as shardlm_name); HF=1 adds
 # the HF transformers peer (bench/hf_decode.py) to the decode stage; AB_FLAGS
-# (e.g. "--pdl") runs the binary once more with those flags.
+# (e.g. "--pdl") runs the binary once more with those flags. STAGES=comm: the
+# Lamport tests (gpu_comm_test) and `bench allreduce --fused` with each fused
+# kernel (FUSED_VARIANTS: bench flags per run, ';'-separated).
 set -uo pipefail
 export NCCL_NVLS_ENABLE=0
 C=.gpu-serve-carry
@@ -30,7 +32,7 @@ mode=${1:-device}
 if [ "$mode" = carry ]; then
   set -e
   bash bench/make_gpu_carry.sh $C "${2:-build-gpucomm}" shardlm tests/cuda/cuda_kernels_test \
-    tests/cuda/cuda_model_test tests/cuda/cuda_layouts_test >/dev/null
+    tests/cuda/cuda_model_test tests/cuda/cuda_layouts_test tests/gpu_comm/gpu_comm_test >/dev/null
   bash tests/tokenizer/fetch_tokenizers.sh >/dev/null
   mkdir -p $C/model
   { [ -z "${BASE_BIN:-}" ] || cp "$BASE_BIN" $C/bin/shardlm_base; }
@@ -132,6 +134,21 @@ if [ "$DEVICE" = cuda ] && has decode && [ "$(left)" -gt 60 ]; then
       --json "$L/decode_tp4.json" > "$L/decode_tp4.log" 2>&1; echo "rc=$?" >> "$L/decode_tp4.log"
     grep -vE "\] \[info\]" "$L/decode_tp4.log" | tail -8
   fi
+fi
+
+if [ "$DEVICE" = cuda ] && has comm; then
+  echo "== gpu_comm_test (Lamport + NCCL on 2 GPUs)"
+  timeout -k 5 240 $C/bin/gpu_comm_test > "$L/gpu_comm_test.log" 2>&1; echo "rc=$?" >> "$L/gpu_comm_test.log"
+  grep -E "^\[  (FAILED|PASSED|SKIPPED) |^\[       OK|Failure|FAILED:|rc=" "$L/gpu_comm_test.log" | tail -24
+  IFS=';' read -ra variants <<< "${FUSED_VARIANTS:-;--fused-reg-rows 0}"
+  for f in "${variants[@]}"; do
+    tag=$(echo "default$f" | tr -c 'a-z0-9\n' '_')
+    echo "== bench allreduce --world 2 --fused $f"
+    timeout -k 5 150 $S bench allreduce --world 2 --min 4096 --max 4096 --fused $f \
+      --json "$L/allreduce_fused_$tag.json" > "$L/allreduce_fused_$tag.log" 2>&1
+    echo "rc=$?" >> "$L/allreduce_fused_$tag.log"
+    grep -vE "\] \[info\]" "$L/allreduce_fused_$tag.log" | tail -23
+  done
 fi
 
 if [ "$DEVICE" = cuda ] && has ncu; then

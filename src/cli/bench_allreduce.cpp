@@ -18,6 +18,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -49,6 +50,8 @@ struct AllReduceBenchOptions {
   bool fused = false;
   bool table = false;
   bool no_pdl = false;
+  int fused_reg_max_rows = 1 << 30;
+  int fused_block_vectors = 128;
   std::string json_path;
 };
 
@@ -133,6 +136,8 @@ Status run_rank(int rank, const AllReduceBenchOptions& o, SharedPort* shared) {
   LamportOptions lo;
   lo.capacity_bytes = o.capacity;
   lo.pdl = !o.no_pdl;
+  lo.fused_reg_max_rows = o.fused_reg_max_rows;
+  lo.fused_block_vectors = o.fused_block_vectors;
   SHARDLM_ASSIGN_OR_RETURN(auto ar, LamportAllReduce::create(g, DType::kBF16, rank, lo, nccl.get()));
   const bool lead = rank == 0;
   nlohmann::json js;
@@ -165,9 +170,11 @@ Status run_rank(int rank, const AllReduceBenchOptions& o, SharedPort* shared) {
   }
   js["peer_copy_gbs"] = copy_gbs;
   void *in = nullptr, *out = nullptr;
-  BENCH_CUDA(cudaMalloc(&in, o.max_bytes));
-  BENCH_CUDA(cudaMalloc(&out, o.max_bytes));
-  BENCH_CUDA(cudaMemset(in, 0, o.max_bytes));
+  // The fused table reads up to 512 tokens × hidden 8192 bf16 from `in`, whatever --max says.
+  const size_t in_bytes = std::max(o.max_bytes, o.fused ? size_t{512} * 8192 * 2 : size_t{0});
+  BENCH_CUDA(cudaMalloc(&in, in_bytes));
+  BENCH_CUDA(cudaMalloc(&out, in_bytes));
+  BENCH_CUDA(cudaMemset(in, 0, in_bytes));
   size_t one_shot_max = 0, two_shot_max = 0;
   for (size_t bytes = o.min_bytes; bytes <= o.max_bytes; bytes *= 2) {
     const size_t count = bytes / 2;
@@ -303,6 +310,15 @@ void register_bench_allreduce(CLI::App& bench, CommandRunner* run) {
   cmd->add_flag("--fused", o->fused, "Also time the fused all-reduce+residual+RMSNorm (hidden 4096/8192 × 1..512)");
   cmd->add_flag("--table", o->table, "Print the strategy-table row these timings imply");
   cmd->add_flag("--no-pdl", o->no_pdl, "Launch without programmatic dependent launch");
+  cmd->add_option("--fused-reg-rows", o->fused_reg_max_rows,
+                  "Fused kernel: keep each row in registers (one vector per thread) up to this many rows "
+                  "(0: never; loop over the row instead)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--fused-block-vectors", o->fused_block_vectors,
+                  "Fused kernel, small token counts: cut a row over a cluster of blocks of about this many 16-byte "
+                  "vectors (≥ 1024: one block per row)")
+      ->check(CLI::Range(32, 1 << 20))
+      ->capture_default_str();
   cmd->add_option("--json", o->json_path, "Also write the results as JSON here");
   cmd->callback([run, o] {
     *run = [o] {

@@ -66,6 +66,8 @@ Expected<std::unique_ptr<LamportAllReduce>> LamportAllReduce::create(const CommG
   p.timeout_ns = static_cast<unsigned long long>(opts.timeout_s * 1e9);
   p.max_blocks = opts.max_blocks > 0 ? opts.max_blocks : (sms > 0 ? sms : 1);
   p.pdl = opts.pdl;
+  p.fused_reg_max_rows = opts.fused_reg_max_rows;
+  p.fused_block_vectors = opts.fused_block_vectors;
   SHARDLM_TRY(a->launched(kc::lamport_init(a->ws_->local(), bytes, a->kdt_, a->flags_, cap, nullptr),
                           "lamport_init"));
   if (cudaError_t e = cudaDeviceSynchronize(); e != cudaSuccess)

@@ -36,6 +36,12 @@ struct LamportOptions {
   double timeout_s = 10;             // each spin-wait in the kernel
   bool pdl = true;                   // programmatic dependent launch
   int max_blocks = 0;                // 0: the device's SM count
+  // Rows up to which the fused kernel keeps each row in registers, one vector
+  // per thread (kernels/cuda/allreduce/lamport_allreduce.h); 0: never.
+  int fused_reg_max_rows = 1 << 30;
+  // ... and cuts a row over a cluster of blocks of about this many 16-byte
+  // vectors each at small token counts (≥ 1024: one block per row).
+  int fused_block_vectors = 128;
 };
 
 class LamportAllReduce {

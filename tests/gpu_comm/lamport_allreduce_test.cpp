@@ -213,13 +213,31 @@ int back_to_back_child(int rank) {
 int fused_child(int rank) {
   Ctx c;
   if (int rc = setup(rank, c)) return rc;
+  // Every fused kernel: the row in registers, one vector per thread, cut over
+  // a cluster of blocks of ~128 vectors while each row gets its own cluster
+  // (the default: 1–17 rows here), of ~64 vectors (clusters of 8 at 4096),
+  // one block per row (128 and 300 rows); and the row looped over
+  // (fused_reg_max_rows = 0). Rows wider than 1024 vectors (f32 8192, hidden
+  // 24576) loop in every run.
+  struct Variant {
+    int reg_rows, block_vectors;
+    const char* name;
+  };
+  for (const Variant var : {Variant{1 << 30, 128, "row in registers"}, Variant{1 << 30, 64, "row in registers, 64"},
+                            Variant{0, 128, "row looped over"}})
   for (DType dt : {DType::kBF16, DType::kF16, DType::kF32}) {
-    auto ar = LamportAllReduce::create(group_of(c.rv.get(), rank, std::string("fused_") + dtype_name(dt)), dt, rank,
-                                       {}, c.nccl.get());
+    LamportOptions lo;
+    lo.fused_reg_max_rows = var.reg_rows;
+    lo.fused_block_vectors = var.block_vectors;
+    auto ar = LamportAllReduce::create(group_of(c.rv.get(), rank,
+                                                fmt::format("fused_{}_{}_{}", dtype_name(dt), var.reg_rows,
+                                                            var.block_vectors)),
+                                       dt, rank, lo, c.nccl.get());
     CHILD_OK(rank, ar.status());
     const size_t es = dtype_size(dt);
-    for (int hidden : {64, 1000 / 8 * 8, 4096, 8192}) {
+    for (int hidden : {64, 1000 / 8 * 8, 4096, 8192, 24576}) {
       for (int rows : {1, 3, 17, 128, 300}) {
+        if (hidden == 24576 && rows > 17) continue;
         const uint64_t seed = 7000 + hidden + rows;
         const size_t n = static_cast<size_t>(rows) * hidden;
         // Inputs: no large magnitudes here (the norm of 1e30² overflows f32, by design of the data).
@@ -302,8 +320,9 @@ int fused_child(int rank) {
           convert_to_f32(dt, o.data(), fo.data(), n);
           convert_to_f32(dt, orr.data(), fr.data(), n);
           const Tol tol = tolerance(dt);
-          const std::string what =
-              fmt::format("{} fused {} rows {} hidden {}", allreduce_algo_name(algo), dtype_name(dt), rows, hidden);
+          const std::string what = fmt::format("{} fused {} rows {} hidden {} ({})", allreduce_algo_name(algo),
+                                               dtype_name(dt), rows, hidden,
+                                               var.name);
           // The whole residual first, then out: a wrong sum shows as a residual
           // mismatch (with how many elements and rows), not only through the
           // norm of its row.

@@ -23,11 +23,22 @@
 // (op << 16) | (1 + awaited rank) in the error flag and every other waiter
 // leaves at its next check; the host reads the flag after synchronising.
 // The phases that spin need all blocks co-resident: grids are ≤ max_blocks
-// (≤ SM count), so a spinning block never starves one that must store first.
+// (≤ SM count) and ≤ what the occupancy calculator says fits, so a spinning
+// block never starves one that must store first.
+// Fused all-reduce + residual + RMSNorm, three kernels by shape: rows of
+// ≤ 1024 vectors in registers, cut over a cluster of blocks while every row
+// gets its own cluster (small token counts), else one block per row
+// (lamport_fused_reg_kernel); wider rows loop (lamport_fused_kernel).
 #include "kernels/cuda/allreduce/lamport_allreduce.h"
 
+#include <cooperative_groups.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+
+#include <algorithm>
+#include <map>
+#include <mutex>
+#include <tuple>
 
 namespace shardlm::kernels::cuda {
 namespace {
@@ -37,6 +48,10 @@ constexpr int kCheckEvery = 64;      // polls between timer/error-flag checks
 // ≤ 512 threads per fused block keeps 128 registers per thread (1024 spilled the
 // f32 accumulators); hidden 8192 bf16 is then 2 vectors per thread.
 constexpr int kFusedThreads = 512;
+// Register-row fused kernel: one vector per thread, so a hidden-8192 bf16 row
+// is 1024 threads (≤ 64 registers each: the whole register file of an SM).
+constexpr int kRegRowThreads = 1024;
+constexpr int kMaxRowCluster = 8;  // the portable cluster size limit
 
 template <int D>
 struct Vec;  // D = LamportDType as int; a 16-byte vector of elements
@@ -434,6 +449,135 @@ __global__ void __launch_bounds__(kFusedThreads) lamport_fused_kernel(LamportPar
   finish_call(p, g, static_cast<uint32_t>(static_cast<size_t>(rows) * hv));
 }
 
+// Register-row fused kernel (rows of ≤ 1024 vectors: bf16/f16 hidden ≤ 8192,
+// f32 ≤ 4096). A cluster of C blocks (C = 1: a plain block) owns one row at a
+// time (rows c, c + clusters, …); block q holds vectors [q·T, (q+1)·T) of it,
+// one per thread, in registers from the sum to the final store (the residual
+// is not re-read for the norm). Residual and weight are loaded before the
+// poll, so their latency hides under the wait for the peers.
+// Why C > 1 at small token counts: one SM moving a whole row (input, pushes,
+// the clear of the previous call, polls, residual, two outputs: ~200 KB at
+// hidden 8192) is slower than the all-reduce alone, which spreads the row over
+// several SMs (bench/ALLREDUCE_NOTES.md). The row's Σ r² then crosses blocks:
+// each block stores its partial into slot [row parity][q] of every block's
+// shared memory (distributed shared memory), one cluster barrier, and each
+// block sums the C slots in order 0..C−1 (same bits everywhere). The parity
+// keeps a block that has passed the barrier and moved on to the next row from
+// overwriting a slot not yet read; after the last barrier no block touches
+// another's shared memory, so blocks may exit.
+// Numerics as add_rmsnorm_row: s rounded, residual rounded, normalise, round,
+// × weight, round.
+template <int D, bool kTwoShot>
+__global__ void __launch_bounds__(kRegRowThreads) lamport_fused_reg_kernel(LamportParams p, const void* in,
+                                                                   const void* residual, const void* weight,
+                                                                   float eps, void* out_residual, void* out,
+                                                                   int rows, int hidden) {
+  pdl_wait_and_trigger();
+  constexpr int N = Vec<D>::N;
+  constexpr int op = kTwoShot ? kOpFusedTwoShot : kOpFusedOneShot;
+  namespace cg = cooperative_groups;
+  __shared__ float red[32];
+  __shared__ float part[2][kMaxRowCluster];  // Σ r² of each block of the cluster, by row parity
+  cg::cluster_group cluster = cg::this_cluster();
+  const int C = static_cast<int>(cluster.num_blocks());
+  const int q = static_cast<int>(cluster.block_rank());
+  const int clusters = static_cast<int>(gridDim.x) / C;
+  const int c = static_cast<int>(blockIdx.x) / C;
+  const Groups g = read_groups(p);
+  const int hv = hidden / N;
+  const int j = q * static_cast<int>(blockDim.x) + static_cast<int>(threadIdx.x);
+  const bool mine = j < hv;
+  bool failed = false;
+  // A block's shared memory takes remote stores only once it runs: arrive now,
+  // wait before the first remote store (CUDA guide, distributed shared memory).
+  if (C > 1) asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
+  bool started = false;
+
+  // 1. push our part of each row (to everyone, or to the row's owner t mod W)
+  if (mine) {
+    for (int t = c; t < rows; t += clusters) {
+      const size_t v = static_cast<size_t>(t) * hv + j;
+      const uint4 x = fix_neg_zero<D>(reinterpret_cast<const uint4*>(in)[v]);
+      if constexpr (kTwoShot) {
+        st_volatile(stage0(p.peer_ws[t % p.world], g, g.cur, p.world, p.rank) + v, x);
+      } else {
+        for (int r = 0; r < p.world; ++r) {
+          const int peer = (p.rank + r) % p.world;
+          st_volatile(stage0(p.peer_ws[peer], g, g.cur, p.world, p.rank) + v, x);
+        }
+      }
+    }
+  }
+  clear_previous<D>(p, g);
+  const uint4 wv = mine ? reinterpret_cast<const uint4*>(weight)[j] : make_uint4(0, 0, 0, 0);
+
+  if constexpr (kTwoShot) {
+    // 2. the rows we own: reduce and unicast the sums into every stage1
+    if (mine) {
+      for (int t = c; t < rows; t += clusters) {
+        if (t % p.world != p.rank) continue;
+        const size_t v = static_cast<size_t>(t) * hv + j;
+        float acc[N];
+        sum_slots<D>(p, g, v, op, acc, failed);
+        const uint4 s = fix_neg_zero<D>(pack<D>(acc));
+        for (int r = 0; r < p.world; ++r) {
+          const int peer = (p.rank + r) % p.world;
+          st_volatile(stage1(p.peer_ws[peer], g, g.cur, p.world) + v, s);
+        }
+      }
+    }
+  }
+  // 3. every rank: the row's sums → residual add → RMSNorm
+  for (int t = c; t < rows; t += clusters) {
+    const size_t v = static_cast<size_t>(t) * hv + j;
+    float ss = 0.f;
+    uint4 rv = make_uint4(0, 0, 0, 0);
+    if (mine) {
+      const uint4 res = reinterpret_cast<const uint4*>(residual)[v];  // issued before the poll
+      uint4 s;
+      if constexpr (kTwoShot) {
+        s = poll<D>(stage1(p.peer_ws[p.rank], g, g.cur, p.world) + v, p.flags, p.timeout_ns, op, t % p.world, failed);
+      } else {
+        float acc[N];
+        sum_slots<D>(p, g, v, op, acc, failed);
+        s = pack<D>(acc);
+      }
+      float r[N];
+#pragma unroll
+      for (int i = 0; i < N; ++i) r[i] = Vec<D>::get(s, i) + Vec<D>::get(res, i);
+      rv = pack<D>(r);
+#pragma unroll
+      for (int i = 0; i < N; ++i) {
+        const float x = Vec<D>::get(rv, i);
+        ss += x * x;
+      }
+      reinterpret_cast<uint4*>(out_residual)[v] = rv;
+    }
+    float total = block_sum(ss, red);
+    if (C > 1) {
+      if (!started) {
+        asm volatile("barrier.cluster.wait.aligned;" ::: "memory");
+        started = true;
+      }
+      if (static_cast<int>(threadIdx.x) < C) *cluster.map_shared_rank(&part[t & 1][q], threadIdx.x) = total;
+      cluster.sync();
+      total = 0.f;
+      for (int b = 0; b < C; ++b) total += part[t & 1][b];
+    }
+    const float inv = rsqrtf(total / static_cast<float>(hidden) + eps);
+    if (mine) {
+      float o[N];
+#pragma unroll
+      for (int i = 0; i < N; ++i) o[i] = Vec<D>::get(rv, i) * inv;
+      const uint4 normed = pack<D>(o);  // HF LlamaRMSNorm: normalise, round, then × weight
+#pragma unroll
+      for (int i = 0; i < N; ++i) o[i] = Vec<D>::get(normed, i) * Vec<D>::get(wv, i);
+      reinterpret_cast<uint4*>(out)[v] = pack<D>(o);
+    }
+  }
+  finish_call(p, g, static_cast<uint32_t>(static_cast<size_t>(rows) * hv));
+}
+
 __global__ void fill_kernel(uint32_t* p, size_t words, uint32_t pattern) {
   for (size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < words;
        i += static_cast<size_t>(gridDim.x) * blockDim.x)
@@ -468,6 +612,78 @@ cudaError_t launch(const LamportParams& p, Kernel k, dim3 grid, dim3 block, cuda
 
 int dt_index(LamportDType dt) { return static_cast<int>(dt); }
 
+using FusedRegKernel = void (*)(LamportParams, const void*, const void*, const void*, float, void*, void*, int, int);
+
+// Clusters of `cluster` blocks of `threads` (cluster 1: plain blocks) of
+// kernel k the device holds at once, asked once per (kernel, cluster,
+// threads): it does not change while the process runs. 0 when it cannot say.
+int resident_clusters(FusedRegKernel k, int cluster, int threads) {
+  static std::mutex mu;
+  static std::map<std::tuple<FusedRegKernel, int, int>, int> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  const auto key = std::make_tuple(k, cluster, threads);
+  if (auto it = cache.find(key); it != cache.end()) return it->second;
+  int n = 0;
+  if (cluster == 1) {
+    int per_sm = 0, dev = 0, sms = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k, threads, 0) == cudaSuccess &&
+        cudaGetDevice(&dev) == cudaSuccess &&
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess)
+      n = per_sm * sms;
+  } else {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(static_cast<unsigned>(cluster));
+    cfg.blockDim = dim3(static_cast<unsigned>(threads));
+    cudaLaunchAttribute attr;
+    attr.id = cudaLaunchAttributeClusterDimension;
+    attr.val.clusterDim.x = static_cast<unsigned>(cluster);
+    attr.val.clusterDim.y = 1;
+    attr.val.clusterDim.z = 1;
+    cfg.attrs = &attr;
+    cfg.numAttrs = 1;
+    if (cudaOccupancyMaxActiveClusters(&n, k, &cfg) != cudaSuccess) n = 0;
+  }
+  (void)cudaGetLastError();
+  return cache[key] = n;
+}
+
+// Launches the register-row kernel with `cluster` blocks per row; false if
+// the grid it needs cannot be resident at once (the caller falls back).
+bool launch_reg_rows(const LamportParams& p, FusedRegKernel k, int cluster, int hv, int rows, cudaStream_t stream,
+                     const void* in, const void* residual, const void* weight, float eps, void* out_residual,
+                     void* out, int hidden, cudaError_t* err) {
+  const int threads = ((hv + cluster - 1) / cluster + 31) / 32 * 32;
+  // Blocks spin on peers, so the whole grid must be resident at once.
+  const int clusters = std::min({rows, p.max_blocks / cluster, resident_clusters(k, cluster, threads)});
+  if (clusters < 1 || (cluster > 1 && clusters < rows)) return false;  // clusters only where every row has its own
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(static_cast<unsigned>(clusters * cluster));
+  cfg.blockDim = dim3(static_cast<unsigned>(threads));
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[2];
+  int na = 0;
+  if (cluster > 1) {
+    attr[na].id = cudaLaunchAttributeClusterDimension;
+    attr[na].val.clusterDim.x = static_cast<unsigned>(cluster);
+    attr[na].val.clusterDim.y = 1;
+    attr[na].val.clusterDim.z = 1;
+    ++na;
+  }
+  if (p.pdl) {
+    attr[na].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[na].val.programmaticStreamSerializationAllowed = 1;
+    ++na;
+  }
+  cfg.attrs = attr;
+  cfg.numAttrs = na;
+  *err = cudaLaunchKernelEx(&cfg, k, p, in, residual, weight, eps, out_residual, out, rows, hidden);
+  if (*err != cudaSuccess && p.pdl) {
+    (void)cudaGetLastError();  // programmatic launch refused here: without it
+    cfg.numAttrs = na - 1;
+    *err = cudaLaunchKernelEx(&cfg, k, p, in, residual, weight, eps, out_residual, out, rows, hidden);
+  }
+  return true;
+}
 }  // namespace
 
 cudaError_t lamport_init(void* ws, size_t bytes, LamportDType dt, uint32_t* flags, size_t capacity_bytes,
@@ -508,11 +724,29 @@ cudaError_t lamport_allreduce_add_rmsnorm(const LamportParams& p, LamportDType d
   const int n = dt == LamportDType::kF32 ? 4 : 8;
   if (hidden <= 0 || hidden % n != 0) return cudaErrorInvalidValue;
   if (static_cast<size_t>(rows) * hidden / n * 16 > p.capacity_bytes) return cudaErrorInvalidValue;
-  int threads = ((hidden / n + 31) / 32) * 32;
+  const int which = dt_index(dt) * 2 + (two_shot ? 1 : 0);
+  const int hv = hidden / n;
+  if (rows <= p.fused_reg_max_rows && hv <= kRegRowThreads) {
+    static const FusedRegKernel kernels[6] = {lamport_fused_reg_kernel<0, false>, lamport_fused_reg_kernel<0, true>,
+                                              lamport_fused_reg_kernel<1, false>, lamport_fused_reg_kernel<1, true>,
+                                              lamport_fused_reg_kernel<2, false>, lamport_fused_reg_kernel<2, true>};
+    const FusedRegKernel k = kernels[which];
+    // Small token counts: C blocks per row, about fused_block_vectors vectors each.
+    int cluster = 1;
+    const int per_block = std::max(32, p.fused_block_vectors);
+    while (cluster < kMaxRowCluster && (hv + cluster - 1) / cluster > per_block) cluster *= 2;
+    cudaError_t e = cudaSuccess;
+    if (cluster > 1 && launch_reg_rows(p, k, cluster, hv, rows, stream, in, residual, weight, eps, out_residual, out,
+                                       hidden, &e))
+      return e;
+    if (launch_reg_rows(p, k, 1, hv, rows, stream, in, residual, weight, eps, out_residual, out, hidden, &e)) return e;
+  }
+  // Wider rows (or fused_reg_max_rows exceeded): one block per row, several vectors per thread.
+  int threads = ((hv + 31) / 32) * 32;
   if (threads > kFusedThreads) threads = kFusedThreads;
   int blocks = rows < p.max_blocks ? rows : p.max_blocks;
   dim3 grid(blocks), block(threads);
-  switch (dt_index(dt) * 2 + (two_shot ? 1 : 0)) {
+  switch (which) {
 #define SHARDLM_FUSED(i, D, TS)                                                                              \
   case i:                                                                                                    \
     return launch(p, lamport_fused_kernel<D, TS>, grid, block, stream, p, in, residual, weight, eps,         \

@@ -43,6 +43,13 @@ struct LamportParams {
   unsigned long long timeout_ns = 10ull * 1000 * 1000 * 1000;
   int max_blocks = 132;                   // ≤ co-resident blocks (two phases spin)
   bool pdl = true;                        // programmatic dependent launch
+  // Fused calls of up to this many rows whose row fits one vector per thread
+  // (≤ 1024 vectors) keep the row in registers (lamport_fused_reg_kernel);
+  // others loop over their row's vectors (lamport_fused_kernel).
+  int fused_reg_max_rows = 1 << 30;
+  // Register-row kernel: a row is cut over a cluster of up to 8 blocks of
+  // about this many vectors each while every row gets its own cluster.
+  int fused_block_vectors = 128;
 };
 
 // Bytes a rank's workspace needs for `world` ranks and `capacity_bytes` per slot.
