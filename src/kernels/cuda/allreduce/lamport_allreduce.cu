@@ -278,6 +278,57 @@ __device__ __forceinline__ uint4 pack(const float (&acc)[Vec<D>::N]) {
   return x;
 }
 
+// Stores pushed vector v of this rank: to its owner's stage0 (two-shot) or to
+// every rank's, starting with our right neighbour so ranks hit different
+// links first (one-shot).
+template <bool kTwoShot>
+__device__ __forceinline__ void push_vec(const LamportParams& p, const Groups& g, int owner, size_t v,
+                                         const uint4& x) {
+  if constexpr (kTwoShot) {
+    st_volatile(stage0(p.peer_ws[owner], g, g.cur, p.world, p.rank) + v, x);
+  } else {
+    for (int r = 0; r < p.world; ++r)
+      st_volatile(stage0(p.peer_ws[(p.rank + r) % p.world], g, g.cur, p.world, p.rank) + v, x);
+  }
+}
+
+// Two-shot owner: sums vector v over the ranks and unicast-stores the sum into every stage1.
+template <int D>
+__device__ __forceinline__ void reduce_and_broadcast(const LamportParams& p, const Groups& g, size_t v, int op,
+                                                     bool& failed) {
+  float acc[Vec<D>::N];
+  sum_slots<D>(p, g, v, op, acc, failed);
+  const uint4 s = fix_neg_zero<D>(pack<D>(acc));
+  for (int r = 0; r < p.world; ++r) st_volatile(stage1(p.peer_ws[(p.rank + r) % p.world], g, g.cur, p.world) + v, s);
+}
+
+// The fused epilogue's arithmetic (the unfused path: kernels/cuda add_rmsnorm,
+// HF LlamaRMSNorm): residual = T(s + residual), adding its squares to ss; then
+// out = T(T(residual · inv) · w).
+template <int D>
+__device__ __forceinline__ uint4 add_residual(const uint4& s, const uint4& res, float& ss) {
+  float r[Vec<D>::N];
+#pragma unroll
+  for (int i = 0; i < Vec<D>::N; ++i) r[i] = Vec<D>::get(s, i) + Vec<D>::get(res, i);
+  const uint4 rv = pack<D>(r);
+#pragma unroll
+  for (int i = 0; i < Vec<D>::N; ++i) {
+    const float q = Vec<D>::get(rv, i);
+    ss += q * q;
+  }
+  return rv;
+}
+template <int D>
+__device__ __forceinline__ uint4 norm_times_weight(const uint4& rv, const uint4& w, float inv) {
+  float o[Vec<D>::N];
+#pragma unroll
+  for (int i = 0; i < Vec<D>::N; ++i) o[i] = Vec<D>::get(rv, i) * inv;
+  const uint4 normed = pack<D>(o);  // normalise, round, then × weight
+#pragma unroll
+  for (int i = 0; i < Vec<D>::N; ++i) o[i] = Vec<D>::get(normed, i) * Vec<D>::get(w, i);
+  return pack<D>(o);
+}
+
 template <int D, bool kTwoShot>
 __global__ void __launch_bounds__(kPlainThreads) lamport_plain_kernel(LamportParams p, const void* in, void* out,
                                                                      size_t count) {
@@ -291,18 +342,8 @@ __global__ void __launch_bounds__(kPlainThreads) lamport_plain_kernel(LamportPar
   bool failed = false;
 
   // 1. push
-  for (size_t v = tid; v < n_vecs; v += stride) {
-    uint4 x = load_input<D>(in, v, count);
-    if constexpr (kTwoShot) {
-      int owner = static_cast<int>(v % p.world);
-      st_volatile(stage0(p.peer_ws[owner], g, g.cur, p.world, p.rank) + v, x);
-    } else {
-      for (int r = 0; r < p.world; ++r) {
-        int peer = (p.rank + r) % p.world;  // staggered: ranks hit different links first
-        st_volatile(stage0(p.peer_ws[peer], g, g.cur, p.world, p.rank) + v, x);
-      }
-    }
-  }
+  for (size_t v = tid; v < n_vecs; v += stride)
+    push_vec<kTwoShot>(p, g, static_cast<int>(v % p.world), v, load_input<D>(in, v, count));
   // 2. clear the previous call's group (ours only)
   clear_previous<D>(p, g);
   // 3. reduce
@@ -314,15 +355,8 @@ __global__ void __launch_bounds__(kPlainThreads) lamport_plain_kernel(LamportPar
     }
   } else {
     // 3a. reduce the vectors we own, broadcast the sums into every stage1
-    for (size_t v = p.rank + tid * p.world; v < n_vecs; v += stride * p.world) {
-      float acc[N];
-      sum_slots<D>(p, g, v, op, acc, failed);
-      uint4 s = fix_neg_zero<D>(pack<D>(acc));
-      for (int r = 0; r < p.world; ++r) {
-        int peer = (p.rank + r) % p.world;
-        st_volatile(stage1(p.peer_ws[peer], g, g.cur, p.world) + v, s);
-      }
-    }
+    for (size_t v = p.rank + tid * p.world; v < n_vecs; v += stride * p.world)
+      reduce_and_broadcast<D>(p, g, v, op, failed);
     // 3b. gather every sum from our stage1
     for (size_t v = tid; v < n_vecs; v += stride) {
       uint4 s = poll<D>(stage1(p.peer_ws[p.rank], g, g.cur, p.world) + v, p.flags, p.timeout_ns, op,
@@ -358,30 +392,15 @@ __device__ void add_rmsnorm_row(SumFn sum_vec, const void* residual, const void*
   const size_t base = static_cast<size_t>(row) * hv;
   float ss = 0.f;
   for (int j = threadIdx.x; j < hv; j += blockDim.x) {
-    uint4 s = sum_vec(j);
-    uint4 res = reinterpret_cast<const uint4*>(residual)[base + j];
-    float r[N];
-#pragma unroll
-    for (int i = 0; i < N; ++i) r[i] = Vec<D>::get(s, i) + Vec<D>::get(res, i);
-    uint4 rv = pack<D>(r);
-#pragma unroll
-    for (int i = 0; i < N; ++i) {
-      float q = Vec<D>::get(rv, i);
-      ss += q * q;
-    }
-    reinterpret_cast<uint4*>(out_residual)[base + j] = rv;
+    const uint4 s = sum_vec(j);
+    reinterpret_cast<uint4*>(out_residual)[base + j] =
+        add_residual<D>(s, reinterpret_cast<const uint4*>(residual)[base + j], ss);
   }
   const float inv = rsqrtf(block_sum(ss, red) / static_cast<float>(hidden) + eps);
   for (int j = threadIdx.x; j < hv; j += blockDim.x) {
-    uint4 rv = reinterpret_cast<const uint4*>(out_residual)[base + j];  // this thread's own store
-    uint4 w = reinterpret_cast<const uint4*>(weight)[j];
-    float o[N];
-#pragma unroll
-    for (int i = 0; i < N; ++i) o[i] = Vec<D>::get(rv, i) * inv;
-    const uint4 normed = pack<D>(o);  // HF LlamaRMSNorm: normalise, round, then × weight
-#pragma unroll
-    for (int i = 0; i < N; ++i) o[i] = Vec<D>::get(normed, i) * Vec<D>::get(w, i);
-    reinterpret_cast<uint4*>(out)[base + j] = pack<D>(o);
+    const uint4 rv = reinterpret_cast<const uint4*>(out_residual)[base + j];  // this thread's own store
+    reinterpret_cast<uint4*>(out)[base + j] =
+        norm_times_weight<D>(rv, reinterpret_cast<const uint4*>(weight)[j], inv);
   }
 }
 
@@ -401,15 +420,7 @@ __global__ void __launch_bounds__(kFusedThreads) lamport_fused_kernel(LamportPar
   for (int t = blockIdx.x; t < rows; t += gridDim.x) {
     for (int j = threadIdx.x; j < hv; j += blockDim.x) {
       const size_t v = static_cast<size_t>(t) * hv + j;
-      uint4 x = fix_neg_zero<D>(reinterpret_cast<const uint4*>(in)[v]);
-      if constexpr (kTwoShot) {
-        st_volatile(stage0(p.peer_ws[t % p.world], g, g.cur, p.world, p.rank) + v, x);
-      } else {
-        for (int r = 0; r < p.world; ++r) {
-          int peer = (p.rank + r) % p.world;
-          st_volatile(stage0(p.peer_ws[peer], g, g.cur, p.world, p.rank) + v, x);
-        }
-      }
+      push_vec<kTwoShot>(p, g, t % p.world, v, fix_neg_zero<D>(reinterpret_cast<const uint4*>(in)[v]));
     }
   }
   clear_previous<D>(p, g);
@@ -419,16 +430,8 @@ __global__ void __launch_bounds__(kFusedThreads) lamport_fused_kernel(LamportPar
     const int owned = (rows - p.rank + p.world - 1) / p.world;
     for (int k = blockIdx.x; k < owned; k += gridDim.x) {
       const int t = p.rank + k * p.world;
-      for (int j = threadIdx.x; j < hv; j += blockDim.x) {
-        const size_t v = static_cast<size_t>(t) * hv + j;
-        float acc[N];
-        sum_slots<D>(p, g, v, op, acc, failed);
-        uint4 s = fix_neg_zero<D>(pack<D>(acc));
-        for (int r = 0; r < p.world; ++r) {
-          int peer = (p.rank + r) % p.world;
-          st_volatile(stage1(p.peer_ws[peer], g, g.cur, p.world) + v, s);
-        }
-      }
+      for (int j = threadIdx.x; j < hv; j += blockDim.x)
+        reduce_and_broadcast<D>(p, g, static_cast<size_t>(t) * hv + j, op, failed);
     }
   }
   // 3. every rank: sums of each row → residual add → RMSNorm
@@ -497,15 +500,7 @@ __global__ void __launch_bounds__(kRegRowThreads) lamport_fused_reg_kernel(Lampo
   if (mine) {
     for (int t = c; t < rows; t += clusters) {
       const size_t v = static_cast<size_t>(t) * hv + j;
-      const uint4 x = fix_neg_zero<D>(reinterpret_cast<const uint4*>(in)[v]);
-      if constexpr (kTwoShot) {
-        st_volatile(stage0(p.peer_ws[t % p.world], g, g.cur, p.world, p.rank) + v, x);
-      } else {
-        for (int r = 0; r < p.world; ++r) {
-          const int peer = (p.rank + r) % p.world;
-          st_volatile(stage0(p.peer_ws[peer], g, g.cur, p.world, p.rank) + v, x);
-        }
-      }
+      push_vec<kTwoShot>(p, g, t % p.world, v, fix_neg_zero<D>(reinterpret_cast<const uint4*>(in)[v]));
     }
   }
   clear_previous<D>(p, g);
@@ -514,17 +509,8 @@ __global__ void __launch_bounds__(kRegRowThreads) lamport_fused_reg_kernel(Lampo
   if constexpr (kTwoShot) {
     // 2. the rows we own: reduce and unicast the sums into every stage1
     if (mine) {
-      for (int t = c; t < rows; t += clusters) {
-        if (t % p.world != p.rank) continue;
-        const size_t v = static_cast<size_t>(t) * hv + j;
-        float acc[N];
-        sum_slots<D>(p, g, v, op, acc, failed);
-        const uint4 s = fix_neg_zero<D>(pack<D>(acc));
-        for (int r = 0; r < p.world; ++r) {
-          const int peer = (p.rank + r) % p.world;
-          st_volatile(stage1(p.peer_ws[peer], g, g.cur, p.world) + v, s);
-        }
-      }
+      for (int t = c; t < rows; t += clusters)
+        if (t % p.world == p.rank) reduce_and_broadcast<D>(p, g, static_cast<size_t>(t) * hv + j, op, failed);
     }
   }
   // 3. every rank: the row's sums → residual add → RMSNorm
@@ -542,15 +528,7 @@ __global__ void __launch_bounds__(kRegRowThreads) lamport_fused_reg_kernel(Lampo
         sum_slots<D>(p, g, v, op, acc, failed);
         s = pack<D>(acc);
       }
-      float r[N];
-#pragma unroll
-      for (int i = 0; i < N; ++i) r[i] = Vec<D>::get(s, i) + Vec<D>::get(res, i);
-      rv = pack<D>(r);
-#pragma unroll
-      for (int i = 0; i < N; ++i) {
-        const float x = Vec<D>::get(rv, i);
-        ss += x * x;
-      }
+      rv = add_residual<D>(s, res, ss);
       reinterpret_cast<uint4*>(out_residual)[v] = rv;
     }
     float total = block_sum(ss, red);
@@ -565,15 +543,7 @@ __global__ void __launch_bounds__(kRegRowThreads) lamport_fused_reg_kernel(Lampo
       for (int b = 0; b < C; ++b) total += part[t & 1][b];
     }
     const float inv = rsqrtf(total / static_cast<float>(hidden) + eps);
-    if (mine) {
-      float o[N];
-#pragma unroll
-      for (int i = 0; i < N; ++i) o[i] = Vec<D>::get(rv, i) * inv;
-      const uint4 normed = pack<D>(o);  // HF LlamaRMSNorm: normalise, round, then × weight
-#pragma unroll
-      for (int i = 0; i < N; ++i) o[i] = Vec<D>::get(normed, i) * Vec<D>::get(wv, i);
-      reinterpret_cast<uint4*>(out)[v] = pack<D>(o);
-    }
+    if (mine) reinterpret_cast<uint4*>(out)[v] = norm_times_weight<D>(rv, wv, inv);
   }
   finish_call(p, g, static_cast<uint32_t>(static_cast<size_t>(rows) * hv));
 }
