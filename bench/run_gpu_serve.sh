@@ -23,7 +23,8 @@
 # the HF transformers peer (bench/hf_decode.py) to the decode stage; AB_FLAGS
 # (e.g. "--pdl") runs the binary once more with those flags. STAGES=comm: the
 # Lamport tests (gpu_comm_test) and `bench allreduce --fused` with each fused
-# kernel (FUSED_VARIANTS: bench flags per run, ';'-separated).
+# kernel (FUSED_VARIANTS: bench flags per run, ';'-separated). STAGES=gemv:
+# `bench gemv` (the batch-1 linears per gemv kernel; GEMV_ARGS adds flags).
 set -uo pipefail
 export NCCL_NVLS_ENABLE=0
 C=.gpu-serve-carry
@@ -88,6 +89,14 @@ if [ "$DEVICE" = cuda ] && has tests; then
   done
 fi
 
+if [ "$DEVICE" = cuda ] && has gemv; then
+  # The decode-time linears per gemv kernel configuration vs copy bandwidth
+  # (GEMV_ARGS: more `bench gemv` flags, e.g. --variants or --rows).
+  echo "== bench gemv ${GEMV_ARGS:-}"
+  timeout -k 5 150 $S bench gemv ${GEMV_ARGS:-} > "$L/bench_gemv.log" 2>&1; echo "rc=$?" >> "$L/bench_gemv.log"
+  cat "$L/bench_gemv.log"
+fi
+
 if [ "$DEVICE" = cuda ] && has generate; then
   # Greedy tokens drawn on the device: the same text at tp 1, tp 2 and pp 2 over NCCL.
   NGPU=$(nvidia-smi -L | wc -l)
@@ -128,6 +137,12 @@ if [ "$DEVICE" = cuda ] && has decode && [ "$(left)" -gt 60 ]; then
   timeout -k 5 90 $S bench decode --tp 2 --batches 1,8,64 --steps 20 --prefill-tokens ${PREFILL:-4096} --kv-cache-fraction 0.3 \
     --json "$L/decode_tp2.json" > "$L/decode_tp2.log" 2>&1; echo "rc=$?" >> "$L/decode_tp2.log"
   grep -vE "\] \[info\]" "$L/decode_tp2.log" | tail -22
+  if [ -n "${AB_FLAGS:-}" ]; then
+    echo "== bench decode --tp 2 $AB_FLAGS"
+    timeout -k 5 90 $S bench decode --tp 2 --batches 1,8,64 --steps 20 --prefill-tokens ${PREFILL:-4096} \
+      --kv-cache-fraction 0.3 $AB_FLAGS > "$L/decode_tp2_ab.log" 2>&1; echo "rc=$?" >> "$L/decode_tp2_ab.log"
+    grep -vE "\] \[info\]" "$L/decode_tp2_ab.log" | tail -22
+  fi
   if [ "$(nvidia-smi -L | wc -l)" -ge 4 ] && [ "$(left)" -gt 60 ]; then
     echo "== bench decode --tp 4"
     timeout -k 5 90 $S bench decode --tp 4 --batches 1,64 --steps 20 --prefill-tokens 0 --kv-cache-fraction 0.3 \

@@ -10,6 +10,7 @@ void register_bench_command(CLI::App& app, CommandRunner* run) {
   bench->require_subcommand(1);
   register_bench_serve(*bench, run);
   register_bench_decode(*bench, run);
+  register_bench_gemv(*bench, run);
   { void register_bench_allreduce(CLI::App&, CommandRunner*); register_bench_allreduce(*bench, run); }  // bench_allreduce.cpp
 }
 

@@ -1,0 +1,307 @@
+// `shardlm bench gemv`: the decode-time linears (gemv / gemv_silu_mul, batch
+// 1 … 8) of the Llama-3-8B shape, at tp 1 and tp 2 slices, for each gemv
+// kernel configuration, next to the device-to-device copy bandwidth measured
+// in the same run (bytes read + written per second, as `bench decode`'s
+// roofline uses it).
+//   * per linear: µs per call, replayed in a CUDA graph that cycles through
+//     enough copies of the weights (≥ 1 GiB) that none is still in L2;
+//     GB/s = weight bytes / time, and that as a fraction of copy bandwidth;
+//   * per layer: qkv → o → gate|up·silu → down chained on one stream (each
+//     reads the previous one's output), 8 layers of distinct weights: the
+//     time of one layer's linears including the gaps between kernels, against
+//     its weight bytes at copy bandwidth — what a decode step pays 32 times.
+// A benchmark, not a test: nothing here asserts a time.
+#include <algorithm>
+#include <cstdlib>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cli/bench_command.h"
+
+#if SHARDLM_HAVE_COMM_CUDA
+#include <cuda_runtime.h>
+
+#include "kernels/cuda/cuda_kernels.h"
+#endif
+
+namespace shardlm::cli {
+namespace {
+
+struct GemvBenchOptions {
+  int device = 0;
+  std::vector<int64_t> rows = {1};
+  std::vector<std::string> variants = {"warp",      "warp:4",      "warp:2",   "warp+pdl",
+                                       "warp+wait", "warp:4+wait", "bulk:2x3", "bulk:2x4+pdl"};
+  int reps = 20;
+};
+
+#if SHARDLM_HAVE_COMM_CUDA
+namespace kc = kernels::cuda;
+
+struct Linear {
+  const char* name;
+  int64_t n, k;  // w is [n, k]; for the gated MLP n = inter and w holds 2·inter rows
+  bool silu = false;
+  bool f32_out = false;
+  int64_t weight_bytes() const { return (silu ? 2 : 1) * n * k * 2; }
+};
+
+std::vector<Linear> layer_linears(int tp) {
+  return {{"qkv", (4096 + 2 * 1024) / tp, 4096},
+          {"o_proj", 4096, 4096 / tp},
+          {"gate|up·silu", 14336 / tp, 4096, true},
+          {"down", 4096, 14336 / tp}};
+}
+
+bool parse_variant(const std::string& s, kc::GemvConfig* c) {
+  *c = kc::GemvConfig{};
+  std::string v = s;
+  if (v.size() > 4 && v.substr(v.size() - 4) == "+pdl") {
+    c->overlap_prologue = true;
+    v.resize(v.size() - 4);
+  } else if (v.size() > 5 && v.substr(v.size() - 5) == "+wait") {  // programmatic launch, no L2 prefetch
+    c->overlap_prologue = true;
+    c->l2_prefetch = false;
+    v.resize(v.size() - 5);
+  }
+  if (v == "warp" || v == "warp:8" || v == "warp:4" || v == "warp:2") {
+    c->kernel = kc::GemvKernel::kWarpPerRow;
+    c->warps_per_block = v.size() > 4 ? v[5] - '0' : 8;
+    return true;
+  }
+  int st = 0, b = 0;
+  if (std::sscanf(v.c_str(), "bulk:%dx%d", &st, &b) != 2 || st < 1 || st > 8 || b < 1 || b > 8) return false;
+  c->kernel = kc::GemvKernel::kBulkStream;
+  c->stages = st;
+  c->blocks_per_sm = b;
+  return true;
+}
+
+#define GEMV_TRY(expr)                                                                          \
+  do {                                                                                          \
+    const cudaError_t e_ = (expr);                                                              \
+    if (e_ != cudaSuccess) {                                                                    \
+      std::fprintf(stderr, "shardlm bench gemv: %s: %s\n", #expr, cudaGetErrorString(e_));      \
+      return false;                                                                             \
+    }                                                                                           \
+  } while (0)
+
+struct DevBuf {
+  void* p = nullptr;
+  ~DevBuf() { cudaFree(p); }
+};
+
+double copy_bandwidth(cudaStream_t s) {
+  const int64_t bytes = 1ll << 30;
+  DevBuf a, b;
+  if (cudaMalloc(&a.p, bytes) != cudaSuccess || cudaMalloc(&b.p, bytes) != cudaSuccess) return 0;
+  kc::fill_random_bf16(static_cast<kc::bf16*>(a.p), bytes / 2, 7, 1.0f, s);
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0);
+  cudaEventCreate(&e1);
+  for (int i = 0; i < 2; ++i) cudaMemcpyAsync(b.p, a.p, bytes, cudaMemcpyDeviceToDevice, s);
+  cudaEventRecord(e0, s);
+  for (int i = 0; i < 10; ++i) cudaMemcpyAsync(b.p, a.p, bytes, cudaMemcpyDeviceToDevice, s);
+  cudaEventRecord(e1, s);
+  cudaEventSynchronize(e1);
+  float ms = 0;
+  cudaEventElapsedTime(&ms, e0, e1);
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  return ms > 0 ? 2.0 * bytes * 10 / (ms * 1e-3) : 0;
+}
+
+// Captures `body` (a sequence of launches) into a graph, replays it reps
+// times after a warm-up, and returns the mean ms per replay (0 on failure).
+template <typename Body>
+double time_graph(cudaStream_t s, int reps, Body body) {
+  cudaGraph_t g = nullptr;
+  cudaGraphExec_t ge = nullptr;
+  if (cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal) != cudaSuccess) return 0;
+  const bool ok = body();
+  if (cudaStreamEndCapture(s, &g) != cudaSuccess || !ok) {
+    if (g) cudaGraphDestroy(g);
+    return 0;
+  }
+  if (cudaGraphInstantiate(&ge, g, 0) != cudaSuccess) {
+    cudaGraphDestroy(g);
+    return 0;
+  }
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0);
+  cudaEventCreate(&e1);
+  for (int i = 0; i < 2; ++i) cudaGraphLaunch(ge, s);
+  cudaEventRecord(e0, s);
+  for (int i = 0; i < reps; ++i) cudaGraphLaunch(ge, s);
+  cudaEventRecord(e1, s);
+  const bool done = cudaEventSynchronize(e1) == cudaSuccess;
+  float ms = 0;
+  cudaEventElapsedTime(&ms, e0, e1);
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  cudaGraphExecDestroy(ge);
+  cudaGraphDestroy(g);
+  return done ? ms / reps : 0;
+}
+
+bool launch_linear(const Linear& l, const kc::bf16* x, const kc::bf16* w, void* y, int64_t m,
+                   const kc::GemvConfig& c, cudaStream_t s) {
+  if (l.silu)
+    GEMV_TRY(kc::gemv_silu_mul(x, w, nullptr, static_cast<kc::bf16*>(y), m, l.n, l.k, s, c));
+  else
+    GEMV_TRY(kc::gemv(x, w, nullptr, y, l.f32_out, m, l.n, l.k, s, c));
+  return true;
+}
+
+int run_gemv_bench(const GemvBenchOptions& o) {
+  std::vector<kc::GemvConfig> configs(o.variants.size());
+  for (size_t i = 0; i < o.variants.size(); ++i)
+    if (!parse_variant(o.variants[i], &configs[i])) {
+      std::fprintf(stderr, "shardlm bench gemv: bad variant '%s' (warp, bulk:STAGESxBLOCKS[+pdl])\n",
+                   o.variants[i].c_str());
+      return 2;
+    }
+  if (cudaSetDevice(o.device) != cudaSuccess) {
+    std::fprintf(stderr, "shardlm bench gemv: no CUDA device %d\n", o.device);
+    return 1;
+  }
+  cudaDeviceProp prop{};
+  cudaGetDeviceProperties(&prop, o.device);
+  cudaStream_t s;
+  cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
+  const double bw = copy_bandwidth(s);
+  if (bw <= 0) {
+    std::fprintf(stderr, "shardlm bench gemv: copy-bandwidth run failed\n");
+    return 1;
+  }
+  std::printf("device %s, %d SMs; copy bandwidth %.0f GB/s (read + write), measured now\n", prop.name,
+              prop.multiProcessorCount, bw / 1e9);
+  std::printf("cells: µs per call, and weight bytes / time as %% of copy bandwidth\n");
+  const int64_t max_k = 14336;
+  DevBuf x, y;
+  if (cudaMalloc(&x.p, 8 * max_k * 2 * 2) != cudaSuccess || cudaMalloc(&y.p, 8 * 131072 * 4) != cudaSuccess) return 1;
+  kc::fill_random_bf16(static_cast<kc::bf16*>(x.p), 8 * max_k * 2, 3, 1.0f, s);
+  auto* xb = static_cast<kc::bf16*>(x.p);
+  int failures = 0;
+  for (int64_t m : o.rows)
+    for (int tp : {1, 2}) {
+      std::vector<Linear> lins = layer_linears(tp);
+      lins.push_back({"lm_head", 128256 / tp, 4096, false, true});
+      std::printf("\n== m %ld, tp %d slice of the 8B shape\n%-14s %9s", static_cast<long>(m), tp, "linear", "MB");
+      for (const auto& v : o.variants) std::printf(" %16s", v.c_str());
+      std::printf("\n");
+      for (const Linear& l : lins) {
+        const int64_t bytes = l.weight_bytes();
+        const int copies = static_cast<int>(std::max<int64_t>(1, ((1ll << 30) + bytes - 1) / bytes));
+        DevBuf w;
+        if (cudaMalloc(&w.p, bytes * copies) != cudaSuccess) return 1;
+        kc::fill_random_bf16(static_cast<kc::bf16*>(w.p), bytes / 2 * copies, 5, 0.05f, s);
+        std::printf("%-14s %9.1f", l.name, bytes / 1e6);
+        for (const auto& c : configs) {
+          const double ms = time_graph(s, o.reps, [&] {
+            for (int i = 0; i < copies; ++i)
+              if (!launch_linear(l, xb, static_cast<kc::bf16*>(w.p) + bytes / 2 * i, y.p, m, c, s)) return false;
+            return true;
+          });
+          if (ms <= 0) ++failures;
+          const double us = ms * 1e3 / copies;
+          std::printf(" %8.2f (%4.0f%%)", us, us > 0 ? 100.0 * bytes / (us * 1e-6) / bw : 0.0);
+        }
+        std::printf("\n");
+      }
+      // A layer's four linears chained, 8 layers of distinct weights.
+      constexpr int kLayers = 8;
+      const std::vector<Linear> layer = layer_linears(tp);
+      int64_t layer_bytes = 0;
+      for (const Linear& l : layer) layer_bytes += l.weight_bytes();
+      DevBuf w, a, b;
+      if (cudaMalloc(&w.p, layer_bytes * kLayers) != cudaSuccess || cudaMalloc(&a.p, 8 * 14336 * 2) != cudaSuccess ||
+          cudaMalloc(&b.p, 8 * 14336 * 2) != cudaSuccess)
+        return 1;
+      kc::fill_random_bf16(static_cast<kc::bf16*>(w.p), layer_bytes / 2 * kLayers, 9, 0.05f, s);
+      kc::fill_random_bf16(static_cast<kc::bf16*>(a.p), 8 * 14336, 10, 1.0f, s);
+      std::printf("%-14s %9.1f", "layer (chain)", layer_bytes / 1e6);
+      for (const auto& c : configs) {
+        const double ms = time_graph(s, o.reps, [&] {
+          const auto* wp = static_cast<const kc::bf16*>(w.p);
+          auto *in = static_cast<kc::bf16*>(a.p), *out = static_cast<kc::bf16*>(b.p);
+          for (int i = 0; i < kLayers; ++i)
+            for (const Linear& l : layer) {
+              if (!launch_linear(l, in, wp, out, m, c, s)) return false;
+              wp += l.weight_bytes() / 2;
+              std::swap(in, out);
+            }
+          return true;
+        });
+        if (ms <= 0) ++failures;
+        const double us = ms * 1e3 / kLayers;
+        std::printf(" %8.2f (%4.0f%%)", us, us > 0 ? 100.0 * layer_bytes / (us * 1e-6) / bw : 0.0);
+      }
+      std::printf("\n%-14s %9s", "  at copy bw", "");
+      std::printf(" %8.2f µs\n", layer_bytes / bw * 1e6);
+    }
+  cudaStreamDestroy(s);
+  if (failures) std::fprintf(stderr, "shardlm bench gemv: %d timings failed (shown as 0)\n", failures);
+  return failures ? 1 : 0;
+}
+#endif
+
+std::vector<std::string> split_commas(const std::string& s) {
+  std::vector<std::string> out;
+  size_t at = 0;
+  while (at <= s.size()) {
+    const size_t comma = std::min(s.find(',', at), s.size());
+    if (comma > at) out.push_back(s.substr(at, comma - at));
+    at = comma + 1;
+  }
+  return out;
+}
+
+}  // namespace
+
+void register_bench_gemv(CLI::App& bench, CommandRunner* run) {
+  auto opts = std::make_shared<GemvBenchOptions>();
+  auto rows = std::make_shared<std::string>("1");
+  auto variants = std::make_shared<std::string>();
+  for (const auto& v : opts->variants) *variants += (variants->empty() ? "" : ",") + v;
+  auto* cmd = bench.add_subcommand(
+      "gemv",
+      "Decode-time linears (batch ≤ 8) of the Llama-3-8B shape at tp 1 and tp 2 slices, per gemv kernel "
+      "configuration, against the copy bandwidth measured in the same run; also a layer's four linears chained.");
+  cmd->add_option("--rows", *rows, "Comma-separated batch rows m (1–8)")->capture_default_str();
+  cmd->add_option("--variants", *variants,
+                  "Comma-separated kernel configurations: warp[:W] (one warp per row, W = 8, 4 or 2 warps per block) or bulk:SxB (bulk-copy stream, S "
+                  "16 KB stages in flight, B blocks per SM), either with +pdl (programmatic dependent launch; warp: with an L2 prefetch of w) or +wait (warp: the programmatic launch without the prefetch)")
+      ->capture_default_str();
+  cmd->add_option("--reps", opts->reps, "Graph replays timed per cell")->capture_default_str()->check(CLI::Range(1, 10000));
+  cmd->add_option("--device", opts->device, "CUDA device")->capture_default_str();
+  cmd->callback([run, opts, rows, variants] {
+    *run = [opts, rows, variants]() -> int {
+      opts->rows.clear();
+      for (const std::string& r : split_commas(*rows)) {
+        char* end = nullptr;
+        const long m = std::strtol(r.c_str(), &end, 10);
+        if (*end != '\0' || m < 1 || m > 8) {
+          std::fprintf(stderr, "shardlm bench gemv: --rows: '%s' is not a number in 1–8\n", r.c_str());
+          return 2;
+        }
+        opts->rows.push_back(m);
+      }
+      opts->variants = split_commas(*variants);
+      if (opts->rows.empty() || opts->variants.empty()) {
+        std::fprintf(stderr, "shardlm bench gemv: --rows and --variants need at least one entry\n");
+        return 2;
+      }
+#if SHARDLM_HAVE_COMM_CUDA
+      return run_gemv_bench(*opts);
+#else
+      std::fprintf(stderr, "shardlm bench gemv: this build has no CUDA\n");
+      return 1;
+#endif
+    };
+  });
+}
+
+}  // namespace shardlm::cli
