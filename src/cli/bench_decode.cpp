@@ -51,12 +51,6 @@ struct DecodeBenchOptions {
   bool no_graphs = false;
   bool no_gemv = false;
   bool pdl = false;
-  bool gemv_overlap = false;
-  std::string gemv_kernel = "warp";
-  int gemv_warps = 8;
-  bool gemv_no_prefetch = false;
-  int gemv_stages = 4;
-  int gemv_blocks_per_sm = 2;
   std::string json_path;
   std::string dump_logits;  // raw f32 [rows, vocab]: prefill rows, then one decode row
   DistArgs dist;            // --tp (pp = 1)
@@ -135,12 +129,7 @@ int run_decode_bench(const DecodeBenchOptions& o, DistContext* ctx) {
   bo.device = device;
   bo.cuda_graphs = !o.no_graphs;
   if (o.no_gemv) bo.gemv_max_rows = 0;
-  bo.gemv_overlap_prologue = o.pdl || o.gemv_overlap;
-  bo.gemv_bulk = o.gemv_kernel == "bulk";
-  bo.gemv_warps_per_block = o.gemv_warps;
-  bo.gemv_l2_prefetch = !o.gemv_no_prefetch;
-  bo.gemv_stages = o.gemv_stages;
-  bo.gemv_blocks_per_sm = o.gemv_blocks_per_sm;
+  bo.gemv_overlap_prologue = o.pdl;
   bo.programmatic_launch = o.pdl;
   auto backend_or = graph::make_cuda_backend(bo);
   if (!backend_or.ok()) return fail(backend_or.status());
@@ -410,24 +399,6 @@ void register_bench_decode(CLI::App& bench, CommandRunner* run) {
   cmd->add_flag("--pdl", opts->pdl,
                 "Programmatic dependent launches and gemv weight prefetch (experimental: slower at batch 1 on H200)");
   cmd->add_flag("--no-gemv", opts->no_gemv, "Batch-1 linears through cuBLASLt instead of the gemv kernel");
-  cmd->add_option("--gemv-kernel", opts->gemv_kernel,
-                  "Batch-1 linear kernel: bulk (TMA copies into shared memory) or warp (one warp per row)")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"bulk", "warp"}));
-  cmd->add_flag("--gemv-overlap", opts->gemv_overlap,
-                "Launch the batch-1 linears as programmatic dependent launches that request their weights before "
-                "waiting for the previous kernel (the other kernels launch as usual)");
-  cmd->add_option("--gemv-warps", opts->gemv_warps, "warp gemv: warps per block")
-      ->capture_default_str()
-      ->check(CLI::IsMember({2, 4, 8}));
-  cmd->add_flag("--gemv-no-prefetch", opts->gemv_no_prefetch,
-                "With --gemv-overlap or --pdl: no L2 prefetch of the weights before the wait");
-  cmd->add_option("--gemv-stages", opts->gemv_stages, "bulk gemv: 16 KB stages in flight per block")
-      ->capture_default_str()
-      ->check(CLI::Range(1, 8));
-  cmd->add_option("--gemv-blocks-per-sm", opts->gemv_blocks_per_sm, "bulk gemv: blocks per SM")
-      ->capture_default_str()
-      ->check(CLI::Range(1, 8));
   cmd->add_option("--json", opts->json_path, "Also write the results as JSON to this file");
   cmd->add_option("--dump-logits", opts->dump_logits,
                   "Write the f32 logits of a fixed 31-token prefill (last 4 rows) and of one decode step to this file "

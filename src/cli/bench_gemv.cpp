@@ -1,8 +1,9 @@
 // `shardlm bench gemv`: the decode-time linears (gemv / gemv_silu_mul, batch
-// 1 … 8) of the Llama-3-8B shape, at tp 1 and tp 2 slices, for each gemv
-// kernel configuration, next to the device-to-device copy bandwidth measured
-// in the same run (bytes read + written per second, as `bench decode`'s
-// roofline uses it).
+// 1 … 8) of the Llama-3-8B shape, at tp 1 and tp 2 slices: the gemv kernel
+// (plain, and as a programmatic dependent launch) and cuBLASLt (+ silu_mul
+// for the gated MLP) as the peer, next to the device-to-device copy
+// bandwidth measured in the same run (bytes read + written per second, as
+// `bench decode`'s roofline uses it).
 //   * per linear: µs per call, replayed in a CUDA graph that cycles through
 //     enough copies of the weights (≥ 1 GiB) that none is still in L2;
 //     GB/s = weight bytes / time, and that as a fraction of copy bandwidth;
@@ -24,6 +25,7 @@
 #include <cuda_runtime.h>
 
 #include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/gemm.h"
 #endif
 
 namespace shardlm::cli {
@@ -32,8 +34,7 @@ namespace {
 struct GemvBenchOptions {
   int device = 0;
   std::vector<int64_t> rows = {1};
-  std::vector<std::string> variants = {"warp",      "warp:4",      "warp:2",   "warp+pdl",
-                                       "warp+wait", "warp:4+wait", "bulk:2x3", "bulk:2x4+pdl"};
+  std::vector<std::string> variants = {"gemv", "gemv+pdl", "cublaslt"};
   int reps = 20;
 };
 
@@ -55,28 +56,19 @@ std::vector<Linear> layer_linears(int tp) {
           {"down", 4096, 14336 / tp}};
 }
 
-bool parse_variant(const std::string& s, kc::GemvConfig* c) {
-  *c = kc::GemvConfig{};
-  std::string v = s;
-  if (v.size() > 4 && v.substr(v.size() - 4) == "+pdl") {
-    c->overlap_prologue = true;
-    v.resize(v.size() - 4);
-  } else if (v.size() > 5 && v.substr(v.size() - 5) == "+wait") {  // programmatic launch, no L2 prefetch
-    c->overlap_prologue = true;
-    c->l2_prefetch = false;
-    v.resize(v.size() - 5);
-  }
-  if (v == "warp" || v == "warp:8" || v == "warp:4" || v == "warp:2") {
-    c->kernel = kc::GemvKernel::kWarpPerRow;
-    c->warps_per_block = v.size() > 4 ? v[5] - '0' : 8;
-    return true;
-  }
-  int st = 0, b = 0;
-  if (std::sscanf(v.c_str(), "bulk:%dx%d", &st, &b) != 2 || st < 1 || st > 8 || b < 1 || b > 8) return false;
-  c->kernel = kc::GemvKernel::kBulkStream;
-  c->stages = st;
-  c->blocks_per_sm = b;
-  return true;
+// A kernel configuration: the gemv kernel, plainly or as a programmatic
+// dependent launch (L2 prefetch of w before the wait), or cuBLASLt.
+struct Variant {
+  bool cublaslt = false;
+  bool pdl = false;
+};
+
+bool parse_variant(const std::string& s, Variant* v) {
+  *v = Variant{};
+  if (s == "gemv") return true;
+  if (s == "gemv+pdl") return v->pdl = true;
+  if (s == "cublaslt") return v->cublaslt = true;
+  return false;
 }
 
 #define GEMV_TRY(expr)                                                                          \
@@ -146,20 +138,31 @@ double time_graph(cudaStream_t s, int reps, Body body) {
   return done ? ms / reps : 0;
 }
 
-bool launch_linear(const Linear& l, const kc::bf16* x, const kc::bf16* w, void* y, int64_t m,
-                   const kc::GemvConfig& c, cudaStream_t s) {
+bool launch_linear(const Linear& l, const kc::bf16* x, const kc::bf16* w, void* y, void* scratch, int64_t m,
+                   const Variant& v, kc::Gemm& gemm, cudaStream_t s) {
+  if (v.cublaslt) {
+    std::string err;
+    const int64_t rows = l.silu ? 2 * l.n : l.n;
+    if (!gemm.matmul(x, w, nullptr, l.silu ? scratch : y, m, rows, l.k, kc::GemmType::kBF16,
+                     l.f32_out ? kc::GemmType::kF32 : kc::GemmType::kBF16, s, &err)) {
+      std::fprintf(stderr, "shardlm bench gemv: cuBLASLt %s: %s\n", l.name, err.c_str());
+      return false;
+    }
+    if (l.silu) GEMV_TRY(kc::silu_mul(static_cast<const kc::bf16*>(scratch), static_cast<kc::bf16*>(y), m, l.n, s));
+    return true;
+  }
   if (l.silu)
-    GEMV_TRY(kc::gemv_silu_mul(x, w, nullptr, static_cast<kc::bf16*>(y), m, l.n, l.k, s, c));
+    GEMV_TRY(kc::gemv_silu_mul(x, w, nullptr, static_cast<kc::bf16*>(y), m, l.n, l.k, s, v.pdl));
   else
-    GEMV_TRY(kc::gemv(x, w, nullptr, y, l.f32_out, m, l.n, l.k, s, c));
+    GEMV_TRY(kc::gemv(x, w, nullptr, y, l.f32_out, m, l.n, l.k, s, v.pdl));
   return true;
 }
 
 int run_gemv_bench(const GemvBenchOptions& o) {
-  std::vector<kc::GemvConfig> configs(o.variants.size());
+  std::vector<Variant> configs(o.variants.size());
   for (size_t i = 0; i < o.variants.size(); ++i)
     if (!parse_variant(o.variants[i], &configs[i])) {
-      std::fprintf(stderr, "shardlm bench gemv: bad variant '%s' (warp, bulk:STAGESxBLOCKS[+pdl])\n",
+      std::fprintf(stderr, "shardlm bench gemv: unknown variant '%s' (gemv, gemv+pdl, cublaslt)\n",
                    o.variants[i].c_str());
       return 2;
     }
@@ -179,9 +182,17 @@ int run_gemv_bench(const GemvBenchOptions& o) {
   std::printf("device %s, %d SMs; copy bandwidth %.0f GB/s (read + write), measured now\n", prop.name,
               prop.multiProcessorCount, bw / 1e9);
   std::printf("cells: µs per call, and weight bytes / time as %% of copy bandwidth\n");
+  std::string gemm_err;
+  auto gemm = kc::Gemm::create(32ll << 20, &gemm_err);
+  if (!gemm) {
+    std::fprintf(stderr, "shardlm bench gemv: cuBLASLt: %s\n", gemm_err.c_str());
+    return 1;
+  }
   const int64_t max_k = 14336;
-  DevBuf x, y;
-  if (cudaMalloc(&x.p, 8 * max_k * 2 * 2) != cudaSuccess || cudaMalloc(&y.p, 8 * 131072 * 4) != cudaSuccess) return 1;
+  DevBuf x, y, scratch;
+  if (cudaMalloc(&x.p, 8 * max_k * 2 * 2) != cudaSuccess || cudaMalloc(&y.p, 8 * 131072 * 4) != cudaSuccess ||
+      cudaMalloc(&scratch.p, 8 * 2 * 14336 * 2) != cudaSuccess)
+    return 1;
   kc::fill_random_bf16(static_cast<kc::bf16*>(x.p), 8 * max_k * 2, 3, 1.0f, s);
   auto* xb = static_cast<kc::bf16*>(x.p);
   int failures = 0;
@@ -200,9 +211,12 @@ int run_gemv_bench(const GemvBenchOptions& o) {
         kc::fill_random_bf16(static_cast<kc::bf16*>(w.p), bytes / 2 * copies, 5, 0.05f, s);
         std::printf("%-14s %9.1f", l.name, bytes / 1e6);
         for (const auto& c : configs) {
+          // One eager call first: cuBLASLt picks and caches its algorithm outside capture.
+          if (!launch_linear(l, xb, static_cast<kc::bf16*>(w.p), y.p, scratch.p, m, c, *gemm, s)) return 1;
           const double ms = time_graph(s, o.reps, [&] {
             for (int i = 0; i < copies; ++i)
-              if (!launch_linear(l, xb, static_cast<kc::bf16*>(w.p) + bytes / 2 * i, y.p, m, c, s)) return false;
+              if (!launch_linear(l, xb, static_cast<kc::bf16*>(w.p) + bytes / 2 * i, y.p, scratch.p, m, c, *gemm, s))
+                return false;
             return true;
           });
           if (ms <= 0) ++failures;
@@ -229,7 +243,7 @@ int run_gemv_bench(const GemvBenchOptions& o) {
           auto *in = static_cast<kc::bf16*>(a.p), *out = static_cast<kc::bf16*>(b.p);
           for (int i = 0; i < kLayers; ++i)
             for (const Linear& l : layer) {
-              if (!launch_linear(l, in, wp, out, m, c, s)) return false;
+              if (!launch_linear(l, in, wp, out, scratch.p, m, c, *gemm, s)) return false;
               wp += l.weight_bytes() / 2;
               std::swap(in, out);
             }
@@ -268,12 +282,12 @@ void register_bench_gemv(CLI::App& bench, CommandRunner* run) {
   for (const auto& v : opts->variants) *variants += (variants->empty() ? "" : ",") + v;
   auto* cmd = bench.add_subcommand(
       "gemv",
-      "Decode-time linears (batch ≤ 8) of the Llama-3-8B shape at tp 1 and tp 2 slices, per gemv kernel "
-      "configuration, against the copy bandwidth measured in the same run; also a layer's four linears chained.");
+      "Decode-time linears (batch ≤ 8) of the Llama-3-8B shape at tp 1 and tp 2 slices: the gemv kernel and "
+      "cuBLASLt against the copy bandwidth measured in the same run; also a layer's four linears chained.");
   cmd->add_option("--rows", *rows, "Comma-separated batch rows m (1–8)")->capture_default_str();
   cmd->add_option("--variants", *variants,
-                  "Comma-separated kernel configurations: warp[:W] (one warp per row, W = 8, 4 or 2 warps per block) or bulk:SxB (bulk-copy stream, S "
-                  "16 KB stages in flight, B blocks per SM), either with +pdl (programmatic dependent launch; warp: with an L2 prefetch of w) or +wait (warp: the programmatic launch without the prefetch)")
+                  "Comma-separated: gemv (the decode kernel), gemv+pdl (as a programmatic dependent launch that "
+                  "prefetches w into L2 before waiting), cublaslt (cuBLASLt, + silu_mul for the gated MLP)")
       ->capture_default_str();
   cmd->add_option("--reps", opts->reps, "Graph replays timed per cell")->capture_default_str()->check(CLI::Range(1, 10000));
   cmd->add_option("--device", opts->device, "CUDA device")->capture_default_str();

@@ -41,14 +41,6 @@ struct CudaBackendOptions {
   // at batch 1 (5.18 vs 4.64 ms/step on H200, bench/NOTES.md run 4) and no
   // faster at batch ≥ 8; kept, tested, for the next round of tuning.
   bool gemv_overlap_prologue = false;
-  // Which gemv kernel (kernels/cuda/cuda_kernels.h, GemvConfig): the bulk-copy
-  // stream (default) with gemv_stages 16 KB stages in flight per block and
-  // gemv_blocks_per_sm blocks per SM, or the warp-per-row kernel.
-  bool gemv_bulk = false;
-  int gemv_stages = 4;
-  int gemv_blocks_per_sm = 2;
-  int gemv_warps_per_block = 8;  // warp per row: 8, 4 or 2 (m = 1)
-  bool gemv_l2_prefetch = true;  // with gemv_overlap_prologue
   bool programmatic_launch = false;
   int64_t gemm_workspace_bytes = 32ll << 20;  // cuBLASLt scratch; 32 MiB covers its split-K kernels on Hopper
 };

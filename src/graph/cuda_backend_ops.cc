@@ -106,20 +106,13 @@ Status CudaBackendImpl::run_op(const Program& p, const Op& op, const RunShape& r
       const bool f32 = buffer_is_f32(p, lin_out);
       // Decode-sized rows: one stream over the weights (gemv.cu) instead of cuBLASLt.
       if (rows <= opt_.gemv_max_rows && kc::gemv_supported(rows, wt.shape[1], bufs_[op.in], wt.ptr)) {
-        kc::GemvConfig gc;
-        gc.kernel = opt_.gemv_bulk ? kc::GemvKernel::kBulkStream : kc::GemvKernel::kWarpPerRow;
-        gc.warps_per_block = opt_.gemv_warps_per_block;
-        gc.l2_prefetch = opt_.gemv_l2_prefetch;
-        gc.stages = opt_.gemv_stages;
-        gc.blocks_per_sm = opt_.gemv_blocks_per_sm;
-        gc.overlap_prologue = opt_.gemv_overlap_prologue;
         if (silu)
           SHARDLM_CUDA_TRY(kc::gemv_silu_mul(cbf(bufs_[op.in]), cbf(wt.ptr), cbf(w(op, 1)), bf(bufs_[op.out]), rows,
-                                             wt.shape[0] / 2, wt.shape[1], s, gc),
+                                             wt.shape[0] / 2, wt.shape[1], s, opt_.gemv_overlap_prologue),
                            "gemv_silu_mul");
         else
           SHARDLM_CUDA_TRY(kc::gemv(cbf(bufs_[op.in]), cbf(wt.ptr), cbf(w(op, 1)), bufs_[op.out], f32, rows,
-                                    wt.shape[0], wt.shape[1], s, gc),
+                                    wt.shape[0], wt.shape[1], s, opt_.gemv_overlap_prologue),
                            "gemv");
         break;
       }

@@ -10,6 +10,9 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <string>
+#include <utility>
+#include <vector>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -218,6 +221,21 @@ TEST_F(CliBadInput, PromptIdsNotNumbers) {
   Result r = run_cli("generate --model " + dir_.string() + " --prompt-ids 1,x");
   EXPECT_FALSE(r.signaled);
   EXPECT_NE(r.exit_code, 0);
+}
+
+// `bench gemv` rejects what it cannot run with a message naming it (exit 2),
+// before touching a GPU.
+TEST(CliBadBenchArgs, BenchGemvNamesTheBadValue) {
+  for (const auto& [args, needle] : std::vector<std::pair<std::string, std::string>>{
+           {"bench gemv --rows 9", "'9'"},
+           {"bench gemv --rows 1,x", "'x'"},
+           {"bench gemv --rows ,", "at least one"},
+           {"bench gemv --variants gemv,bulk", "'bulk'"}}) {
+    Result r = run_cli(args);
+    EXPECT_FALSE(r.signaled) << args;
+    EXPECT_EQ(r.exit_code, 2) << args << "\n" << r.output;
+    EXPECT_NE(r.output.find(needle), std::string::npos) << args << "\n" << r.output;
+  }
 }
 
 }  // namespace

@@ -88,31 +88,13 @@ cudaError_t fill_bf16(bf16* p, int64_t n, float value, cudaStream_t stream);
 // Needs k % 8 == 0 and 16-byte aligned x and w (gemv_supported).
 constexpr int64_t kGemvMaxRows = 8;
 bool gemv_supported(int64_t m, int64_t k, const void* x, const void* w);
-// Two kernels implement it: the bulk-copy stream (gemv_bulk.cu: TMA copies of
-// w into shared memory, rows split evenly over the SMs) and the warp-per-row
-// kernel (gemv.cu: w through registers). Their sums are ordered differently,
-// so their results may differ in the last bits; each is deterministic.
-enum class GemvKernel { kBulkStream, kWarpPerRow };
-struct GemvConfig {
-  GemvKernel kernel = GemvKernel::kWarpPerRow;
-  int stages = 4;         // bulk stream: 16 KB stages in flight per block (1–8)
-  int blocks_per_sm = 2;  // bulk stream: blocks per SM (1–8)
-  int warps_per_block = 8;  // warp per row: 8, or at m = 1 also 4 or 2
-  // Launch as a programmatic dependent launch: the weights are requested (bulk
-  // stream: into shared memory; warp per row: prefetched into L2) before the
-  // kernel waits for the previous kernel in the stream, whose output is x.
-  bool overlap_prologue = false;
-  bool l2_prefetch = true;  // warp per row with overlap_prologue: prefetch w into L2 before the wait
-};
-cudaError_t gemv(const bf16* x, const bf16* w, const bf16* bias, void* y, bool y_f32, int64_t m, int64_t n, int64_t k,
-                 cudaStream_t stream, const GemvConfig& config);
+// overlap_prologue: launch as a programmatic dependent launch that prefetches
+// w before waiting for the previous kernel in the stream (see gemv.cu).
 cudaError_t gemv(const bf16* x, const bf16* w, const bf16* bias, void* y, bool y_f32, int64_t m, int64_t n, int64_t k,
                  cudaStream_t stream, bool overlap_prologue = false);
 // The gated MLP's first half: y[m, inter] = silu(x·w[0:inter]ᵀ + b) · (x·w[inter:2·inter]ᵀ + b)
-// with w = [gate rows | up rows] ([2·inter, k]); bit for bit gemv (bf16 out,
-// same kernel) followed by silu_mul, without the [m, 2·inter] intermediate.
-cudaError_t gemv_silu_mul(const bf16* x, const bf16* w, const bf16* bias, bf16* y, int64_t m, int64_t inter, int64_t k,
-                          cudaStream_t stream, const GemvConfig& config);
+// with w = [gate rows | up rows] ([2·inter, k]); bit for bit gemv (bf16 out)
+// followed by silu_mul, without the [m, 2·inter] intermediate.
 cudaError_t gemv_silu_mul(const bf16* x, const bf16* w, const bf16* bias, bf16* y, int64_t m, int64_t inter, int64_t k,
                           cudaStream_t stream, bool overlap_prologue = false);
 

@@ -19,7 +19,6 @@
 // the fixed ramp of each small linear overlaps the kernel before it.
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/cuda_kernels.h"
-#include "kernels/cuda/gemv_bulk.h"
 
 namespace shardlm::kernels::cuda {
 namespace {
@@ -42,13 +41,13 @@ __device__ __forceinline__ void dot8(const Bf16x8& w, const Bf16x8& x, float& ac
 
 // kRows = 1: y[·, row] = x·w[row]ᵀ. kRows = 2 (kSiLU): rows row and n + row
 // of w, y[·, row] = silu(gate)·up; y is [m, n] with n = inter.
-template <int M, bool kF32Out, bool kPrologue, bool kSiLU, int kW>
-__global__ void __launch_bounds__(kW * 32) gemv_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w,
+template <int M, bool kF32Out, bool kPrologue, bool kSiLU = false>
+__global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w,
                                                            const bf16* __restrict__ bias, void* __restrict__ y,
-                                                           int64_t n, int64_t k, int prefetch_per_lane) {
+                                                           int64_t n, int64_t k) {
   constexpr int kRows = kSiLU ? 2 : 1;
   const int lane = threadIdx.x & 31;
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * kW + (threadIdx.x >> 5);
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
   if (row >= n) return;
   const Bf16x8* wr[kRows];
 #pragma unroll
@@ -59,7 +58,7 @@ __global__ void __launch_bounds__(kW * 32) gemv_kernel(const bf16* __restrict__ 
     // toward L2 while that kernel finishes, then wait for its output (x).
 #pragma unroll
     for (int r = 0; r < kRows; ++r)
-      for (int64_t q = lane; q < pieces && q < 32 * prefetch_per_lane / kRows; q += 32)
+      for (int64_t q = lane; q < pieces && q < 32 * kPrefetchPerLane / kRows; q += 32)
         asm volatile("prefetch.global.L2 [%0];" ::"l"(wr[r] + q));
     griddep_wait();
   }
@@ -121,19 +120,19 @@ __global__ void __launch_bounds__(kW * 32) gemv_kernel(const bf16* __restrict__ 
   }
 }
 
-template <int M, bool kF32Out, bool kSiLU, int kW>
-cudaError_t launch_w(const bf16* x, const bf16* w, const bf16* bias, void* y, int64_t n, int64_t k, bool pdl,
-                     bool prefetch, cudaStream_t s) {
-  const unsigned grid = static_cast<unsigned>((n + kW - 1) / kW);
+template <int M, bool kF32Out, bool kSiLU = false>
+cudaError_t launch2(const bf16* x, const bf16* w, const bf16* bias, void* y, int64_t n, int64_t k, bool pdl,
+                    cudaStream_t s) {
+  const unsigned grid = static_cast<unsigned>((n + kWarps - 1) / kWarps);
   if (!pdl) {
-    gemv_kernel<M, kF32Out, false, kSiLU, kW><<<grid, kW * 32, 0, s>>>(x, w, bias, y, n, k, 0);
+    gemv_kernel<M, kF32Out, false, kSiLU><<<grid, kWarps * 32, 0, s>>>(x, w, bias, y, n, k);
     return cudaGetLastError();
   }
   // Programmatic dependent launch: blocks may start before the previous kernel
   // in the stream has finished; the kernel waits (griddepcontrol.wait) before reading x.
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(grid);
-  cfg.blockDim = dim3(kW * 32);
+  cfg.blockDim = dim3(kWarps * 32);
   cfg.dynamicSmemBytes = 0;
   cfg.stream = s;
   cudaLaunchAttribute attr[1];
@@ -141,35 +140,19 @@ cudaError_t launch_w(const bf16* x, const bf16* w, const bf16* bias, void* y, in
   attr[0].val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = attr;
   cfg.numAttrs = 1;
-  return cudaLaunchKernelEx(&cfg, gemv_kernel<M, kF32Out, true, kSiLU, kW>, x, w, bias, y, n, k,
-                            prefetch ? kPrefetchPerLane : 0);
-}
-
-// Warps per block: 8 by default; at m = 1 also 4 or 2 (smaller blocks spread
-// the rows of a small matrix more evenly over the SMs).
-template <int M, bool kF32Out, bool kSiLU = false>
-cudaError_t launch2(const bf16* x, const bf16* w, const bf16* bias, void* y, int64_t n, int64_t k, bool pdl,
-                    int warps, cudaStream_t s) {
-  const bool prefetch = warps > 0;  // a negative count: the programmatic launch without the L2 prefetch
-  warps = warps < 0 ? -warps : warps;
-  if constexpr (M == 1) {
-    if (warps == 2) return launch_w<M, kF32Out, kSiLU, 2>(x, w, bias, y, n, k, pdl, prefetch, s);
-    if (warps == 4) return launch_w<M, kF32Out, kSiLU, 4>(x, w, bias, y, n, k, pdl, prefetch, s);
-  }
-  return launch_w<M, kF32Out, kSiLU, kWarps>(x, w, bias, y, n, k, pdl, prefetch, s);
+  return cudaLaunchKernelEx(&cfg, gemv_kernel<M, kF32Out, true, kSiLU>, x, w, bias, y, n, k);
 }
 
 template <int M>
 cudaError_t launch(const bf16* x, const bf16* w, const bf16* bias, void* y, int64_t n, int64_t k, bool f32, bool pdl,
-                   int warps, cudaStream_t s) {
-  return f32 ? launch2<M, true>(x, w, bias, y, n, k, pdl, warps, s)
-             : launch2<M, false>(x, w, bias, y, n, k, pdl, warps, s);
+                   cudaStream_t s) {
+  return f32 ? launch2<M, true>(x, w, bias, y, n, k, pdl, s) : launch2<M, false>(x, w, bias, y, n, k, pdl, s);
 }
 
 template <int M>
 cudaError_t launch_silu(const bf16* x, const bf16* w, const bf16* bias, bf16* y, int64_t inter, int64_t k, bool pdl,
-                        int warps, cudaStream_t s) {
-  return launch2<M, false, true>(x, w, bias, y, inter, k, pdl, warps, s);
+                        cudaStream_t s) {
+  return launch2<M, false, true>(x, w, bias, y, inter, k, pdl, s);
 }
 
 }  // namespace
@@ -180,63 +163,37 @@ bool gemv_supported(int64_t m, int64_t k, const void* x, const void* w) {
 }
 
 cudaError_t gemv(const bf16* x, const bf16* w, const bf16* bias, void* y, bool y_f32, int64_t m, int64_t n, int64_t k,
-                 cudaStream_t s, const GemvConfig& config) {
+                 cudaStream_t s, bool overlap_prologue) {
   if (!gemv_supported(m, k, x, w)) return cudaErrorInvalidValue;
   if (n <= 0) return cudaSuccess;
-  const bool pdl = config.overlap_prologue;
-  if (config.warps_per_block != 2 && config.warps_per_block != 4 && config.warps_per_block != 8)
-    return cudaErrorInvalidValue;
-  const int wpb = config.l2_prefetch ? config.warps_per_block : -config.warps_per_block;
-  if (config.kernel == GemvKernel::kBulkStream)
-    return gemv_bulk(x, w, bias, y, y_f32, m, n, k, GemvBulkShape{config.stages, config.blocks_per_sm}, pdl, s);
   if ((n + kWarps - 1) / kWarps > 0x7fffffff) return cudaErrorInvalidValue;
   switch (m) {
-    case 1: return launch<1>(x, w, bias, y, n, k, y_f32, pdl, wpb, s);
-    case 2: return launch<2>(x, w, bias, y, n, k, y_f32, pdl, wpb, s);
-    case 3: return launch<3>(x, w, bias, y, n, k, y_f32, pdl, wpb, s);
-    case 4: return launch<4>(x, w, bias, y, n, k, y_f32, pdl, wpb, s);
-    case 5: return launch<5>(x, w, bias, y, n, k, y_f32, pdl, wpb, s);
-    case 6: return launch<6>(x, w, bias, y, n, k, y_f32, pdl, wpb, s);
-    case 7: return launch<7>(x, w, bias, y, n, k, y_f32, pdl, wpb, s);
-    default: return launch<8>(x, w, bias, y, n, k, y_f32, pdl, wpb, s);
-  }
-}
-
-cudaError_t gemv(const bf16* x, const bf16* w, const bf16* bias, void* y, bool y_f32, int64_t m, int64_t n, int64_t k,
-                 cudaStream_t s, bool overlap_prologue) {
-  GemvConfig config;
-  config.overlap_prologue = overlap_prologue;
-  return gemv(x, w, bias, y, y_f32, m, n, k, s, config);
-}
-
-cudaError_t gemv_silu_mul(const bf16* x, const bf16* w, const bf16* bias, bf16* y, int64_t m, int64_t inter,
-                          int64_t k, cudaStream_t s, const GemvConfig& config) {
-  if (!gemv_supported(m, k, x, w)) return cudaErrorInvalidValue;
-  if (inter <= 0) return cudaSuccess;
-  const bool pdl = config.overlap_prologue;
-  if (config.warps_per_block != 2 && config.warps_per_block != 4 && config.warps_per_block != 8)
-    return cudaErrorInvalidValue;
-  const int wpb = config.l2_prefetch ? config.warps_per_block : -config.warps_per_block;
-  if (config.kernel == GemvKernel::kBulkStream)
-    return gemv_bulk_silu_mul(x, w, bias, y, m, inter, k, GemvBulkShape{config.stages, config.blocks_per_sm}, pdl, s);
-  if ((inter + kWarps - 1) / kWarps > 0x7fffffff) return cudaErrorInvalidValue;
-  switch (m) {
-    case 1: return launch_silu<1>(x, w, bias, y, inter, k, pdl, wpb, s);
-    case 2: return launch_silu<2>(x, w, bias, y, inter, k, pdl, wpb, s);
-    case 3: return launch_silu<3>(x, w, bias, y, inter, k, pdl, wpb, s);
-    case 4: return launch_silu<4>(x, w, bias, y, inter, k, pdl, wpb, s);
-    case 5: return launch_silu<5>(x, w, bias, y, inter, k, pdl, wpb, s);
-    case 6: return launch_silu<6>(x, w, bias, y, inter, k, pdl, wpb, s);
-    case 7: return launch_silu<7>(x, w, bias, y, inter, k, pdl, wpb, s);
-    default: return launch_silu<8>(x, w, bias, y, inter, k, pdl, wpb, s);
+    case 1: return launch<1>(x, w, bias, y, n, k, y_f32, overlap_prologue, s);
+    case 2: return launch<2>(x, w, bias, y, n, k, y_f32, overlap_prologue, s);
+    case 3: return launch<3>(x, w, bias, y, n, k, y_f32, overlap_prologue, s);
+    case 4: return launch<4>(x, w, bias, y, n, k, y_f32, overlap_prologue, s);
+    case 5: return launch<5>(x, w, bias, y, n, k, y_f32, overlap_prologue, s);
+    case 6: return launch<6>(x, w, bias, y, n, k, y_f32, overlap_prologue, s);
+    case 7: return launch<7>(x, w, bias, y, n, k, y_f32, overlap_prologue, s);
+    default: return launch<8>(x, w, bias, y, n, k, y_f32, overlap_prologue, s);
   }
 }
 
 cudaError_t gemv_silu_mul(const bf16* x, const bf16* w, const bf16* bias, bf16* y, int64_t m, int64_t inter,
                           int64_t k, cudaStream_t s, bool overlap_prologue) {
-  GemvConfig config;
-  config.overlap_prologue = overlap_prologue;
-  return gemv_silu_mul(x, w, bias, y, m, inter, k, s, config);
+  if (!gemv_supported(m, k, x, w)) return cudaErrorInvalidValue;
+  if (inter <= 0) return cudaSuccess;
+  if ((inter + kWarps - 1) / kWarps > 0x7fffffff) return cudaErrorInvalidValue;
+  switch (m) {
+    case 1: return launch_silu<1>(x, w, bias, y, inter, k, overlap_prologue, s);
+    case 2: return launch_silu<2>(x, w, bias, y, inter, k, overlap_prologue, s);
+    case 3: return launch_silu<3>(x, w, bias, y, inter, k, overlap_prologue, s);
+    case 4: return launch_silu<4>(x, w, bias, y, inter, k, overlap_prologue, s);
+    case 5: return launch_silu<5>(x, w, bias, y, inter, k, overlap_prologue, s);
+    case 6: return launch_silu<6>(x, w, bias, y, inter, k, overlap_prologue, s);
+    case 7: return launch_silu<7>(x, w, bias, y, inter, k, overlap_prologue, s);
+    default: return launch_silu<8>(x, w, bias, y, inter, k, overlap_prologue, s);
+  }
 }
 
 }  // namespace shardlm::kernels::cuda
