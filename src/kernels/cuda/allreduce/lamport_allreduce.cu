@@ -462,9 +462,9 @@ __global__ void __launch_bounds__(kFusedThreads) lamport_fused_kernel(LamportPar
 // the clear of the previous call, polls, residual, two outputs: ~200 KB at
 // hidden 8192) is slower than the all-reduce alone, which spreads the row over
 // several SMs (bench/ALLREDUCE_NOTES.md). The row's Σ r² then crosses blocks:
-// each block stores its partial into slot [row parity][q] of every block's
-// shared memory (distributed shared memory), one cluster barrier, and each
-// block sums the C slots in order 0..C−1 (same bits everywhere). The parity
+// each warp stores its partial into slot [row parity][q][warp] of every
+// block's shared memory (distributed shared memory), one cluster barrier, and
+// each block sums the C × warps slots in order (same bits everywhere). The parity
 // keeps a block that has passed the barrier and moved on to the next row from
 // overwriting a slot not yet read; after the last barrier no block touches
 // another's shared memory, so blocks may exit.
@@ -480,7 +480,8 @@ __global__ void __launch_bounds__(kRegRowThreads) lamport_fused_reg_kernel(Lampo
   constexpr int op = kTwoShot ? kOpFusedTwoShot : kOpFusedOneShot;
   namespace cg = cooperative_groups;
   __shared__ float red[32];
-  __shared__ float part[2][kMaxRowCluster];  // Σ r² of each block of the cluster, by row parity
+  // Σ r² of each warp of each block of the cluster ([block][warp]), by row parity.
+  __shared__ float part[2][kMaxRowCluster * (kRegRowThreads / 32)];
   cg::cluster_group cluster = cg::this_cluster();
   const int C = static_cast<int>(cluster.num_blocks());
   const int q = static_cast<int>(cluster.block_rank());
@@ -529,21 +530,33 @@ __global__ void __launch_bounds__(kRegRowThreads) lamport_fused_reg_kernel(Lampo
         s = pack<D>(acc);
       }
       rv = add_residual<D>(s, res, ss);
-      reinterpret_cast<uint4*>(out_residual)[v] = rv;
     }
-    float total = block_sum(ss, red);
-    if (C > 1) {
+    float total;
+    if (C == 1) {
+      total = block_sum(ss, red);
+    } else {
+      // Each warp's Σ r² goes straight into slot [block q][warp] of every
+      // block of the cluster, and the one cluster barrier is also the block's:
+      // no block-level reduction (two __syncthreads) on the way. Every block
+      // then adds the C × warps slots in the same order: the same bits.
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+      const int warps = static_cast<int>(blockDim.x) >> 5, lane = static_cast<int>(threadIdx.x) & 31;
       if (!started) {
         asm volatile("barrier.cluster.wait.aligned;" ::: "memory");
         started = true;
       }
-      if (static_cast<int>(threadIdx.x) < C) *cluster.map_shared_rank(&part[t & 1][q], threadIdx.x) = total;
+      if (lane < C) *cluster.map_shared_rank(&part[t & 1][q * warps + (threadIdx.x >> 5)], lane) = ss;
       cluster.sync();
       total = 0.f;
-      for (int b = 0; b < C; ++b) total += part[t & 1][b];
+      for (int i = 0; i < C * warps; ++i) total += part[t & 1][i];
     }
     const float inv = rsqrtf(total / static_cast<float>(hidden) + eps);
-    if (mine) reinterpret_cast<uint4*>(out)[v] = norm_times_weight<D>(rv, wv, inv);
+    // Both stores after the barrier: its release then has no global store to wait for.
+    if (mine) {
+      reinterpret_cast<uint4*>(out_residual)[v] = rv;
+      reinterpret_cast<uint4*>(out)[v] = norm_times_weight<D>(rv, wv, inv);
+    }
   }
   finish_call(p, g, static_cast<uint32_t>(static_cast<size_t>(rows) * hv));
 }
