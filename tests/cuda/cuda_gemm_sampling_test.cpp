@@ -121,13 +121,15 @@ TEST_P(CudaGemv, MatchesCpuMatmul) {
   }
 }
 
-// k = 96 and 40·… take only the tail loop; 4096 and 14336 the unrolled one; odd n; bias; every m.
+// k = 96 and 40·… take only the tail loop; 4096, 7168 (tp 2's down projection) and 14336 the
+// unrolled one; odd n, n = 1 and n = 50021 (an LM head slice); bias; every m.
 INSTANTIATE_TEST_SUITE_P(Shapes, CudaGemv,
                          ::testing::Values(GemmCase{1, 4096, 4096, false, false}, GemmCase{1, 301, 96, false, true},
                                            GemmCase{3, 130, 136, true, false}, GemmCase{8, 1000, 14336, false, false},
                                            GemmCase{5, 257, 4096, true, true}, GemmCase{2, 6144, 4096, true, false},
                                            GemmCase{7, 33, 1032, false, false}, GemmCase{4, 9, 8, false, true},
-                                           GemmCase{6, 77, 2056, false, false}),
+                                           GemmCase{6, 77, 2056, false, false}, GemmCase{1, 4096, 7168, false, false},
+                                           GemmCase{1, 50021, 256, false, true}, GemmCase{1, 1, 16, true, true}),
                          gemm_name);
 
 // The gate|up linear fused with silu·up (graph pass linear_silu_mul): bit for
@@ -137,7 +139,8 @@ TEST(CudaGemv, SiluMulFusedIsBitwiseGemvThenSiluMul) {
   SHARDLM_REQUIRE_GPU();
   struct Case { int64_t m, inter, k; bool bias; };
   for (const Case c : {Case{1, 14336, 4096, false}, Case{3, 77, 136, true}, Case{8, 1000, 4096, false},
-                       Case{5, 33, 96, true}, Case{2, 7168, 4096, false}, Case{7, 9, 1032, false}}) {
+                       Case{5, 33, 96, true}, Case{2, 7168, 4096, false}, Case{7, 9, 1032, false},
+                       Case{1, 3000, 7168, true}}) {
     auto x = random_bf16_values(c.m * c.k, 31), w = random_bf16_values(2 * c.inter * c.k, 32),
          b = random_bf16_values(2 * c.inter, 33);
     DeviceBuffer<bf16> dx(x.size()), dw(w.size()), db(b.size()), dgu(c.m * 2 * c.inter), dref(c.m * c.inter),
