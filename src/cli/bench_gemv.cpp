@@ -31,6 +31,9 @@
 namespace shardlm::cli {
 namespace {
 
+// The kernel configurations `--variants` accepts (see register_bench_gemv).
+bool known_variant(const std::string& v) { return v == "gemv" || v == "gemv+pdl" || v == "cublaslt"; }
+
 struct GemvBenchOptions {
   int device = 0;
   std::vector<int64_t> rows = {1};
@@ -308,6 +311,11 @@ void register_bench_gemv(CLI::App& bench, CommandRunner* run) {
         std::fprintf(stderr, "shardlm bench gemv: --rows and --variants need at least one entry\n");
         return 2;
       }
+      for (const std::string& v : opts->variants)
+        if (!known_variant(v)) {
+          std::fprintf(stderr, "shardlm bench gemv: unknown variant '%s' (gemv, gemv+pdl, cublaslt)\n", v.c_str());
+          return 2;
+        }
 #if SHARDLM_HAVE_COMM_CUDA
       return run_gemv_bench(*opts);
 #else
