@@ -88,26 +88,6 @@ struct DevBuf {
   ~DevBuf() { cudaFree(p); }
 };
 
-double copy_bandwidth(cudaStream_t s) {
-  const int64_t bytes = 1ll << 30;
-  DevBuf a, b;
-  if (cudaMalloc(&a.p, bytes) != cudaSuccess || cudaMalloc(&b.p, bytes) != cudaSuccess) return 0;
-  kc::fill_random_bf16(static_cast<kc::bf16*>(a.p), bytes / 2, 7, 1.0f, s);
-  cudaEvent_t e0, e1;
-  cudaEventCreate(&e0);
-  cudaEventCreate(&e1);
-  for (int i = 0; i < 2; ++i) cudaMemcpyAsync(b.p, a.p, bytes, cudaMemcpyDeviceToDevice, s);
-  cudaEventRecord(e0, s);
-  for (int i = 0; i < 10; ++i) cudaMemcpyAsync(b.p, a.p, bytes, cudaMemcpyDeviceToDevice, s);
-  cudaEventRecord(e1, s);
-  cudaEventSynchronize(e1);
-  float ms = 0;
-  cudaEventElapsedTime(&ms, e0, e1);
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
-  return ms > 0 ? 2.0 * bytes * 10 / (ms * 1e-3) : 0;
-}
-
 // Captures `body` (a sequence of launches) into a graph, replays it reps
 // times after a warm-up, and returns the mean ms per replay (0 on failure).
 template <typename Body>
@@ -177,9 +157,9 @@ int run_gemv_bench(const GemvBenchOptions& o) {
   cudaGetDeviceProperties(&prop, o.device);
   cudaStream_t s;
   cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
-  const double bw = copy_bandwidth(s);
-  if (bw <= 0) {
-    std::fprintf(stderr, "shardlm bench gemv: copy-bandwidth run failed\n");
+  double bw = 0;
+  if (const cudaError_t e = kc::measure_copy_bandwidth(1ll << 30, s, &bw); e != cudaSuccess || bw <= 0) {
+    std::fprintf(stderr, "shardlm bench gemv: copy-bandwidth run failed: %s\n", cudaGetErrorString(e));
     return 1;
   }
   std::printf("device %s, %d SMs; copy bandwidth %.0f GB/s (read + write), measured now\n", prop.name,

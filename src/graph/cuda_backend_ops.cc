@@ -208,32 +208,9 @@ Status CudaBackendImpl::run_op(const Program& p, const Op& op, const RunShape& r
 }
 
 Expected<double> CudaBackendImpl::measure_copy_bandwidth(int64_t bytes) {
-  void *src = nullptr, *dst = nullptr;
-  SHARDLM_CUDA_TRY(cudaMalloc(&src, bytes), "copy-bandwidth buffer");
-  cudaError_t e = cudaMalloc(&dst, bytes);
-  if (e != cudaSuccess) {
-    cudaFree(src);
-    SHARDLM_CUDA_TRY(e, "copy-bandwidth buffer");
-  }
-  // Random bytes, not zeros (METHOD.md: zeros can run faster than real data).
-  kc::fill_random_bf16(static_cast<kc::bf16*>(src), bytes / 2, 7, 1.0f, stream_);
-  cudaEvent_t e0, e1;
-  cudaEventCreate(&e0);
-  cudaEventCreate(&e1);
-  constexpr int kIters = 10;
-  for (int i = 0; i < 2; ++i) cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_);
-  cudaEventRecord(e0, stream_);
-  for (int i = 0; i < kIters; ++i) cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_);
-  cudaEventRecord(e1, stream_);
-  e = cudaEventSynchronize(e1);
-  float ms = 0;
-  cudaEventElapsedTime(&ms, e0, e1);
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
-  cudaFree(src);
-  cudaFree(dst);
-  SHARDLM_CUDA_TRY(e, "copy-bandwidth run");
-  return 2.0 * static_cast<double>(bytes) * kIters / (ms * 1e-3);
+  double bw = 0;
+  SHARDLM_CUDA_TRY(kc::measure_copy_bandwidth(bytes, stream_, &bw), "copy-bandwidth run");
+  return bw;
 }
 
 Expected<double> CudaBackendImpl::measure_gemm_flops(int64_t m, int64_t n, int64_t k) {

@@ -81,6 +81,10 @@ cudaError_t fill_random_bf16_block(bf16* dst, int64_t dst_row, int64_t rows, int
                                    int64_t row0, int64_t col0, uint64_t seed, float scale, cudaStream_t stream);
 cudaError_t fill_bf16(bf16* p, int64_t n, float value, cudaStream_t stream);
 
+// Device-to-device copy bandwidth over a `bytes` buffer, read + written bytes
+// per second (copy_bandwidth.cu): the rooflines' limit. Synchronises `stream`.
+cudaError_t measure_copy_bandwidth(int64_t bytes, cudaStream_t stream, double* bytes_per_s);
+
 // ---- skinny linears (gemv.cu) ----------------------------------------------
 // y[m, n] = x[m, k] · w[n, k]ᵀ (+ bias[n]) for m ≤ kGemvMaxRows, bf16 x/w/bias,
 // y bf16 or f32: the decode-time linear as one stream over w (cuBLASLt's
