@@ -87,7 +87,7 @@ class CpuBackend final : public Backend {
 
   std::vector<Tensor> weights_;           // f32, contiguous, by weight id
   KvCacheShape kv_;
-  std::vector<std::vector<float>> k_cache_, v_cache_;  // per layer [blocks, bs, kvh, hd]
+  std::vector<std::vector<float>> k_cache_, v_cache_;  // per layer [blocks, kvh, bs, hd]
   std::vector<std::vector<float>> bufs_;  // activation buffers by id
   std::vector<float> inv_freq_;
   std::vector<float> q_, k_, v_;  // attention scratch: contiguous q/k/v split from qkv

@@ -4,7 +4,7 @@
 // Memory: weights live in a DevicePool (first-fit bump allocation over 512 MiB
 // cudaMalloc chunks: one malloc per chunk, not per tensor, and no
 // fragmentation from frees since weights live as long as the backend). The KV
-// cache is one cudaMalloc ([2][layers][blocks, block_size, nkv, hd] bf16).
+// cache is one cudaMalloc ([2][layers][blocks, nkv, block_size, hd] bf16).
 // Activations are one allocation per buffer, sized for the largest step seen
 // (or reserved); growing them invalidates captured graphs, which hold pointers.
 //
@@ -146,7 +146,7 @@ class CudaBackendImpl final : public CudaBackend {
   GpuStageLink* next_link_ = nullptr;
 
   KvCacheShape kv_;
-  void* kv_base_ = nullptr;  // bf16 [2][layers][blocks·block_size·nkv·hd]
+  void* kv_base_ = nullptr;  // bf16 [2][layers][blocks·nkv·block_size·hd]
 
   const Program* checked_ = nullptr;  // the program the buffers/inv_freq were made for
   std::vector<void*> bufs_;           // activation buffers by id

@@ -145,11 +145,12 @@ Status CudaBackendImpl::run_op(const Program& p, const Op& op, const RunShape& r
       const kc::bf16* qkv = cbf(bufs_[op.in]);
       if (op.kind == OpKind::kRoPEAttention)
         SHARDLM_CUDA_TRY(kc::rope_kv_write(bf(bufs_[op.in]), width, meta_dev_ + M.positions, meta_dev_ + M.slots, T,
-                                           a.nq_heads, a.nkv_heads, a.head_dim, inv_freq_, kcache, vcache, s),
+                                           a.nq_heads, a.nkv_heads, a.head_dim, kv_.block_size, inv_freq_, kcache,
+                                           vcache, s),
                          "rope_kv_write");
       else
         SHARDLM_CUDA_TRY(kc::kv_write(qkv, width, q_width, q_width + kv_width, kcache, vcache, meta_dev_ + M.slots,
-                                      T, a.nkv_heads, a.head_dim, s),
+                                      T, a.nkv_heads, a.head_dim, kv_.block_size, s),
                          "kv_write");
       kc::PagedAttentionParams ap;
       ap.num_tokens = T;

@@ -84,7 +84,7 @@ void run_case(const AttnCase& c) {
   CUDA_OK(cudaMemset(dout.get(), 0xff, ntok * q_width * 2));  // poison: NaN bf16 until written
 
   CUDA_OK(kc::kv_write(dqkv.get(), width, q_width, q_width + kv_width, dk.get(), dv.get(), dslots.get(), ntok, c.nkv,
-                       c.hd, nullptr));
+                       c.hd, c.block_size, nullptr));
   kc::PagedAttentionParams p;
   p.num_tokens = ntok;
   p.token_seq = dseq.get();

@@ -167,7 +167,8 @@ TEST_P(CudaRope, FusedWithKvWriteIsBitwiseTheTwoKernels) {
   rp.head_dim = rp.rotary_dim = c.hd;
   rp.theta = 10000.0;
   cpu::rope_inv_freq(rp, inv.data());
-  const int64_t cache_rows = 2 * c.ntok + 3;
+  const int64_t bs = 4;  // cache block size: slots of one block interleave with other heads' runs
+  const int64_t cache_rows = (2 * c.ntok + 3 + bs - 1) / bs * bs;
   DeviceBuffer<bf16> a(qkv.size()), b(qkv.size()), ka(cache_rows * kvw), va(cache_rows * kvw), kb(cache_rows * kvw),
       vb(cache_rows * kvw);
   DeviceBuffer<int32_t> dpos(c.ntok), dslots(c.ntok);
@@ -180,13 +181,26 @@ TEST_P(CudaRope, FusedWithKvWriteIsBitwiseTheTwoKernels) {
   for (auto* buf : {&ka, &va, &kb, &vb}) CUDA_OK(cudaMemset(buf->get(), 0x3c, cache_rows * kvw * 2));
   CUDA_OK(kc::rope_qk(a.get(), width, dpos.get(), c.ntok, c.nq, c.nkv, c.hd, dinv.get(), nullptr));
   CUDA_OK(kc::kv_write(a.get(), width, c.nq * c.hd, (c.nq + c.nkv) * c.hd, ka.get(), va.get(), dslots.get(), c.ntok,
-                       c.nkv, c.hd, nullptr));
-  CUDA_OK(kc::rope_kv_write(b.get(), width, dpos.get(), dslots.get(), c.ntok, c.nq, c.nkv, c.hd, dinv.get(), kb.get(),
-                            vb.get(), nullptr));
+                       c.nkv, c.hd, bs, nullptr));
+  CUDA_OK(kc::rope_kv_write(b.get(), width, dpos.get(), dslots.get(), c.ntok, c.nq, c.nkv, c.hd, bs, dinv.get(),
+                            kb.get(), vb.get(), nullptr));
   CUDA_OK(cudaDeviceSynchronize());
   expect_close(download_bf16(b, qkv.size()), download_bf16(a, qkv.size()), 0, 0, "rope_kv_write qkv");
   expect_close(download_bf16(kb, cache_rows * kvw), download_bf16(ka, cache_rows * kvw), 0, 0, "rope_kv_write k cache");
   expect_close(download_bf16(vb, cache_rows * kvw), download_bf16(va, cache_rows * kvw), 0, 0, "rope_kv_write v cache");
+  // The cache layout itself is the CPU reference's (head-major blocks): the
+  // rotated rows written by cpu::kv_write land where the GPU put them.
+  const std::vector<float> rotated = download_bf16(a, qkv.size());
+  std::vector<float> k_rows(c.ntok * kvw), v_rows(c.ntok * kvw);
+  for (int64_t t = 0; t < c.ntok; ++t)
+    for (int64_t e = 0; e < kvw; ++e) {
+      k_rows[t * kvw + e] = rotated[t * width + c.nq * c.hd + e];
+      v_rows[t * kvw + e] = rotated[t * width + (c.nq + c.nkv) * c.hd + e];
+    }
+  std::vector<float> want_k(cache_rows * kvw, from_bf16_bits(0x3c3c)), want_v = want_k;
+  cpu::kv_write(k_rows.data(), v_rows.data(), want_k.data(), want_v.data(), slots.data(), c.ntok, c.nkv, c.hd, bs);
+  expect_close(download_bf16(ka, cache_rows * kvw), want_k, 0, 0, "kv_write k cache vs cpu::kv_write");
+  expect_close(download_bf16(va, cache_rows * kvw), want_v, 0, 0, "kv_write v cache vs cpu::kv_write");
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, CudaRope,

@@ -283,10 +283,16 @@ TEST(KvWrite, WritesSlotsAndSkipsNegative) {
   auto k = random_vec(slots.size() * row, 1), v = random_vec(slots.size() * row, 2);
   kv_write(k.data(), v.data(), kc.data(), vc.data(), slots.data(), slots.size(), nkv, hd, bs);
   std::vector<float> want_k(kc.size(), -7.0f), want_v(vc.size(), -8.0f);
+  // Head-major blocks: element (slot, g, d) sits at ((block·nkv + g)·bs + offset)·hd + d.
   for (size_t t = 0; t < slots.size(); ++t) {
     if (slots[t] < 0) continue;
-    std::copy(k.begin() + t * row, k.begin() + (t + 1) * row, want_k.begin() + slots[t] * row);
-    std::copy(v.begin() + t * row, v.begin() + (t + 1) * row, want_v.begin() + slots[t] * row);
+    const int64_t block = slots[t] / bs, offset = slots[t] % bs;
+    for (int64_t g = 0; g < nkv; ++g)
+      for (int64_t d = 0; d < hd; ++d) {
+        const int64_t at = ((block * nkv + g) * bs + offset) * hd + d;
+        want_k[at] = k[t * row + g * hd + d];
+        want_v[at] = v[t * row + g * hd + d];
+      }
   }
   EXPECT_EQ(kc, want_k);
   EXPECT_EQ(vc, want_v);

@@ -26,7 +26,6 @@ void paged_attention(const float* q, const float* k_cache, const float* v_cache,
   const int64_t ntok = a.q_start[a.num_seqs];
   const int64_t group = a.nq_heads / a.nkv_heads;
   const int64_t hd = a.head_dim;
-  const int64_t kv_row = a.nkv_heads * hd;  // floats per cache slot
 
   std::vector<int32_t> seq_of(static_cast<size_t>(ntok));
   int64_t max_ctx = 1;
@@ -49,8 +48,8 @@ void paged_attention(const float* q, const float* k_cache, const float* v_cache,
       const int64_t n = pos - lo + 1;  // visible keys: positions [lo, pos]
       const int32_t* table = a.block_tables + s * a.max_blocks_per_seq;
       auto slot = [&](int64_t j) {
-        return (static_cast<int64_t>(table[j / a.block_size]) * a.block_size + j % a.block_size) *
-                   kv_row + g * hd;
+        return ((static_cast<int64_t>(table[j / a.block_size]) * a.nkv_heads + g) * a.block_size +
+                j % a.block_size) * hd;
       };
       const float* qg = q + (t * a.nq_heads + g * group) * hd;
       float* og = out + (t * a.nq_heads + g * group) * hd;

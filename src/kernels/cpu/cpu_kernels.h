@@ -5,7 +5,10 @@
 // Layout conventions (row-major, all f32 unless noted):
 //   activations  x[ntok, hidden]
 //   q[ntok, nq_heads, head_dim], k/v[ntok, nkv_heads, head_dim]
-//   paged cache  k_cache/v_cache[num_blocks, block_size, nkv_heads, head_dim]
+//   paged cache  k_cache/v_cache[num_blocks, nkv_heads, block_size, head_dim]
+//                (head-major inside a block: one kv head's keys of a block are
+//                one contiguous block_size × head_dim run, which is what the
+//                GPU decode kernel streams)
 //   linear       w[n, k] as in HF (out_features × in_features): y = x · wᵀ + b
 //
 // Batch invariance: every kernel computes a row of its output from that row's
@@ -79,7 +82,7 @@ void softmax(float* x, int64_t rows, int64_t cols);
 
 // Writes k/v rows into the paged cache. slot_mapping[t] = block * block_size +
 // offset; a negative slot skips the token (padding). k/v[ntok, nkv_heads,
-// head_dim] contiguous. block_size is implied by the slot numbering.
+// head_dim] contiguous; each head goes to its own run of the block (layout above).
 void kv_write(const float* k, const float* v, float* k_cache, float* v_cache,
               const int32_t* slot_mapping, int64_t ntok, int64_t nkv_heads, int64_t head_dim,
               int64_t block_size);

@@ -132,8 +132,7 @@ __global__ void __launch_bounds__(kThreads) paged_attention_kernel(const KArgs a
     l_s[tid] = 0.0f;
   }
   const int32_t* table = a.block_tables + s * a.max_blocks;
-  const int64_t kv_row = a.nkv * a.hd;
-  const int64_t col = g * a.hd + d0;
+  const int64_t block_elems = a.nkv * a.hd * a.block_size;  // head-major blocks [nkv][bs][hd]
 
   const int bs = static_cast<int>(a.block_size);
   for (int64_t tile = k_begin; tile < k_end; tile += kTile) {
@@ -144,7 +143,7 @@ __global__ void __launch_bounds__(kThreads) paged_attention_kernel(const KArgs a
       off[u] = -1;
       if (j < k_end) {
         const int64_t blk = table[j / bs];
-        off[u] = (blk * bs + j % bs) * kv_row + col;
+        off[u] = blk * block_elems + (g * bs + j % bs) * a.hd + d0;
       }
     }
     // K and V of the tile are both requested before any use: the V loads are in

@@ -3,7 +3,8 @@
 // with the same layouts, in bf16 storage with f32 arithmetic:
 //   activations  x[ntok, hidden] bf16
 //   qkv rows     [q heads | k heads | v heads] bf16, row stride `row_stride`
-//   paged cache  k_cache/v_cache[num_blocks, block_size, nkv_heads, head_dim] bf16
+//   paged cache  k_cache/v_cache[num_blocks, nkv_heads, block_size, head_dim] bf16
+//                (head-major blocks: a kv head's keys of one block are contiguous)
 //   linear       w[n, k] bf16 (gemm.h): y = x · wᵀ + b
 //
 // Errors: every launcher returns cudaGetLastError() after its launch, or
@@ -57,15 +58,15 @@ cudaError_t rope_qk(bf16* qkv, int64_t row_stride, const int32_t* positions, int
 // v_offset of each row) into cache slot slot_mapping[t]; a negative slot skips.
 cudaError_t kv_write(const bf16* qkv, int64_t row_stride, int64_t k_offset, int64_t v_offset, bf16* k_cache,
                      bf16* v_cache, const int32_t* slot_mapping, int64_t ntok, int64_t nkv_heads,
-                     int64_t head_dim, cudaStream_t stream);
+                     int64_t head_dim, int64_t block_size, cudaStream_t stream);
 
 // rope_qk followed by kv_write in one kernel (the rope → attention fusion):
 // q and k rotated in place in the packed rows ([q heads | k heads | v heads]),
 // the rotated k and the v part written to cache slot slot_mapping[t]
 // (negative: skipped). Bit for bit the two kernels' result.
 cudaError_t rope_kv_write(bf16* qkv, int64_t row_stride, const int32_t* positions, const int32_t* slot_mapping,
-                          int64_t ntok, int64_t nq_heads, int64_t nkv_heads, int64_t head_dim, const float* inv_freq,
-                          bf16* k_cache, bf16* v_cache, cudaStream_t stream);
+                          int64_t ntok, int64_t nq_heads, int64_t nkv_heads, int64_t head_dim, int64_t block_size,
+                          const float* inv_freq, bf16* k_cache, bf16* v_cache, cudaStream_t stream);
 
 // out[r, :] = in[rows[r], :] for r < n, rows of row_bytes bytes (any dtype; row_bytes % 2 == 0).
 cudaError_t gather_rows(const void* in, void* out, const int32_t* rows, int64_t n, int64_t row_bytes,

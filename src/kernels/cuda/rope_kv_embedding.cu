@@ -5,7 +5,8 @@
 //               sincosf with full range reduction (not the __sinf intrinsic: positions
 //               reach 10^5 rad), x' = (a·cos − b·sin, b·cos + a·sin) in f32, one rounding.
 //   kv_write    thread per (token, element) of the k and v parts of a packed qkv row
-//               into cache row slot_mapping[t] ([blocks·block_size, nkv, hd]).
+//               into cache slot slot_mapping[t] of the head-major cache
+//               [blocks, nkv, block_size, hd] (cache_offset below).
 //   rope_kv_write  both in one launch: the rope threads of k heads also store the
 //               rotated pair into the cache, then a second grid-stride loop copies v.
 //   gather_rows thread per 4-byte (or 2-byte) word of the selected rows.
@@ -56,10 +57,16 @@ __global__ void rope_kernel(bf16* qkv, int64_t row_stride, const int32_t* __rest
   }
 }
 
+// Element offset of kv head g of cache slot `slot` (block·bs + offset) in the
+// head-major cache [blocks, nkv, bs, hd].
+__device__ __forceinline__ int64_t cache_offset(int64_t slot, int64_t g, int64_t nkv, int64_t bs, int64_t hd) {
+  return ((slot / bs * nkv + g) * bs + slot % bs) * hd;
+}
+
 __global__ void rope_kv_write_kernel(bf16* qkv, int64_t row_stride, const int32_t* __restrict__ positions,
                                      const int32_t* __restrict__ slots, int64_t ntok, int64_t nq, int64_t nkv,
-                                     int64_t half, const float* __restrict__ inv_freq, bf16* __restrict__ kc,
-                                     bf16* __restrict__ vc) {
+                                     int64_t half, int64_t bs, const float* __restrict__ inv_freq,
+                                     bf16* __restrict__ kc, bf16* __restrict__ vc) {
   griddep_wait();
   const int64_t per_tok = (nq + nkv) * half, hd = 2 * half, kv_width = nkv * hd;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
@@ -77,7 +84,7 @@ __global__ void rope_kv_write_kernel(bf16* qkv, int64_t row_stride, const int32_
     if (h >= nq) {
       const int64_t slot = slots[t];
       if (slot >= 0) {
-        bf16* dst = kc + slot * kv_width + (h - nq) * hd;
+        bf16* dst = kc + cache_offset(slot, h - nq, nkv, bs, hd);
         dst[d] = x0;
         dst[d + half] = x1;
       }
@@ -86,21 +93,23 @@ __global__ void rope_kv_write_kernel(bf16* qkv, int64_t row_stride, const int32_
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < ntok * kv_width; i += stride) {
     const int64_t t = i / kv_width, e = i % kv_width;
     const int64_t slot = slots[t];
-    if (slot >= 0) vc[slot * kv_width + e] = qkv[t * row_stride + (nq + nkv) * hd + e];
+    if (slot >= 0) vc[cache_offset(slot, e / hd, nkv, bs, hd) + e % hd] = qkv[t * row_stride + (nq + nkv) * hd + e];
   }
 }
 
 __global__ void kv_write_kernel(const bf16* __restrict__ qkv, int64_t row_stride, int64_t k_off, int64_t v_off,
                                 bf16* __restrict__ kc, bf16* __restrict__ vc, const int32_t* __restrict__ slots,
-                                int64_t ntok, int64_t width) {
+                                int64_t ntok, int64_t nkv, int64_t hd, int64_t bs) {
   griddep_wait();
+  const int64_t width = nkv * hd;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < ntok * width;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t t = i / width, e = i % width;
     const int64_t slot = slots[t];
     if (slot < 0) continue;
-    kc[slot * width + e] = qkv[t * row_stride + k_off + e];
-    vc[slot * width + e] = qkv[t * row_stride + v_off + e];
+    const int64_t at = cache_offset(slot, e / hd, nkv, bs, hd) + e % hd;
+    kc[at] = qkv[t * row_stride + k_off + e];
+    vc[at] = qkv[t * row_stride + v_off + e];
   }
 }
 
@@ -151,23 +160,24 @@ cudaError_t rope_qk(bf16* qkv, int64_t row_stride, const int32_t* positions, int
 }
 
 cudaError_t rope_kv_write(bf16* qkv, int64_t row_stride, const int32_t* positions, const int32_t* slot_mapping,
-                          int64_t ntok, int64_t nq, int64_t nkv, int64_t head_dim, const float* inv_freq,
-                          bf16* k_cache, bf16* v_cache, cudaStream_t s) {
+                          int64_t ntok, int64_t nq, int64_t nkv, int64_t head_dim, int64_t block_size,
+                          const float* inv_freq, bf16* k_cache, bf16* v_cache, cudaStream_t s) {
   if (ntok <= 0) return cudaSuccess;
-  if (head_dim % 2 != 0) return cudaErrorInvalidValue;
+  if (head_dim % 2 != 0 || block_size <= 0) return cudaErrorInvalidValue;
   const int64_t half = head_dim / 2;
   return launch_k(rope_kv_write_kernel, grid_for(ntok * (nq + nkv) * half, 256), 256, 0, s, qkv, row_stride, positions,
-                  slot_mapping, ntok, nq, nkv, half, inv_freq, k_cache, v_cache);
+                  slot_mapping, ntok, nq, nkv, half, block_size, inv_freq, k_cache, v_cache);
 }
 
 cudaError_t kv_write(const bf16* qkv, int64_t row_stride, int64_t k_offset, int64_t v_offset, bf16* k_cache,
                      bf16* v_cache, const int32_t* slot_mapping, int64_t ntok, int64_t nkv, int64_t hd,
-                     cudaStream_t s) {
+                     int64_t block_size, cudaStream_t s) {
   if (ntok <= 0) return cudaSuccess;
+  if (block_size <= 0) return cudaErrorInvalidValue;
   const int64_t width = nkv * hd;
   {
     cudaError_t _e = launch_k(kv_write_kernel, grid_for(ntok * width, 256), 256, 0, s, qkv, row_stride, k_offset, v_offset, k_cache, v_cache,
-                                                              slot_mapping, ntok, width);
+                                                              slot_mapping, ntok, nkv, hd, block_size);
     if (_e != cudaSuccess) return _e;
   }
   return cudaGetLastError();
