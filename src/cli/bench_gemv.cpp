@@ -1,5 +1,5 @@
 // `shardlm bench gemv`: the decode-time linears (gemv / gemv_silu_mul, batch
-// 1 … 8) of the Llama-3-8B shape, at tp 1 and tp 2 slices: the gemv kernel
+// 1 … 8; cuBLASLt alone up to 256 rows, the batch-64 and -256 decode steps) of the Llama-3-8B shape, at tp 1 and tp 2 slices: the gemv kernel
 // (plain, and as a programmatic dependent launch) and cuBLASLt (+ silu_mul
 // for the gated MLP) as the peer, next to the device-to-device copy
 // bandwidth measured in the same run (bytes read + written per second, as
@@ -33,6 +33,7 @@ namespace {
 
 // The kernel configurations `--variants` accepts (see register_bench_gemv).
 bool known_variant(const std::string& v) { return v == "gemv" || v == "gemv+pdl" || v == "cublaslt"; }
+constexpr long kMaxRows = 256;  // the largest decode batch bucket `bench decode` times
 
 struct GemvBenchOptions {
   int device = 0;
@@ -123,6 +124,7 @@ double time_graph(cudaStream_t s, int reps, Body body) {
 
 bool launch_linear(const Linear& l, const kc::bf16* x, const kc::bf16* w, void* y, void* scratch, int64_t m,
                    const Variant& v, kc::Gemm& gemm, cudaStream_t s) {
+  if (m > kc::kGemvMaxRows && !v.cublaslt) return true;  // the gemv kernel stops at kGemvMaxRows (cell: n/a)
   if (v.cublaslt) {
     std::string err;
     const int64_t rows = l.silu ? 2 * l.n : l.n;
@@ -171,12 +173,12 @@ int run_gemv_bench(const GemvBenchOptions& o) {
     std::fprintf(stderr, "shardlm bench gemv: cuBLASLt: %s\n", gemm_err.c_str());
     return 1;
   }
-  const int64_t max_k = 14336;
+  const int64_t max_k = 14336, max_m = *std::max_element(o.rows.begin(), o.rows.end());
   DevBuf x, y, scratch;
-  if (cudaMalloc(&x.p, 8 * max_k * 2 * 2) != cudaSuccess || cudaMalloc(&y.p, 8 * 131072 * 4) != cudaSuccess ||
-      cudaMalloc(&scratch.p, 8 * 2 * 14336 * 2) != cudaSuccess)
+  if (cudaMalloc(&x.p, max_m * max_k * 2 * 2) != cudaSuccess || cudaMalloc(&y.p, max_m * 131072 * 4) != cudaSuccess ||
+      cudaMalloc(&scratch.p, max_m * 2 * 14336 * 2) != cudaSuccess)
     return 1;
-  kc::fill_random_bf16(static_cast<kc::bf16*>(x.p), 8 * max_k * 2, 3, 1.0f, s);
+  kc::fill_random_bf16(static_cast<kc::bf16*>(x.p), max_m * max_k * 2, 3, 1.0f, s);
   auto* xb = static_cast<kc::bf16*>(x.p);
   int failures = 0;
   for (int64_t m : o.rows)
@@ -194,6 +196,10 @@ int run_gemv_bench(const GemvBenchOptions& o) {
         kc::fill_random_bf16(static_cast<kc::bf16*>(w.p), bytes / 2 * copies, 5, 0.05f, s);
         std::printf("%-14s %9.1f", l.name, bytes / 1e6);
         for (const auto& c : configs) {
+          if (m > kc::kGemvMaxRows && !c.cublaslt) {
+            std::printf(" %16s", "n/a");
+            continue;
+          }
           // One eager call first: cuBLASLt picks and caches its algorithm outside capture.
           if (!launch_linear(l, xb, static_cast<kc::bf16*>(w.p), y.p, scratch.p, m, c, *gemm, s)) return 1;
           const double ms = time_graph(s, o.reps, [&] {
@@ -214,13 +220,17 @@ int run_gemv_bench(const GemvBenchOptions& o) {
       int64_t layer_bytes = 0;
       for (const Linear& l : layer) layer_bytes += l.weight_bytes();
       DevBuf w, a, b;
-      if (cudaMalloc(&w.p, layer_bytes * kLayers) != cudaSuccess || cudaMalloc(&a.p, 8 * 14336 * 2) != cudaSuccess ||
-          cudaMalloc(&b.p, 8 * 14336 * 2) != cudaSuccess)
+      if (cudaMalloc(&w.p, layer_bytes * kLayers) != cudaSuccess ||
+          cudaMalloc(&a.p, max_m * 14336 * 2) != cudaSuccess || cudaMalloc(&b.p, max_m * 14336 * 2) != cudaSuccess)
         return 1;
       kc::fill_random_bf16(static_cast<kc::bf16*>(w.p), layer_bytes / 2 * kLayers, 9, 0.05f, s);
-      kc::fill_random_bf16(static_cast<kc::bf16*>(a.p), 8 * 14336, 10, 1.0f, s);
+      kc::fill_random_bf16(static_cast<kc::bf16*>(a.p), max_m * 14336, 10, 1.0f, s);
       std::printf("%-14s %9.1f", "layer (chain)", layer_bytes / 1e6);
       for (const auto& c : configs) {
+        if (m > kc::kGemvMaxRows && !c.cublaslt) {
+          std::printf(" %16s", "n/a");
+          continue;
+        }
         const double ms = time_graph(s, o.reps, [&] {
           const auto* wp = static_cast<const kc::bf16*>(w.p);
           auto *in = static_cast<kc::bf16*>(a.p), *out = static_cast<kc::bf16*>(b.p);
@@ -265,9 +275,11 @@ void register_bench_gemv(CLI::App& bench, CommandRunner* run) {
   for (const auto& v : opts->variants) *variants += (variants->empty() ? "" : ",") + v;
   auto* cmd = bench.add_subcommand(
       "gemv",
-      "Decode-time linears (batch ≤ 8) of the Llama-3-8B shape at tp 1 and tp 2 slices: the gemv kernel and "
+      "Decode-time linears (batch ≤ 8 for the gemv kernel, ≤ 256 for cuBLASLt) of the Llama-3-8B shape at tp 1 and tp 2 slices: the gemv kernel and "
       "cuBLASLt against the copy bandwidth measured in the same run; also a layer's four linears chained.");
-  cmd->add_option("--rows", *rows, "Comma-separated batch rows m (1–8)")->capture_default_str();
+  cmd->add_option("--rows", *rows,
+                  "Comma-separated batch rows m (1–256; the gemv variants stop at 8 and show n/a above)")
+      ->capture_default_str();
   cmd->add_option("--variants", *variants,
                   "Comma-separated: gemv (the decode kernel), gemv+pdl (as a programmatic dependent launch that "
                   "prefetches w into L2 before waiting), cublaslt (cuBLASLt, + silu_mul for the gated MLP)")
@@ -280,8 +292,8 @@ void register_bench_gemv(CLI::App& bench, CommandRunner* run) {
       for (const std::string& r : split_commas(*rows)) {
         char* end = nullptr;
         const long m = std::strtol(r.c_str(), &end, 10);
-        if (*end != '\0' || m < 1 || m > 8) {
-          std::fprintf(stderr, "shardlm bench gemv: --rows: '%s' is not a number in 1–8\n", r.c_str());
+        if (*end != '\0' || m < 1 || m > kMaxRows) {
+          std::fprintf(stderr, "shardlm bench gemv: --rows: '%s' is not a number in 1–%ld\n", r.c_str(), kMaxRows);
           return 2;
         }
         opts->rows.push_back(m);

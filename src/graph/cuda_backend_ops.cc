@@ -155,6 +155,7 @@ Status CudaBackendImpl::run_op(const Program& p, const Op& op, const RunShape& r
       kc::PagedAttentionParams ap;
       ap.num_tokens = T;
       ap.token_seq = meta_dev_ + M.token_seq;
+      ap.positions = meta_dev_ + M.positions;
       ap.q_start = meta_dev_ + M.q_start;
       ap.ctx_len = meta_dev_ + M.ctx_len;
       ap.block_tables = meta_dev_ + M.tables;

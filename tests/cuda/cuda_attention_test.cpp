@@ -112,6 +112,21 @@ void run_case(const AttnCase& c) {
   CUDA_OK(kc::paged_attention(dqkv.get(), width, dk.get(), dv.get(), dout.get(), p, ws.get(), ws_bytes, nullptr));
   CUDA_OK(cudaDeviceSynchronize());
   std::printf("  %s: %lld rows, split-K workspace %zu bytes\n", c.name.c_str(), static_cast<long long>(ntok), ws_bytes);
+  {
+    // With the rows' positions given (the engine's call), bit for bit the same output.
+    std::vector<int32_t> positions(ntok);
+    for (int64_t s = 0; s < ns; ++s)
+      for (int32_t t = q_start[s]; t < q_start[s + 1]; ++t) positions[t] = c.ctx[s] - c.q_len[s] + (t - q_start[s]);
+    DeviceBuffer<int32_t> dpos(ntok);
+    upload(dpos, positions);
+    DeviceBuffer<bf16> out2(ntok * q_width);
+    kc::PagedAttentionParams pp = p;
+    pp.positions = dpos.get();
+    CUDA_OK(kc::paged_attention(dqkv.get(), width, dk.get(), dv.get(), out2.get(), pp, ws.get(), ws_bytes, nullptr));
+    CUDA_OK(cudaDeviceSynchronize());
+    expect_close(download_bf16(out2, ntok * q_width), download_bf16(dout, ntok * q_width), 0, 0,
+                 c.name + " with positions");
+  }
 
   // CPU reference on the same values.
   std::vector<float> q(ntok * q_width), k(ntok * kv_width), v(ntok * kv_width);

@@ -375,6 +375,7 @@ struct TcDecodeArgs {
   const bf16* vc;
   bf16* out;
   const int32_t* token_seq;
+  const int32_t* positions;  // [ntok] or null (then derived from q_start and ctx_len)
   const int32_t* q_start;
   const int32_t* ctx_len;
   const int32_t* block_tables;
@@ -402,9 +403,14 @@ __global__ void __launch_bounds__(kThreads) decode_tc_kernel(const TcDecodeArgs 
   const int64_t t = blockIdx.x, g = blockIdx.y;
   const int split = blockIdx.z;
   const int64_t s = a.token_seq[t];
-  const int q_len = a.q_start[s + 1] - a.q_start[s];
-  if (a.skip_q > 0 && q_len >= a.skip_q) return;  // the prefill kernel's row
-  const int64_t pos = static_cast<int64_t>(a.ctx_len[s]) - q_len + (t - a.q_start[s]);
+  int64_t pos;
+  if (a.positions && a.skip_q <= 0) {
+    pos = a.positions[t];  // loaded beside token_seq: the block table is the second load, not the third
+  } else {
+    const int q_len = a.q_start[s + 1] - a.q_start[s];
+    if (a.skip_q > 0 && q_len >= a.skip_q) return;  // the prefill kernel's row
+    pos = static_cast<int64_t>(a.ctx_len[s]) - q_len + (t - a.q_start[s]);
+  }
   const int64_t lo = a.window > 0 ? max(static_cast<int64_t>(0), pos - a.window + 1) : 0;
   const int64_t k_begin = lo + split * a.P;
   if (k_begin > pos) return;  // this row needs fewer splits (combine knows)
@@ -654,6 +660,7 @@ cudaError_t paged_decode_attention_tc(const bf16* q, int64_t q_stride, const bf1
   a.vc = v_cache;
   a.out = out;
   a.token_seq = p.token_seq;
+  a.positions = p.positions;
   a.q_start = p.q_start;
   a.ctx_len = p.ctx_len;
   a.block_tables = p.block_tables;

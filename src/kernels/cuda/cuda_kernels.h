@@ -111,6 +111,11 @@ cudaError_t gemv_silu_mul(const bf16* x, const bf16* w, const bf16* bias, bf16* 
 struct PagedAttentionParams {
   int64_t num_tokens = 0;
   const int32_t* token_seq = nullptr;     // [num_tokens] sequence of each row
+  // [num_tokens] or null: position of each row, ctx_len[s] − q_len + (t − q_start[s]).
+  // Given, the decode kernel loads it beside token_seq instead of deriving it
+  // from q_start and ctx_len afterwards: one dependent load less before its
+  // first key tile is requested.
+  const int32_t* positions = nullptr;
   const int32_t* q_start = nullptr;       // [num_seqs + 1]
   const int32_t* ctx_len = nullptr;       // [num_seqs]
   const int32_t* block_tables = nullptr;  // [num_seqs, max_blocks_per_seq]
