@@ -21,6 +21,7 @@
 
 #include "cuda_test_util.h"
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cuda/attention_tc.h"
 #include "kernels/cuda/cuda_kernels.h"
 
 namespace shardlm {
@@ -112,21 +113,39 @@ void run_case(const AttnCase& c) {
   CUDA_OK(kc::paged_attention(dqkv.get(), width, dk.get(), dv.get(), dout.get(), p, ws.get(), ws_bytes, nullptr));
   CUDA_OK(cudaDeviceSynchronize());
   std::printf("  %s: %lld rows, split-K workspace %zu bytes\n", c.name.c_str(), static_cast<long long>(ntok), ws_bytes);
-  {
-    // With the rows' positions given (the engine's call), bit for bit the same output.
-    std::vector<int32_t> positions(ntok);
-    for (int64_t s = 0; s < ns; ++s)
-      for (int32_t t = q_start[s]; t < q_start[s + 1]; ++t) positions[t] = c.ctx[s] - c.q_len[s] + (t - q_start[s]);
-    DeviceBuffer<int32_t> dpos(ntok);
-    upload(dpos, positions);
-    DeviceBuffer<bf16> out2(ntok * q_width);
-    kc::PagedAttentionParams pp = p;
-    pp.positions = dpos.get();
-    CUDA_OK(kc::paged_attention(dqkv.get(), width, dk.get(), dv.get(), out2.get(), pp, ws.get(), ws_bytes, nullptr));
-    CUDA_OK(cudaDeviceSynchronize());
-    expect_close(download_bf16(out2, ntok * q_width), download_bf16(dout, ntok * q_width), 0, 0,
-                 c.name + " with positions");
+  // The engine's call gives the rows' positions: then the dispatcher may take
+  // the balanced decode kernel (long grids of decode rows). And that kernel
+  // alone, on every decode-only case it accepts. Each twice, the output
+  // poisoned in between (its item counters must be back at zero).
+  std::vector<int32_t> positions(ntok);
+  for (int64_t s = 0; s < ns; ++s)
+    for (int32_t t = q_start[s]; t < q_start[s + 1]; ++t) positions[t] = c.ctx[s] - c.q_len[s] + (t - q_start[s]);
+  DeviceBuffer<int32_t> dpos(ntok);
+  upload(dpos, positions);
+  kc::PagedAttentionParams pp = p;
+  pp.positions = dpos.get();
+  DeviceBuffer<bf16> out_pos(ntok * q_width), out_bal(ntok * q_width);
+  const size_t ws_pos_bytes = kc::paged_attention_workspace_bytes(pp);
+  DeviceBuffer<float> ws_pos(ws_pos_bytes / 4 + 1);
+  CUDA_OK(cudaMemset(ws_pos.get(), 0, ws_pos_bytes + 4));
+  for (int rep = 0; rep < 2; ++rep) {
+    CUDA_OK(cudaMemset(out_pos.get(), 0xff, ntok * q_width * 2));
+    CUDA_OK(kc::paged_attention(dqkv.get(), width, dk.get(), dv.get(), out_pos.get(), pp, ws_pos.get(), ws_pos_bytes,
+                                nullptr));
   }
+  const bool decode_only = std::all_of(c.q_len.begin(), c.q_len.end(), [](int32_t l) { return l == 1; });
+  const size_t ws_bal_bytes = decode_only ? kc::decode_balanced_workspace_bytes(pp) : 0;
+  if (ws_bal_bytes > 0) {
+    DeviceBuffer<float> ws_bal(ws_bal_bytes / 4 + 1);
+    CUDA_OK(cudaMemset(ws_bal.get(), 0, ws_bal_bytes + 4));
+    for (int rep = 0; rep < 2; ++rep) {
+      CUDA_OK(cudaMemset(out_bal.get(), 0xff, ntok * q_width * 2));
+      CUDA_OK(kc::paged_decode_attention_balanced(dqkv.get(), width, dk.get(), dv.get(), out_bal.get(), pp,
+                                                  ws_bal.get(), ws_bal_bytes, nullptr));
+    }
+    CUDA_OK(cudaDeviceSynchronize());
+  }
+  CUDA_OK(cudaDeviceSynchronize());
 
   // CPU reference on the same values.
   std::vector<float> q(ntok * q_width), k(ntok * kv_width), v(ntok * kv_width);
@@ -154,6 +173,11 @@ void run_case(const AttnCase& c) {
   std::vector<float> ref(ntok * q_width);
   cpu::paged_attention(q.data(), kcache.data(), vcache.data(), ref.data(), a);
   expect_close(download_bf16(dout, ref.size()), ref, 4e-3, 1.0 / 128, c.name);
+  expect_close(download_bf16(out_pos, ref.size()), ref, 4e-3, 1.0 / 128, c.name + " (positions given)");
+  if (ws_bal_bytes > 0) {
+    std::printf("  %s: balanced decode kernel, workspace %zu bytes\n", c.name.c_str(), ws_bal_bytes);
+    expect_close(download_bf16(out_bal, ref.size()), ref, 4e-3, 1.0 / 128, c.name + " (balanced kernel)");
+  }
 }
 
 class CudaPagedAttention : public ::testing::TestWithParam<AttnCase> {};
@@ -183,6 +207,22 @@ INSTANTIATE_TEST_SUITE_P(
                    return c;
                  }()},
         AttnCase{"decode_gqa16_tc", 32, 2, 64, 16, {1, 1, 2}, {1, 65, 129}},
+        // Long grids of decode rows: the balanced kernel's items split across
+        // blocks at every offset; batch 256 at hd 128, odd batches with GQA 8
+        // at hd 64, a window, block size 32 and a context of one key.
+        AttnCase{"decode_b256_balanced", 32, 8, 128, 16, std::vector<int32_t>(256, 1),
+                 [] {
+                   std::vector<int32_t> c(256);
+                   for (int i = 0; i < 256; ++i) c[i] = 1 + (i * 53) % 900;
+                   return c;
+                 }()},
+        AttnCase{"decode_b201_gqa8_hd64_window", 64, 8, 64, 32, std::vector<int32_t>(201, 1),
+                 [] {
+                   std::vector<int32_t> c(201);
+                   for (int i = 0; i < 201; ++i) c[i] = 1 + (i * 97) % 1500;
+                   return c;
+                 }(),
+                 200},
         AttnCase{"decode_mha_hd64_window", 4, 4, 64, 16, {1, 3}, {300, 90}, 70},
         // Mixed batch: decode, chunked prefill (7 new of 40), whole prompt (23), odd heads, hd 40.
         AttnCase{"mixed_odd_heads_hd40", 6, 3, 40, 16, {1, 7, 1, 23}, {1, 40, 300, 23}},
