@@ -21,7 +21,6 @@
 
 #include "cuda_test_util.h"
 #include "kernels/cpu/cpu_kernels.h"
-#include "kernels/cuda/attention_tc.h"
 #include "kernels/cuda/cuda_kernels.h"
 
 namespace shardlm {
@@ -113,10 +112,8 @@ void run_case(const AttnCase& c) {
   CUDA_OK(kc::paged_attention(dqkv.get(), width, dk.get(), dv.get(), dout.get(), p, ws.get(), ws_bytes, nullptr));
   CUDA_OK(cudaDeviceSynchronize());
   std::printf("  %s: %lld rows, split-K workspace %zu bytes\n", c.name.c_str(), static_cast<long long>(ntok), ws_bytes);
-  // The engine's call gives the rows' positions: then the dispatcher may take
-  // the balanced decode kernel (long grids of decode rows). And that kernel
-  // alone, on every decode-only case it accepts. Each twice, the output
-  // poisoned in between (its item counters must be back at zero).
+  // The engine's call gives the rows' positions (the decode kernel then reads
+  // them instead of deriving them). Twice, the output poisoned in between.
   std::vector<int32_t> positions(ntok);
   for (int64_t s = 0; s < ns; ++s)
     for (int32_t t = q_start[s]; t < q_start[s + 1]; ++t) positions[t] = c.ctx[s] - c.q_len[s] + (t - q_start[s]);
@@ -124,7 +121,7 @@ void run_case(const AttnCase& c) {
   upload(dpos, positions);
   kc::PagedAttentionParams pp = p;
   pp.positions = dpos.get();
-  DeviceBuffer<bf16> out_pos(ntok * q_width), out_bal(ntok * q_width);
+  DeviceBuffer<bf16> out_pos(ntok * q_width);
   const size_t ws_pos_bytes = kc::paged_attention_workspace_bytes(pp);
   DeviceBuffer<float> ws_pos(ws_pos_bytes / 4 + 1);
   CUDA_OK(cudaMemset(ws_pos.get(), 0, ws_pos_bytes + 4));
@@ -132,18 +129,6 @@ void run_case(const AttnCase& c) {
     CUDA_OK(cudaMemset(out_pos.get(), 0xff, ntok * q_width * 2));
     CUDA_OK(kc::paged_attention(dqkv.get(), width, dk.get(), dv.get(), out_pos.get(), pp, ws_pos.get(), ws_pos_bytes,
                                 nullptr));
-  }
-  const bool decode_only = std::all_of(c.q_len.begin(), c.q_len.end(), [](int32_t l) { return l == 1; });
-  const size_t ws_bal_bytes = decode_only ? kc::decode_balanced_workspace_bytes(pp) : 0;
-  if (ws_bal_bytes > 0) {
-    DeviceBuffer<float> ws_bal(ws_bal_bytes / 4 + 1);
-    CUDA_OK(cudaMemset(ws_bal.get(), 0, ws_bal_bytes + 4));
-    for (int rep = 0; rep < 2; ++rep) {
-      CUDA_OK(cudaMemset(out_bal.get(), 0xff, ntok * q_width * 2));
-      CUDA_OK(kc::paged_decode_attention_balanced(dqkv.get(), width, dk.get(), dv.get(), out_bal.get(), pp,
-                                                  ws_bal.get(), ws_bal_bytes, nullptr));
-    }
-    CUDA_OK(cudaDeviceSynchronize());
   }
   CUDA_OK(cudaDeviceSynchronize());
 
@@ -174,10 +159,6 @@ void run_case(const AttnCase& c) {
   cpu::paged_attention(q.data(), kcache.data(), vcache.data(), ref.data(), a);
   expect_close(download_bf16(dout, ref.size()), ref, 4e-3, 1.0 / 128, c.name);
   expect_close(download_bf16(out_pos, ref.size()), ref, 4e-3, 1.0 / 128, c.name + " (positions given)");
-  if (ws_bal_bytes > 0) {
-    std::printf("  %s: balanced decode kernel, workspace %zu bytes\n", c.name.c_str(), ws_bal_bytes);
-    expect_close(download_bf16(out_bal, ref.size()), ref, 4e-3, 1.0 / 128, c.name + " (balanced kernel)");
-  }
 }
 
 class CudaPagedAttention : public ::testing::TestWithParam<AttnCase> {};
@@ -207,10 +188,10 @@ INSTANTIATE_TEST_SUITE_P(
                    return c;
                  }()},
         AttnCase{"decode_gqa16_tc", 32, 2, 64, 16, {1, 1, 2}, {1, 65, 129}},
-        // Long grids of decode rows: the balanced kernel's items split across
-        // blocks at every offset; batch 256 at hd 128, odd batches with GQA 8
-        // at hd 64, a window, block size 32 and a context of one key.
-        AttnCase{"decode_b256_balanced", 32, 8, 128, 16, std::vector<int32_t>(256, 1),
+        // Long grids of decode rows (more than two waves: the combine kernel, or
+        // no split): batch 256 at hd 128; 201 rows with GQA 8 at hd 64, a
+        // window and block size 32.
+        AttnCase{"decode_b256_tc", 32, 8, 128, 16, std::vector<int32_t>(256, 1),
                  [] {
                    std::vector<int32_t> c(256);
                    for (int i = 0; i < 256; ++i) c[i] = 1 + (i * 53) % 900;

@@ -356,8 +356,7 @@ size_t counters_bytes(const PagedAttentionParams& p) {
 size_t paged_attention_workspace_bytes(const PagedAttentionParams& p) {
   Plan pl;
   if (!make_plan(p, &pl)) return 0;
-  const size_t split = pl.nsplits == 1 ? 0 : partials_bytes(p, pl) + counters_bytes(p);
-  return std::max(split, decode_balanced_workspace_bytes(p));  // one workspace, either layout
+  return pl.nsplits == 1 ? 0 : partials_bytes(p, pl) + counters_bytes(p);
 }
 
 cudaError_t paged_attention(const bf16* q, int64_t q_stride, const bf16* k_cache, const bf16* v_cache, bf16* out,
@@ -422,12 +421,6 @@ cudaError_t paged_attention(const bf16* q, int64_t q_stride, const bf16* k_cache
     // 66 µs), so the combine kernel runs instead.
     const int64_t blocks = p.num_tokens * p.nkv_heads * pl.nsplits;
     ds.counters = blocks <= 2 * 3 * static_cast<int64_t>(num_sms()) ? counters : nullptr;
-    // Longer grids (batch 64 and up): one wave of blocks with the key tiles
-    // spread evenly, when the call qualifies (decode rows only, positions given).
-    if (!tc && blocks > 2 * 3 * static_cast<int64_t>(num_sms()) && p.balanced_decode) {
-      e = paged_decode_attention_balanced(q, q_stride, k_cache, v_cache, out, p, workspace, workspace_bytes, stream);
-      if (e != cudaErrorNotSupported) return e;
-    }
     e = paged_decode_attention_tc(q, q_stride, k_cache, v_cache, out, p, ds, a.skip_q, stream);
     if (e != cudaSuccess || pl.nsplits == 1 || ds.counters) return e;
     return launch_k(combine_kernel, dim3(static_cast<unsigned>(p.num_tokens), static_cast<unsigned>(p.nq_heads)),

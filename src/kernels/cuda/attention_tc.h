@@ -46,15 +46,4 @@ cudaError_t paged_decode_attention_tc(const bf16* q, int64_t q_stride, const bf1
                                       bf16* out, const PagedAttentionParams& p, const DecodeSplit& split,
                                       int skip_q_len, cudaStream_t stream);
 
-// Decode rows only (no prefill rows in the call), p.positions given, at most
-// 1024 rows: the key tiles of all (row, kv head) pairs spread evenly over one
-// wave of blocks (attention_decode_balanced.cu). The workspace (its own
-// layout) must hold decode_balanced_workspace_bytes(p) and start zeroed; it is
-// left zeroed. cudaErrorNotSupported when the call does not qualify (the
-// caller then takes the per-split kernel).
-size_t decode_balanced_workspace_bytes(const PagedAttentionParams& p);
-cudaError_t paged_decode_attention_balanced(const bf16* q, int64_t q_stride, const bf16* k_cache,
-                                            const bf16* v_cache, bf16* out, const PagedAttentionParams& p,
-                                            void* workspace, size_t workspace_bytes, cudaStream_t stream);
-
 }  // namespace shardlm::kernels::cuda

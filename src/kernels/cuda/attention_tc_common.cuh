@@ -1,6 +1,6 @@
-// Device building blocks shared by the tensor-core attention kernels
-// (attention_tc.cu: prefill and per-split decode; attention_decode_balanced.cu:
-// the decode kernel that spreads key tiles evenly over resident blocks):
+// Device building blocks of the tensor-core attention kernels (attention_tc.cu:
+// prefill and per-split decode; a decode kernel that spread key tiles evenly
+// over one wave of blocks used them too, see bench/NOTES.md run 14):
 // cp.async stages, swizzled shared-memory tiles, ldmatrix / mma.sync
 // fragments, the paged K/V tile gather and one online-softmax step. Included
 // by .cu files only; everything is in tc:: so the kernels' own anonymous

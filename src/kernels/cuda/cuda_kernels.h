@@ -138,9 +138,6 @@ struct PagedAttentionParams {
   // otherwise take the tensor-core decode kernel when head_dim is 64 or 128
   // and a kv head serves at most 16 query heads.
   bool tensor_cores = true;
-  // false: never the balanced decode kernel (attention_tc.h), e.g. to test
-  // the per-split kernel on a shape that would take it, or for A/B runs.
-  bool balanced_decode = true;
 };
 // A sequence with this many query rows in a step fills a quarter of the
 // tensor-core kernel's 64-row tile; fewer are cheaper on the SIMT kernel.
