@@ -174,7 +174,7 @@ if [ "$DEVICE" = cuda ] && has ncu; then
   NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
   sec="--section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy --section LaunchStats --section WarpStateStats"
   echo "== ncu: attention at batch 64"
-  timeout -k 5 150 $NCU --clock-control none -k regex:'decode_tc_kernel|decode_balanced_kernel|combine_kernel|rope_kv_write' -c 3 $sec \
+  timeout -k 5 150 $NCU --clock-control none -k regex:'decode_tc_kernel|combine_kernel|rope_kv_write' -c 3 $sec \
     $S bench decode --layers 4 --batches 64 --steps 1 --prefill-tokens 0 --no-graphs --kv-cache-fraction 0.05 \
     > "$L/ncu_attention_b64.log" 2>&1
   echo "rc=$?" >> "$L/ncu_attention_b64.log"

@@ -355,8 +355,8 @@ size_t counters_bytes(const PagedAttentionParams& p) {
 
 size_t paged_attention_workspace_bytes(const PagedAttentionParams& p) {
   Plan pl;
-  if (!make_plan(p, &pl)) return 0;
-  return pl.nsplits == 1 ? 0 : partials_bytes(p, pl) + counters_bytes(p);
+  if (!make_plan(p, &pl) || pl.nsplits == 1) return 0;
+  return partials_bytes(p, pl) + counters_bytes(p);
 }
 
 cudaError_t paged_attention(const bf16* q, int64_t q_stride, const bf16* k_cache, const bf16* v_cache, bf16* out,

@@ -13,10 +13,6 @@ inline bool attention_operands_aligned(const void* q, int64_t q_stride, const vo
                                 reinterpret_cast<uintptr_t>(v_cache)) & 15) == 0;
 }
 
-// The tile gather's view of the head-major cache: log2(block_size) (-1: not a
-// power of two) and the elements of one block of one layer (false: ≥ 2^31).
-bool paged_cache_geometry(int64_t block_size, int64_t nkv, int64_t head_dim, int* bs_shift, int* block_elems);
-
 bool prefill_tc_supported(int64_t head_dim);
 
 // Attention for every row of the sequences with at least min_q_len query rows
