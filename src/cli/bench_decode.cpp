@@ -11,6 +11,13 @@
 //   prefill  one --prefill-tokens prompt: TFLOP/s of the linear layers and of
 //            attention (per-op CUDA events) against the bf16 GEMM peak
 //            (8192³ through the same cuBLASLt path).
+//   workload B × (PP + TG), llama.cpp's `llama-batched-bench` measure (the
+//            issue's peer figure is one): B prompts of PP tokens prefilled,
+//            then TG decode steps of B tokens with the contexts growing from
+//            PP + 1 to PP + TG, graph-replayed like a serving engine's steps;
+//            generated tokens/s = B·TG / the decode steps' time (S_TG), and
+//            the prefill's and the whole run's tokens/s. Run twice, the
+//            second reported (the first captures its graph, tunes the GEMMs).
 //   ready    seconds from start to the first graph-replayed step: weights,
 //            KV cache, warmup and graph capture.
 // With --tp N every rank holds its shard of the same random model (each
@@ -51,6 +58,8 @@ struct DecodeBenchOptions {
   bool no_graphs = false;
   bool no_gemv = false;
   bool pdl = false;
+  std::vector<int64_t> workload_batches = {64};  // empty: no workload run
+  int64_t workload_prompt = 128, workload_generate = 128;
   std::string json_path;
   std::string dump_logits;  // raw f32 [rows, vocab]: prefill rows, then one decode row
   DistArgs dist;            // --tp (pp = 1)
@@ -104,6 +113,70 @@ graph::StepInput decode_step(int64_t batch, int64_t context, int64_t block_size,
     in.logit_rows.push_back(static_cast<int32_t>(s));
   }
   return in;
+}
+
+// llama-batched-bench's measure: `batch` prompts of `prompt` tokens (sequence
+// s owns blocks [first_block + s·bps, …)), prefilled in forwards of whole
+// prompts of at most `chunk_tokens` tokens with each prompt's last row
+// projected to logits, then `generate` decode steps of one token per sequence.
+struct WorkloadResult {
+  double prefill_s = 0, decode_s = 0;
+  std::vector<double> step_ms;  // each decode step's wall time
+};
+
+Expected<WorkloadResult> run_workload(graph::CudaBackend& be, const graph::Program& prog, int64_t batch,
+                                      int64_t prompt, int64_t generate, int64_t block_size, int64_t first_block,
+                                      int64_t chunk_tokens) {
+  const int64_t bps = (prompt + generate + block_size - 1) / block_size;
+  auto slot = [&](int64_t s, int64_t pos) {
+    return static_cast<int32_t>((first_block + s * bps + pos / block_size) * block_size + pos % block_size);
+  };
+  WorkloadResult r;
+  const int64_t per_chunk = std::max<int64_t>(1, chunk_tokens / prompt);
+  double t0 = now_s();
+  for (int64_t s0 = 0; s0 < batch; s0 += per_chunk) {
+    graph::StepInput in;
+    in.max_blocks_per_seq = (prompt + block_size - 1) / block_size;
+    in.q_start.push_back(0);
+    for (int64_t s = s0; s < std::min(batch, s0 + per_chunk); ++s) {
+      for (int64_t p = 0; p < prompt; ++p) {
+        in.token_ids.push_back(static_cast<int32_t>((s * 131 + p * 7877 + 101) % 128000));
+        in.positions.push_back(static_cast<int32_t>(p));
+        in.slot_mapping.push_back(slot(s, p));
+      }
+      in.q_start.push_back(static_cast<int32_t>(in.token_ids.size()));
+      in.ctx_len.push_back(static_cast<int32_t>(prompt));
+      for (int64_t j = 0; j < in.max_blocks_per_seq; ++j)
+        in.block_tables.push_back(static_cast<int32_t>(first_block + s * bps + j));
+      in.logit_rows.push_back(static_cast<int32_t>(in.token_ids.size() - 1));
+    }
+    SHARDLM_TRY(be.forward(prog, in, nullptr, nullptr, nullptr));
+  }
+  SHARDLM_TRY(be.memory_info().status());  // a sync point: the prefill has finished
+  const double t1 = now_s();
+  r.prefill_s = t1 - t0;
+  for (int64_t t = 0; t < generate; ++t) {
+    const int64_t pos = prompt + t;  // the token decoded now; the context holds pos + 1 tokens after it
+    graph::StepInput in;
+    in.max_blocks_per_seq = pos / block_size + 1;  // the blocks in use, as the engine passes them
+    in.q_start.push_back(0);
+    for (int64_t s = 0; s < batch; ++s) {
+      in.token_ids.push_back(static_cast<int32_t>((s * 7919 + t * 31 + 11) % 128000));
+      in.positions.push_back(static_cast<int32_t>(pos));
+      in.slot_mapping.push_back(slot(s, pos));
+      in.q_start.push_back(static_cast<int32_t>(s + 1));
+      in.ctx_len.push_back(static_cast<int32_t>(pos + 1));
+      for (int64_t j = 0; j < in.max_blocks_per_seq; ++j)
+        in.block_tables.push_back(static_cast<int32_t>(first_block + s * bps + j));
+      in.logit_rows.push_back(static_cast<int32_t>(s));
+    }
+    const double ts = now_s();
+    SHARDLM_TRY(be.forward(prog, in, nullptr, nullptr, nullptr));
+    r.step_ms.push_back((now_s() - ts) * 1e3);
+  }
+  SHARDLM_TRY(be.memory_info().status());
+  r.decode_s = now_s() - t1;
+  return r;
 }
 
 int run_decode_bench(const DecodeBenchOptions& o, DistContext* ctx) {
@@ -161,9 +234,17 @@ int run_decode_bench(const DecodeBenchOptions& o, DistContext* ctx) {
     tp_group = std::move(*made);
     be.set_gpu_collectives(tp_group.get());
   }
-  const int64_t max_batch = *std::max_element(o.batches.begin(), o.batches.end());
-  const int64_t max_tokens = std::max(o.prefill_tokens, max_batch);
-  Status st = be.reserve(prog, max_tokens, max_batch, std::max(o.context, o.prefill_tokens));
+  int64_t max_batch = *std::max_element(o.batches.begin(), o.batches.end());
+  // The workload's prompts are prefilled in forwards of at most this many tokens (whole prompts).
+  const int64_t wl_len = o.workload_prompt + o.workload_generate;
+  const int64_t wl_chunk = std::max<int64_t>(o.workload_prompt, 4096);
+  int64_t max_tokens = std::max(o.prefill_tokens, max_batch);
+  for (int64_t b : o.workload_batches) {
+    max_batch = std::max(max_batch, b);
+    max_tokens = std::max({max_tokens, b, std::min(b * o.workload_prompt, wl_chunk)});
+  }
+  Status st = be.reserve(prog, max_tokens, max_batch,
+                         std::max({o.context, o.prefill_tokens, o.workload_batches.empty() ? int64_t{0} : wl_len}));
   if (!st.ok()) return fail(st);
   auto sync_st = be.memory_info();  // also a sync point: the fills above are done
   if (!sync_st.ok()) return fail(sync_st.status());
@@ -186,7 +267,11 @@ int run_decode_bench(const DecodeBenchOptions& o, DistContext* ctx) {
   kv.head_dim = prog.attn.head_dim;
   const int64_t per_block = kv.bytes(2);
   const int64_t bps = (o.context + block_size - 1) / block_size;
-  const int64_t need = std::max(max_batch * bps, (o.prefill_tokens + block_size - 1) / block_size);
+  const int64_t wl_bps = (wl_len + block_size - 1) / block_size;
+  int64_t wl_blocks = 0;
+  for (int64_t b : o.workload_batches) wl_blocks = std::max(wl_blocks, b * wl_bps);
+  const int64_t need =
+      std::max({max_batch * bps, (o.prefill_tokens + block_size - 1) / block_size, wl_blocks});
   auto mem = be.memory_info();
   if (!mem.ok()) return fail(mem.status());
   const int64_t fit = static_cast<int64_t>(mem->free_bytes * o.kv_cache_fraction) / per_block;
@@ -314,6 +399,35 @@ int run_decode_bench(const DecodeBenchOptions& o, DistContext* ctx) {
     js["decode_b1_with_logits_ms"] = median(t) * 1e3;
   }
 
+  for (int64_t b : o.workload_batches) {
+    // llama-batched-bench's B × (PP + TG); the first run captures the graph
+    // of each block-table bucket and tunes the prefill GEMMs.
+    WorkloadResult w;
+    for (int rep = 0; rep < 2; ++rep) {
+      auto r = run_workload(be, prog, b, o.workload_prompt, o.workload_generate, block_size, 0, wl_chunk);
+      if (!r.ok()) return fail(r.status());
+      w = *r;
+    }
+    const double gen = static_cast<double>(b * o.workload_generate);
+    const double pp = static_cast<double>(b * o.workload_prompt);
+    std::printf("\nworkload B %lld × (PP %lld + TG %lld), as llama-batched-bench: prefill %.1f ms (S_PP %.0f tok/s); "
+                "%lld decode steps %.1f ms, median step %.3f ms (contexts %lld → %lld): S_TG %.0f generated tok/s; "
+                "whole run %.0f tok/s\n",
+                static_cast<long long>(b), static_cast<long long>(o.workload_prompt),
+                static_cast<long long>(o.workload_generate), w.prefill_s * 1e3, pp / w.prefill_s,
+                static_cast<long long>(o.workload_generate), w.decode_s * 1e3, median(w.step_ms),
+                static_cast<long long>(o.workload_prompt + 1), static_cast<long long>(wl_len), gen / w.decode_s,
+                (pp + gen) / (w.prefill_s + w.decode_s));
+    js["workload"].push_back({{"batch", b},
+                              {"prompt", o.workload_prompt},
+                              {"generate", o.workload_generate},
+                              {"prefill_ms", w.prefill_s * 1e3},
+                              {"decode_ms", w.decode_s * 1e3},
+                              {"median_step_ms", median(w.step_ms)},
+                              {"generated_tokens_per_s", gen / w.decode_s},
+                              {"prefill_tokens_per_s", pp / w.prefill_s}});
+  }
+
   if (o.prefill_tokens > 0) {
     const int64_t T = o.prefill_tokens;
     graph::StepInput in;
@@ -376,6 +490,30 @@ std::vector<int64_t> parse_list(const std::string& s) {
   return out;
 }
 
+// "B[,B…]:PP+TG" (or "none") → the workload fields of `o`.
+Status parse_workload(const std::string& s, DecodeBenchOptions* o) {
+  o->workload_batches.clear();
+  if (s == "none" || s.empty()) return Status::Ok();
+  const size_t colon = s.find(':'), plus = s.find('+');
+  if (colon == std::string::npos || plus == std::string::npos || plus < colon)
+    return make_error(ErrorCode::kInvalidArgument, "'{}' is not B:PP+TG (e.g. 64:128+128) or none", s);
+  try {
+    o->workload_batches = parse_list(s.substr(0, colon));
+    size_t used = 0;
+    o->workload_prompt = std::stoll(s.substr(colon + 1, plus - colon - 1), &used);
+    if (used != plus - colon - 1) throw std::invalid_argument("PP");
+    o->workload_generate = std::stoll(s.substr(plus + 1), &used);
+    if (used != s.size() - plus - 1) throw std::invalid_argument("TG");
+  } catch (const std::exception&) {
+    return make_error(ErrorCode::kInvalidArgument, "'{}' is not B:PP+TG (e.g. 64:128+128) or none", s);
+  }
+  if (o->workload_batches.empty() || o->workload_prompt < 1 || o->workload_generate < 1)
+    return make_error(ErrorCode::kInvalidArgument, "'{}': B, PP and TG must be positive", s);
+  for (int64_t b : o->workload_batches)
+    if (b < 1) return make_error(ErrorCode::kInvalidArgument, "'{}': B must be positive", s);
+  return Status::Ok();
+}
+
 }  // namespace
 
 void register_bench_decode(CLI::App& bench, CommandRunner* run) {
@@ -387,6 +525,11 @@ void register_bench_decode(CLI::App& bench, CommandRunner* run) {
       "with random bf16 weights made on the GPU, each next to its measured hardware limit.");
   cmd->add_option("--batches", *batches, "Comma-separated batch sizes")->capture_default_str();
   cmd->add_option("--context", opts->context, "Tokens in every sequence's context during decode")->capture_default_str();
+  auto workload = std::make_shared<std::string>("64:128+128");
+  cmd->add_option("--workload", *workload,
+                  "llama-batched-bench's measure, B:PP+TG: B prompts of PP tokens prefilled, then TG decode steps; "
+                  "prints generated tokens/s (S_TG). Several batches: 1,64:128+128. 'none' skips it")
+      ->capture_default_str();
   cmd->add_option("--steps", opts->steps, "Timed decode steps per batch size (median reported)")->capture_default_str();
   cmd->add_option("--prefill-tokens", opts->prefill_tokens, "Prompt length of the prefill run (0: skip)")
       ->capture_default_str();
@@ -408,11 +551,20 @@ void register_bench_decode(CLI::App& bench, CommandRunner* run) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   cmd->add_option("--dist-timeout", opts->dist.timeout_s, "Seconds any cross-rank wait may take")->capture_default_str();
-  cmd->callback([run, opts, batches] {
-    *run = [opts, batches] {
-      opts->batches = parse_list(*batches);
-      if (opts->batches.empty()) {
-        std::fprintf(stderr, "shardlm bench decode: --batches is empty\n");
+  cmd->callback([run, opts, batches, workload] {
+    *run = [opts, batches, workload] {
+      try {
+        opts->batches = parse_list(*batches);
+      } catch (const std::exception&) {
+        opts->batches.clear();
+      }
+      if (opts->batches.empty() ||
+          std::any_of(opts->batches.begin(), opts->batches.end(), [](int64_t b) { return b < 1; })) {
+        std::fprintf(stderr, "shardlm bench decode: --batches '%s' is not a list of positive sizes\n", batches->c_str());
+        return 2;
+      }
+      if (Status st = parse_workload(*workload, opts.get()); !st.ok()) {
+        std::fprintf(stderr, "shardlm bench decode: --workload: %s\n", st.message().c_str());
         return 2;
       }
       if (opts->dist.tp == 1) return run_decode_bench(*opts, nullptr);

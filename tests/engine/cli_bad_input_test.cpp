@@ -238,4 +238,21 @@ TEST(CliBadBenchArgs, BenchGemvNamesTheBadValue) {
   }
 }
 
+TEST(CliBadBenchArgs, BenchDecodeNamesTheBadValue) {
+  // Checked before any device is touched: exit 2 and the value named, never a throw.
+  for (const auto& [args, needle] : std::vector<std::pair<std::string, std::string>>{
+           {"bench decode --batches 1,x", "'1,x'"},
+           {"bench decode --batches 0", "'0'"},
+           {"bench decode --workload 64:12x", "'64:12x'"},
+           {"bench decode --workload 64:128", "B:PP+TG"},
+           {"bench decode --workload 0:128+128", "positive"},
+           {"bench decode --workload 64:128+0", "positive"},
+           {"bench decode --workload x:1+1", "'x:1+1'"}}) {
+    Result r = run_cli(args);
+    EXPECT_FALSE(r.signaled) << args;
+    EXPECT_EQ(r.exit_code, 2) << args << "\n" << r.output;
+    EXPECT_NE(r.output.find(needle), std::string::npos) << args << "\n" << r.output;
+  }
+}
+
 }  // namespace

@@ -313,7 +313,11 @@ bool make_plan(const PagedAttentionParams& p, Plan* out) {
   int64_t max_ctx = std::max<int64_t>(1, p.max_context);
   if (p.sliding_window > 0) max_ctx = std::min<int64_t>(max_ctx, p.sliding_window);
   const int64_t base = std::max<int64_t>(1, p.num_tokens * p.nkv_heads * pl.hgroups);
-  const int64_t target = 4LL * num_sms();  // 2–3 blocks fit an SM
+  // Split only while (rows × kv heads × head groups) do not fill one wave of
+  // the tensor-core decode kernel (3 blocks per SM): at batch 64 × 8 kv heads
+  // (512 blocks) one split and no combine kernel measured 5.59 vs 5.75 ms a
+  // step at contexts 129–256 and the same at 512 (bench/NOTES.md run 15).
+  const int64_t target = 3LL * num_sms();
   int64_t want = base >= target ? 1 : (target + base - 1) / base;
   want = std::min<int64_t>({want, kMaxSplits, (max_ctx + kTile - 1) / kTile});
   want = std::max<int64_t>(want, 1);

@@ -14,9 +14,11 @@
 // loop, rounds each to bf16 as the unfused linear would, and writes
 // silu(gate)·up; the [m, 2·inter] intermediate never reaches memory.
 // With overlap_prologue the kernel is launched as a programmatic dependent
-// launch (Hopper): its blocks start while the previous kernel drains, prefetch
-// their weight rows into L2, and only then wait for that kernel's output x —
-// the fixed ramp of each small linear overlaps the kernel before it.
+// launch (Hopper): its blocks start while the previous kernel drains, request
+// their first weight pieces into registers, and only then wait for that
+// kernel's output x — the first DRAM round trip of each small linear overlaps
+// the kernel before it. (An L2 prefetch of whole rows here doubled the L2
+// traffic and was slower: bench/NOTES.md runs 4 and 13.)
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/cuda_kernels.h"
 
@@ -27,7 +29,6 @@ using namespace detail;
 
 constexpr int kWarps = 8;
 constexpr int kUnroll = 4;
-constexpr int kPrefetchPerLane = 32;  // ≤ 16 KB of a row prefetched per warp before the wait
 
 __device__ __forceinline__ void dot8(const Bf16x8& w, const Bf16x8& x, float& acc) {
 #pragma unroll
@@ -53,30 +54,37 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const bf16* __restric
 #pragma unroll
   for (int r = 0; r < kRows; ++r) wr[r] = reinterpret_cast<const Bf16x8*>(w + (row + r * n) * k);
   const int64_t pieces = k / 8;
-  if (kPrologue) {
-    // The weights do not depend on the previous kernel: pull this warp's row
-    // toward L2 while that kernel finishes, then wait for its output (x).
-#pragma unroll
-    for (int r = 0; r < kRows; ++r)
-      for (int64_t q = lane; q < pieces && q < 32 * kPrefetchPerLane / kRows; q += 32)
-        asm volatile("prefetch.global.L2 [%0];" ::"l"(wr[r] + q));
-    griddep_wait();
-  }
   float acc[kRows][M];
 #pragma unroll
   for (int r = 0; r < kRows; ++r)
 #pragma unroll
     for (int m = 0; m < M; ++m) acc[r][m] = 0.0f;
+  // With kPrologue the first step's weights are requested before
+  // griddep_wait() (they do not depend on the previous kernel), so a block
+  // made resident early has its first DRAM round trip under way while that
+  // kernel drains; x, which that kernel writes, is read only after the wait.
   int64_t p = lane;
-  for (; p + 32 * (kUnroll - 1) < pieces; p += 32 * kUnroll) {
-    Bf16x8 wv[kRows][kUnroll];
+  Bf16x8 wv[kRows][kUnroll];
+  auto load_step = [&](int64_t at) {
 #pragma unroll
     for (int r = 0; r < kRows; ++r)
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
-        const uint4 raw = __ldcs(reinterpret_cast<const uint4*>(wr[r] + p + 32 * u));
+        const uint4 raw = __ldcs(reinterpret_cast<const uint4*>(wr[r] + at + 32 * u));
         wv[r][u] = *reinterpret_cast<const Bf16x8*>(&raw);
       }
+  };
+  bool loaded = false;
+  if (kPrologue) {
+    if (p + 32 * (kUnroll - 1) < pieces) {
+      load_step(p);
+      loaded = true;
+    }
+    griddep_wait();
+  }
+  for (; p + 32 * (kUnroll - 1) < pieces; p += 32 * kUnroll) {
+    if (!loaded) load_step(p);
+    loaded = false;
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u)
 #pragma unroll
