@@ -58,6 +58,7 @@ struct DecodeBenchOptions {
   bool no_graphs = false;
   bool no_gemv = false;
   bool pdl = false;
+  bool no_rope_fusion = false;
   std::vector<int64_t> workload_batches = {64};  // empty: no workload run
   int64_t workload_prompt = 128, workload_generate = 128;
   std::string json_path;
@@ -204,6 +205,7 @@ int run_decode_bench(const DecodeBenchOptions& o, DistContext* ctx) {
   if (o.no_gemv) bo.gemv_max_rows = 0;
   bo.gemv_overlap_prologue = o.pdl;
   bo.programmatic_launch = o.pdl;
+  bo.fuse_rope_attention = !o.no_rope_fusion;
   auto backend_or = graph::make_cuda_backend(bo);
   if (!backend_or.ok()) return fail(backend_or.status());
   graph::CudaBackend& be = **backend_or;
@@ -541,6 +543,8 @@ void register_bench_decode(CLI::App& bench, CommandRunner* run) {
   cmd->add_flag("--no-graphs", opts->no_graphs, "Run decode steps eagerly instead of replaying CUDA graphs");
   cmd->add_flag("--pdl", opts->pdl,
                 "Programmatic dependent launches and gemv weight prefetch (experimental: slower at batch 1 on H200)");
+  cmd->add_flag("--no-rope-fusion", opts->no_rope_fusion,
+                "Rotate q/k and write the new k/v in their own kernel before decode attention (A/B of the fusion)");
   cmd->add_flag("--no-gemv", opts->no_gemv, "Batch-1 linears through cuBLASLt instead of the gemv kernel");
   cmd->add_option("--json", opts->json_path, "Also write the results as JSON to this file");
   cmd->add_option("--dump-logits", opts->dump_logits,

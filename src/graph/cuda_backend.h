@@ -35,13 +35,17 @@ struct CudaBackendOptions {
   // step: m = 1 gemv 3.99 ms vs cuBLASLt 4.15 ms; m = 8 gemv 15.4 ms vs 4.2 ms
   // (its x reads through L1 grow with m), hence 1 (bench/NOTES.md, run 3).
   int64_t gemv_max_rows = 1;
-  // Launch those gemvs as programmatic dependent launches that prefetch their
-  // weights while the previous kernel drains (kernels/cuda/gemv.cu), and all
-  // hot-path kernels as programmatic dependent launches. Off: measured slower
-  // at batch 1 (5.18 vs 4.64 ms/step on H200, bench/NOTES.md run 4) and no
-  // faster at batch ≥ 8; kept, tested, for the next round of tuning.
+  // Launch those gemvs as programmatic dependent launches that request their
+  // first weights while the previous kernel drains (kernels/cuda/gemv.cu), and
+  // all hot-path kernels as programmatic dependent launches. Off: measured
+  // slower at batch 1 (4.96 vs 4.38 ms/step on H200, bench/NOTES.md runs 4,
+  // 13 and 15) and no faster at batch ≥ 8; kept, tested, for later tuning.
   bool gemv_overlap_prologue = false;
   bool programmatic_launch = false;
+  // Decode steps (every row one token) rotate q and the new k inside the
+  // tensor-core decode attention kernel, which also writes the new k and v to
+  // the cache: no rope_kv_write launch per layer. Off: the two kernels (A/B).
+  bool fuse_rope_attention = true;
   int64_t gemm_workspace_bytes = 32ll << 20;  // cuBLASLt scratch; 32 MiB covers its split-K kernels on Hopper
 };
 

@@ -143,15 +143,6 @@ Status CudaBackendImpl::run_op(const Program& p, const Op& op, const RunShape& r
       kc::bf16* vcache = bf(kv_base_) + (kv_.num_layers + l) * per_layer;
       const int64_t width = p.buffers[op.in].width;
       const kc::bf16* qkv = cbf(bufs_[op.in]);
-      if (op.kind == OpKind::kRoPEAttention)
-        SHARDLM_CUDA_TRY(kc::rope_kv_write(bf(bufs_[op.in]), width, meta_dev_ + M.positions, meta_dev_ + M.slots, T,
-                                           a.nq_heads, a.nkv_heads, a.head_dim, kv_.block_size, inv_freq_, kcache,
-                                           vcache, s),
-                         "rope_kv_write");
-      else
-        SHARDLM_CUDA_TRY(kc::kv_write(qkv, width, q_width, q_width + kv_width, kcache, vcache, meta_dev_ + M.slots,
-                                      T, a.nkv_heads, a.head_dim, kv_.block_size, s),
-                         "kv_write");
       kc::PagedAttentionParams ap;
       ap.num_tokens = T;
       ap.token_seq = meta_dev_ + M.token_seq;
@@ -169,6 +160,18 @@ Status CudaBackendImpl::run_op(const Program& p, const Op& op, const RunShape& r
       ap.max_context = rs.max_context;
       ap.num_seqs = rs.meta.S;
       ap.max_q_len = rs.max_q_len;
+      ap.slot_mapping = meta_dev_ + M.slots;
+      if (op.kind == OpKind::kRoPEAttention && opt_.fuse_rope_attention && kc::decode_rope_fusable(ap))
+        ap.rope_inv_freq = inv_freq_;  // decode rows: the attention kernel rotates and writes the new k/v
+      else if (op.kind == OpKind::kRoPEAttention)
+        SHARDLM_CUDA_TRY(kc::rope_kv_write(bf(bufs_[op.in]), width, meta_dev_ + M.positions, meta_dev_ + M.slots, T,
+                                           a.nq_heads, a.nkv_heads, a.head_dim, kv_.block_size, inv_freq_, kcache,
+                                           vcache, s),
+                         "rope_kv_write");
+      else
+        SHARDLM_CUDA_TRY(kc::kv_write(qkv, width, q_width, q_width + kv_width, kcache, vcache, meta_dev_ + M.slots,
+                                      T, a.nkv_heads, a.head_dim, kv_.block_size, s),
+                         "kv_write");
       SHARDLM_CUDA_TRY(kc::paged_attention(qkv, width, kcache, vcache, bf(bufs_[op.out]), ap, attn_ws_,
                                            attn_ws_bytes_, s),
                        "paged_attention");

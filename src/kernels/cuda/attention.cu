@@ -363,10 +363,11 @@ size_t paged_attention_workspace_bytes(const PagedAttentionParams& p) {
   return partials_bytes(p, pl) + counters_bytes(p);
 }
 
-cudaError_t paged_attention(const bf16* q, int64_t q_stride, const bf16* k_cache, const bf16* v_cache, bf16* out,
+cudaError_t paged_attention(const bf16* q, int64_t q_stride, bf16* k_cache, bf16* v_cache, bf16* out,
                             const PagedAttentionParams& p, float* workspace, size_t workspace_bytes,
                             cudaStream_t stream) {
   if (p.num_tokens <= 0) return cudaSuccess;
+  if (p.rope_inv_freq && !decode_rope_fusable(p)) return cudaErrorInvalidValue;  // only the TC decode kernel rotates
   Plan pl;
   if (!make_plan(p, &pl)) return cudaErrorNotSupported;
   if (!attention_operands_aligned(q, q_stride, k_cache, v_cache)) return cudaErrorMisalignedAddress;

@@ -40,6 +40,12 @@
 // Decode is bound by KV bytes in flight:
 // cp.async double buffering keeps two 32 KB tiles in flight per block (hd 128)
 // where the SIMT kernel held one in registers.
+// With RoPE fused (decode steps: PagedAttentionParams::rope_inv_freq) the
+// block rotates its q heads into shared memory while its first tile is in
+// flight, and the block whose keys end at the row's position rotates the new
+// key, stores it and the new value to the cache for later steps and writes
+// both into its last tile after that tile lands, so no rope_kv_write launch
+// (and no ordering on its cache write) precedes the kernel.
 //
 // head_dim 64 and 128 are compiled (every architecture we serve but the small
 // test ones); other head dims stay on the SIMT kernel (attention.cu).
@@ -371,8 +377,8 @@ cudaError_t allow_dynamic_smem(size_t bytes) {
 struct TcDecodeArgs {
   const bf16* q;
   int64_t q_stride;
-  const bf16* kc;
-  const bf16* vc;
+  bf16* kc;  // written only by the fused RoPE (the new token's k and v)
+  bf16* vc;
   bf16* out;
   const int32_t* token_seq;
   const int32_t* positions;  // [ntok] or null (then derived from q_start and ctx_len)
@@ -387,6 +393,8 @@ struct TcDecodeArgs {
   float* ws_acc;  // [ntok, nq, nsplits, hd] (nsplits > 1)
   float* ws_ml;   // [ntok, nq, nsplits, 2]: m (natural log domain), l
   int32_t* counters;  // [ntok, nkv]: splits of (row, kv head) that have written their partials
+  const float* inv_freq;  // [HD / 2] or null: RoPE fused (q and the new k/v unrotated in the qkv rows)
+  const int32_t* slots;   // [ntok] cache slot of each row's new token (with inv_freq)
 };
 
 constexpr int kDecRows = 16;  // one m16 slab: the query heads of one kv head
@@ -421,16 +429,57 @@ __global__ void __launch_bounds__(kThreads) decode_tc_kernel(const TcDecodeArgs 
   const int32_t* table = a.block_tables + s * a.max_blocks;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
 
-  for (int i = tid; i < kDecRows * C; i += kThreads) {
-    const int r = i / C, c = i % C;
-    const bool ok = r < G;
-    cp_async16(sQ + swz<HD>(r, c), a.q + t * a.q_stride + (head0 + (ok ? r : 0)) * HD + c * 8, ok);
-  }
   auto load_kv = [&](int tile, int buf) {
     gather_kv_tile<HD>(sK + buf * kBN * HD, sV + buf * kBN * HD, a.kc, a.vc, table, a.block_size, a.bs_shift, a.block_elems, g,
                        k_begin + static_cast<int64_t>(tile) * kBN, k_end);
   };
-  load_kv(0, 0);
+  // Fused RoPE: this block's rows are decode rows whose q and new k/v are
+  // unrotated in the qkv row. The block whose keys end at pos owns the new
+  // token: it rotates k, writes k and v to the cache for later steps, and
+  // puts them into its last tile itself (the gather read that slot before
+  // the write could land). Its new-key thread d < HD/2 holds pair (d, d+HD/2).
+  constexpr int kHalf = HD / 2;
+  const bf16* qkv_row = a.q + t * a.q_stride;
+  const bool own_new = a.inv_freq && k_end == pos + 1;
+  bf16 nk0{}, nk1{}, nv0{}, nv1{};
+  if (!a.inv_freq) {
+    for (int i = tid; i < kDecRows * C; i += kThreads) {
+      const int r = i / C, c = i % C;
+      const bool ok = r < G;
+      cp_async16(sQ + swz<HD>(r, c), qkv_row + (head0 + (ok ? r : 0)) * HD + c * 8, ok);
+    }
+    load_kv(0, 0);
+  } else {
+    load_kv(0, 0);  // the cached keys first: their round trip covers the rotation below
+    const int32_t p32 = static_cast<int32_t>(pos);
+    for (int i = tid; i < kDecRows * kHalf; i += kThreads) {
+      const int r = i / kHalf, d = i % kHalf;
+      bf16 x0 = __float2bfloat16(0.0f), x1 = x0;
+      if (r < G) {
+        const bf16* h = qkv_row + (head0 + r) * HD;
+        rope_rotate(__bfloat162float(h[d]), __bfloat162float(h[d + kHalf]), p32, a.inv_freq[d], &x0, &x1);
+      }
+      sQ[swz<HD>(r, d / 8) + d % 8] = x0;
+      sQ[swz<HD>(r, (d + kHalf) / 8) + d % 8] = x1;
+    }
+    if (own_new && tid < kHalf) {
+      const bf16* kr = qkv_row + (a.nq + g) * HD;
+      const bf16* vr = qkv_row + (a.nq + a.nkv + g) * HD;
+      rope_rotate(__bfloat162float(kr[tid]), __bfloat162float(kr[tid + kHalf]), p32, a.inv_freq[tid], &nk0, &nk1);
+      nv0 = vr[tid];
+      nv1 = vr[tid + kHalf];
+      const int32_t slot = a.slots[t];
+      if (slot >= 0) {
+        const int blk = a.bs_shift >= 0 ? slot >> a.bs_shift : slot / a.block_size;
+        const int64_t at = static_cast<int64_t>(blk) * a.block_elems +
+                           (static_cast<int>(g) * a.block_size + (slot - blk * a.block_size)) * HD;
+        a.kc[at + tid] = nk0;
+        a.kc[at + tid + kHalf] = nk1;
+        a.vc[at + tid] = nv0;
+        a.vc[at + tid + kHalf] = nv1;
+      }
+    }
+  }
   cp_async_commit();
 
   const int gr = lane >> 2, tq = lane & 3;
@@ -452,6 +501,18 @@ __global__ void __launch_bounds__(kThreads) decode_tc_kernel(const TcDecodeArgs 
       cp_async_wait<0>();
     }
     __syncthreads();
+    if (own_new && tile == n_tiles - 1) {  // the new key is this tile's row pos − its first key
+      const int r = static_cast<int>(pos - (k_begin + static_cast<int64_t>(tile) * kBN));
+      if (tid < kHalf) {
+        bf16* rk = sK + buf * kBN * HD;
+        bf16* rv = sV + buf * kBN * HD;
+        rk[swz<HD>(r, tid / 8) + tid % 8] = nk0;
+        rk[swz<HD>(r, (tid + kHalf) / 8) + tid % 8] = nk1;
+        rv[swz<HD>(r, tid / 8) + tid % 8] = nv0;
+        rv[swz<HD>(r, (tid + kHalf) / 8) + tid % 8] = nv1;
+      }
+      __syncthreads();
+    }
     if (tile == 0) {
 #pragma unroll
       for (int ks = 0; ks < HD / 16; ++ks) ldmatrix_x4(qf[ks], sQ + swz<HD>(lane & 15, 2 * ks + (lane >> 4)));
@@ -642,7 +703,12 @@ bool decode_tc_supported(int64_t head_dim, int64_t group) {
   return prefill_tc_supported(head_dim) && group >= 1 && group <= kDecRows;
 }
 
-cudaError_t paged_decode_attention_tc(const bf16* q, int64_t q_stride, const bf16* k_cache, const bf16* v_cache,
+bool decode_rope_fusable(const PagedAttentionParams& p) {
+  return p.tensor_cores && p.max_q_len == 1 && p.positions && p.slot_mapping && p.nkv_heads > 0 &&
+         p.nq_heads % p.nkv_heads == 0 && decode_tc_supported(p.head_dim, p.nq_heads / p.nkv_heads);
+}
+
+cudaError_t paged_decode_attention_tc(const bf16* q, int64_t q_stride, bf16* k_cache, bf16* v_cache,
                                       bf16* out, const PagedAttentionParams& p, const DecodeSplit& split,
                                       int skip_q_len, cudaStream_t stream) {
   if (p.nkv_heads <= 0 || p.nq_heads % p.nkv_heads != 0 || !decode_tc_supported(p.head_dim, p.nq_heads / p.nkv_heads))
@@ -677,6 +743,11 @@ cudaError_t paged_decode_attention_tc(const bf16* q, int64_t q_stride, const bf1
   a.ws_acc = split.ws_acc;
   a.ws_ml = split.ws_ml;
   a.counters = split.counters;
+  if (p.rope_inv_freq) {
+    if (!decode_rope_fusable(p) || skip_q_len > 0) return cudaErrorInvalidValue;
+    a.inv_freq = p.rope_inv_freq;
+    a.slots = p.slot_mapping;
+  }
   return p.head_dim == 64 ? launch_decode<64>(a, p.num_tokens, stream) : launch_decode<128>(a, p.num_tokens, stream);
 }
 

@@ -38,7 +38,7 @@ struct DecodeSplit {
 // Attention for every row except those of sequences with ≥ skip_q_len query
 // rows (skip_q_len 0: every row); with split.nsplits > 1 the splits meet in
 // the workspace (see DecodeSplit::counters for who merges them).
-cudaError_t paged_decode_attention_tc(const bf16* q, int64_t q_stride, const bf16* k_cache, const bf16* v_cache,
+cudaError_t paged_decode_attention_tc(const bf16* q, int64_t q_stride, bf16* k_cache, bf16* v_cache,
                                       bf16* out, const PagedAttentionParams& p, const DecodeSplit& split,
                                       int skip_q_len, cudaStream_t stream);
 

@@ -90,6 +90,19 @@ __host__ __device__ __forceinline__ uint64_t mix64(uint64_t x) {
 // Uniform in [0, 1) from the top 24 bits.
 __device__ __forceinline__ float uniform01(uint64_t h) { return static_cast<float>(h >> 40) * (1.0f / 16777216.0f); }
 
+// One HF rotate_half rotation of the pair (a, b) = (x[i], x[i + half]) at
+// angle f32(pos) · inv_freq[i], rounded once to bf16. Every kernel that rotates
+// (rope_qk, rope_kv_write, the decode attention kernel's fused RoPE) calls
+// this, and the products are spelled out (no compiler-chosen fma
+// contraction), so all of them agree bit for bit. sincosf keeps its full
+// range reduction: angles reach 10^5 rad.
+__device__ __forceinline__ void rope_rotate(float a, float b, int32_t pos, float inv_freq, bf16* x0, bf16* x1) {
+  float sn, cs;
+  sincosf(__fmul_rn(static_cast<float>(pos), inv_freq), &sn, &cs);
+  *x0 = __float2bfloat16(__fmaf_rn(a, cs, -__fmul_rn(b, sn)));
+  *x1 = __float2bfloat16(__fmaf_rn(b, cs, __fmul_rn(a, sn)));
+}
+
 // Programmatic dependent launch (Hopper): a kernel launched with the
 // programmatic-serialization attribute may be scheduled while the previous
 // kernel in the stream drains; it must call griddep_wait() before touching

@@ -138,7 +138,20 @@ struct PagedAttentionParams {
   // otherwise take the tensor-core decode kernel when head_dim is 64 or 128
   // and a kv head serves at most 16 query heads.
   bool tensor_cores = true;
+  // RoPE fused into decode attention (decode_rope_fusable must hold): q and
+  // the new k of each row are the unrotated packed qkv rows ([q heads | k
+  // heads | v heads] at q + t·q_stride); the kernel rotates q on its way into
+  // shared memory, and the block that reads key `positions[t]` rotates the new
+  // k, writes it and v to cache slot slot_mapping[t] (negative: not written)
+  // and uses them from registers. The result is bit for bit rope_kv_write
+  // followed by paged_attention; the qkv rows are left unrotated. Null: q and
+  // the cache are ready (rope_kv_write or kv_write ran before).
+  const float* rope_inv_freq = nullptr;   // [head_dim / 2], as rope_qk's
+  const int32_t* slot_mapping = nullptr;  // [num_tokens]
 };
+// Every row a decode row (max_q_len 1), positions given, and the tensor-core
+// decode kernel serving the shape: the RoPE fusion above applies.
+bool decode_rope_fusable(const PagedAttentionParams& p);
 // A sequence with this many query rows in a step fills a quarter of the
 // tensor-core kernel's 64-row tile; fewer are cheaper on the SIMT kernel.
 constexpr int64_t kPrefillTensorCoreRows = 16;
@@ -149,7 +162,7 @@ bool attention_head_dim_supported(int64_t head_dim);
 // every call leaves at zero again).
 size_t paged_attention_workspace_bytes(const PagedAttentionParams& p);
 // q rows: head h of row t at q + t·q_stride + h·head_dim; out[num_tokens, nq_heads, head_dim].
-cudaError_t paged_attention(const bf16* q, int64_t q_stride, const bf16* k_cache, const bf16* v_cache,
+cudaError_t paged_attention(const bf16* q, int64_t q_stride, bf16* k_cache, bf16* v_cache,
                             bf16* out, const PagedAttentionParams& p, float* workspace, size_t workspace_bytes,
                             cudaStream_t stream);
 

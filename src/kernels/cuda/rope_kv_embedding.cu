@@ -3,7 +3,8 @@
 //               outside this vocab shard, as the CPU kernel).
 //   rope_qk     thread per (token, head, pair i): angle = f32(pos) · inv_freq[i],
 //               sincosf with full range reduction (not the __sinf intrinsic: positions
-//               reach 10^5 rad), x' = (a·cos − b·sin, b·cos + a·sin) in f32, one rounding.
+//               reach 10^5 rad), x' = (a·cos − b·sin, b·cos + a·sin) in f32, one rounding
+//               (rope_rotate in common.cuh, shared with the fused decode attention).
 //   kv_write    thread per (token, element) of the k and v parts of a packed qkv row
 //               into cache slot slot_mapping[t] of the head-major cache
 //               [blocks, nkv, block_size, hd] (cache_offset below).
@@ -47,13 +48,11 @@ __global__ void rope_kernel(bf16* qkv, int64_t row_stride, const int32_t* __rest
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t t = i / per_tok, r = i % per_tok;
     const int64_t h = r / half, d = r % half;
-    const float f = static_cast<float>(positions[t]) * inv_freq[d];
-    float sn, cs;
-    sincosf(f, &sn, &cs);
     bf16* v = qkv + t * row_stride + h * 2 * half;  // q heads then k heads, each head_dim = 2·half
-    const float a = __bfloat162float(v[d]), b = __bfloat162float(v[d + half]);
-    v[d] = __float2bfloat16(a * cs - b * sn);
-    v[d + half] = __float2bfloat16(b * cs + a * sn);
+    bf16 x0, x1;
+    rope_rotate(__bfloat162float(v[d]), __bfloat162float(v[d + half]), positions[t], inv_freq[d], &x0, &x1);
+    v[d] = x0;
+    v[d + half] = x1;
   }
 }
 
@@ -73,12 +72,9 @@ __global__ void rope_kv_write_kernel(bf16* qkv, int64_t row_stride, const int32_
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < ntok * per_tok; i += stride) {
     const int64_t t = i / per_tok, r = i % per_tok;
     const int64_t h = r / half, d = r % half;
-    const float f = static_cast<float>(positions[t]) * inv_freq[d];
-    float sn, cs;
-    sincosf(f, &sn, &cs);
     bf16* v = qkv + t * row_stride + h * hd;  // q heads then k heads
-    const float a = __bfloat162float(v[d]), b = __bfloat162float(v[d + half]);
-    const bf16 x0 = __float2bfloat16(a * cs - b * sn), x1 = __float2bfloat16(b * cs + a * sn);
+    bf16 x0, x1;
+    rope_rotate(__bfloat162float(v[d]), __bfloat162float(v[d + half]), positions[t], inv_freq[d], &x0, &x1);
     v[d] = x0;
     v[d + half] = x1;
     if (h >= nq) {
