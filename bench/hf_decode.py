@@ -9,6 +9,9 @@ Two modes, both without torch.compile:
 Method: prefill context-1 tokens (logits of the last row only), then time
 --steps single-token steps (CUDA-synchronised wall clock, median), each step
 at context ≈ --context. Prints one table row per (mode, batch) and writes JSON.
+--workload B:PP+TG adds llama-batched-bench's measure, as `shardlm bench
+decode --workload`: B prompts of PP tokens prefilled in one forward, then TG
+single-token steps (argmax fed back); generated tokens/s = B·TG / the steps' time.
 
 Run on the GPU machine:  python3 bench/hf_decode.py --batches 1,8,64,256 --json $OUT/hf.json
 """
@@ -83,6 +86,29 @@ def run(model, cfg, mode, batch, context, steps):
     return statistics.median(times[2:] if len(times) > 4 else times)
 
 
+@torch.no_grad()
+def run_workload(model, cfg, mode, batch, prompt_len, gen):
+    prompt = torch.randint(0, cfg.vocab_size, (batch, prompt_len), device="cuda")
+    kw = {}
+    if mode == "static":
+        kw["past_key_values"] = static_cache(cfg, batch, prompt_len + gen + 4)
+        kw["cache_position"] = torch.arange(prompt_len, device="cuda")
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    out = model(input_ids=prompt, use_cache=True, logits_to_keep=1, **kw)
+    cache = out.past_key_values
+    tok = out.logits[:, -1:].argmax(-1)
+    torch.cuda.synchronize()
+    t1 = time.perf_counter()
+    for i in range(gen):
+        kw = {"cache_position": torch.tensor([prompt_len + i], device="cuda")} if mode == "static" else {}
+        out = model(input_ids=tok, past_key_values=cache, use_cache=True, logits_to_keep=1, **kw)
+        tok = out.logits[:, -1:].argmax(-1)
+        cache = out.past_key_values
+    torch.cuda.synchronize()
+    return t1 - t0, time.perf_counter() - t1
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batches", default="1,8,64,256")
@@ -91,6 +117,7 @@ def main():
     ap.add_argument("--layers", type=int, default=32)
     ap.add_argument("--modes", default="eager,static")
     ap.add_argument("--json", default="")
+    ap.add_argument("--workload", default="", help="B:PP+TG, e.g. 64:128+128 (empty: none)")
     a = ap.parse_args()
     t0 = time.perf_counter()
     model, cfg = make_model(a.layers)
@@ -108,6 +135,22 @@ def main():
             except Exception as e:  # OOM or an API difference: report and go on
                 print(f"{mode:>7} {b:>6} {a.context:>5}   failed: {type(e).__name__}: {str(e)[:200]}", flush=True)
                 rows.append({"mode": mode, "batch": b, "error": f"{type(e).__name__}: {e}"[:500]})
+            torch.cuda.empty_cache()
+    if a.workload:
+        b, rest = a.workload.split(":")
+        pp, tg = (int(x) for x in rest.split("+"))
+        b = int(b)
+        for mode in a.modes.split(","):
+            try:
+                run_workload(model, cfg, mode, b, pp, 4)  # warm (allocator, kernels)
+                tp, td = run_workload(model, cfg, mode, b, pp, tg)
+                print(f"workload {mode} B {b} × (PP {pp} + TG {tg}): prefill {tp * 1e3:.1f} ms; {tg} decode steps "
+                      f"{td * 1e3:.1f} ms: S_TG {b * tg / td:.0f} generated tok/s", flush=True)
+                rows.append({"mode": mode, "workload": a.workload, "prefill_ms": tp * 1e3, "decode_ms": td * 1e3,
+                             "generated_tokens_per_s": b * tg / td})
+            except Exception as e:
+                print(f"workload {mode}: failed: {type(e).__name__}: {str(e)[:200]}", flush=True)
+                rows.append({"mode": mode, "workload": a.workload, "error": f"{type(e).__name__}: {e}"[:500]})
             torch.cuda.empty_cache()
     if a.json:
         with open(a.json, "w") as f:

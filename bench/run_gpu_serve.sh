@@ -129,9 +129,10 @@ if [ "$DEVICE" = cuda ] && has decode && [ "$(left)" -gt 60 ]; then
   done
   if [ -n "${HF:-}" ]; then  # the peer in the same run: HF transformers, eager and static cache
     echo "== HF transformers peer (bench/hf_decode.py)"
-    PYTHONUNBUFFERED=1 timeout -k 5 ${HF_CAP:-150} python3 bench/hf_decode.py --batches ${HF_BATCHES:-1,64} \
-      --json "$L/hf_decode.json" > "$L/hf_decode.log" 2>&1; echo "rc=$?" >> "$L/hf_decode.log"
-    tail -8 "$L/hf_decode.log"
+    PYTHONUNBUFFERED=1 timeout -k 5 ${HF_CAP:-180} python3 bench/hf_decode.py --batches ${HF_BATCHES:-1,64} \
+      --workload "${HF_WORKLOAD-64:128+128}" --json "$L/hf_decode.json" > "$L/hf_decode.log" 2>&1
+    echo "rc=$?" >> "$L/hf_decode.log"
+    tail -10 "$L/hf_decode.log"
   fi
   echo "== bench decode --tp 2 (per-op profile)"
   timeout -k 5 90 $S bench decode --tp 2 --batches 1,8,64 --steps 20 --prefill-tokens ${PREFILL:-4096} --kv-cache-fraction 0.3 \
