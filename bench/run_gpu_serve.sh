@@ -156,7 +156,7 @@ if [ "$DEVICE" = cuda ] && has comm; then
   echo "== gpu_comm_test (Lamport + NCCL on 2 GPUs)"
   timeout -k 5 240 $C/bin/gpu_comm_test > "$L/gpu_comm_test.log" 2>&1; echo "rc=$?" >> "$L/gpu_comm_test.log"
   grep -E "^\[  (FAILED|PASSED|SKIPPED) |^\[       OK|Failure|FAILED:|rc=" "$L/gpu_comm_test.log" | tail -24
-  IFS=';' read -ra variants <<< "${FUSED_VARIANTS:-;--fused-reg-rows 0}"
+  IFS=';' read -ra variants <<< "${FUSED_VARIANTS:-;--fused-whole-row;--fused-reg-rows 0}"
   for f in "${variants[@]}"; do
     tag=$(echo "default$f" | tr -c 'a-z0-9\n' '_')
     echo "== bench allreduce --world 2 --fused $f"

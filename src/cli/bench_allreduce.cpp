@@ -52,6 +52,7 @@ struct AllReduceBenchOptions {
   bool no_pdl = false;
   int fused_reg_max_rows = 1 << 30;
   int fused_block_vectors = 128;
+  bool fused_whole_row = false;
   std::string json_path;
 };
 
@@ -138,6 +139,7 @@ Status run_rank(int rank, const AllReduceBenchOptions& o, SharedPort* shared) {
   lo.pdl = !o.no_pdl;
   lo.fused_reg_max_rows = o.fused_reg_max_rows;
   lo.fused_block_vectors = o.fused_block_vectors;
+  lo.fused_whole_row = o.fused_whole_row;
   SHARDLM_ASSIGN_OR_RETURN(auto ar, LamportAllReduce::create(g, DType::kBF16, rank, lo, nccl.get()));
   const bool lead = rank == 0;
   nlohmann::json js;
@@ -318,6 +320,10 @@ void register_bench_allreduce(CLI::App& bench, CommandRunner* run) {
                   "Fused kernel, small token counts: cut a row over a cluster of blocks of about this many 16-byte "
                   "vectors (≥ 1024: one block per row)")
       ->check(CLI::Range(32, 1 << 20))
+      ->capture_default_str();
+  cmd->add_flag("--fused-whole-row,!--no-fused-whole-row", o->fused_whole_row,
+                "Fused kernel, small token counts: every block of a row's cluster sums the whole row itself "
+                "instead of exchanging its part's sum of squares with the other blocks")
       ->capture_default_str();
   cmd->add_option("--json", o->json_path, "Also write the results as JSON here");
   cmd->callback([run, o] {

@@ -68,6 +68,7 @@ Expected<std::unique_ptr<LamportAllReduce>> LamportAllReduce::create(const CommG
   p.pdl = opts.pdl;
   p.fused_reg_max_rows = opts.fused_reg_max_rows;
   p.fused_block_vectors = opts.fused_block_vectors;
+  p.fused_whole_row = opts.fused_whole_row;
   SHARDLM_TRY(a->launched(kc::lamport_init(a->ws_->local(), bytes, a->kdt_, a->flags_, cap, nullptr),
                           "lamport_init"));
   if (cudaError_t e = cudaDeviceSynchronize(); e != cudaSuccess)

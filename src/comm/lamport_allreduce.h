@@ -42,6 +42,9 @@ struct LamportOptions {
   // ... and cuts a row over a cluster of blocks of about this many 16-byte
   // vectors each at small token counts (≥ 1024: one block per row).
   int fused_block_vectors = 128;
+  // ... where every block of a row's cluster sums the whole row itself (no
+  // Σ r² exchange between the blocks); false: the exchange.
+  bool fused_whole_row = false;
 };
 
 class LamportAllReduce {

@@ -449,7 +449,7 @@ Expected<Value> Interp::filter_builtin(const std::string& name, const Value& v, 
         long long x = std::stoll(t, &used, 10);
         if (used == t.size()) return Value::integer(x);
         double d = std::stod(t, &used);
-        if (used == t.size()) return Value::integer(static_cast<int64_t>(d));
+        if (used == t.size()) return Value::integer(Value::saturating_int(d));
       } catch (...) {
       }
     }
@@ -470,7 +470,10 @@ Expected<Value> Interp::filter_builtin(const std::string& name, const Value& v, 
   }
   if (name == "abs") {
     if (v.kind == K::kFloat) return Value::real(std::fabs(v.f));
-    if (v.is_number()) return Value::integer(std::llabs(v.as_int()));
+    if (v.is_number()) {
+      if (v.as_int() == INT64_MIN) return arg_error("abs: integer overflow");  // |INT64_MIN| has no int64
+      return Value::integer(std::llabs(v.as_int()));
+    }
     return arg_error("abs needs a number");
   }
   if (name == "round") {

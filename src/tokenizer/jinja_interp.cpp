@@ -421,11 +421,18 @@ std::vector<size_t> slice_indices(int64_t n, const Value& start, const Value& st
   };
   if (step > 0) {
     int64_t b = norm(start, 0, 0, n), e = norm(stop, n, 0, n);
-    for (int64_t k = b; k < e; k += step) out.push_back(static_cast<size_t>(k));
+    // k + step may pass INT64_MAX (a[1::2**62]): stop where it would.
+    for (int64_t k = b; k < e;) {
+      out.push_back(static_cast<size_t>(k));
+      if (__builtin_add_overflow(k, step, &k)) break;
+    }
   } else {
     int64_t b = norm(start, n - 1, -1, n - 1), e = norm(stop, -1, -1, n - 1);
     if (!(stop.is_none() || stop.is_undefined()) && stop.as_int() < 0 && stop.as_int() + n < 0) e = -1;
-    for (int64_t k = b; k > e; k += step) out.push_back(static_cast<size_t>(k));
+    for (int64_t k = b; k > e;) {
+      out.push_back(static_cast<size_t>(k));
+      if (__builtin_add_overflow(k, step, &k)) break;
+    }
   }
   return out;
 }

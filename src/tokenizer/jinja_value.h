@@ -86,7 +86,15 @@ struct Value {
   bool is_list() const { return kind == Kind::kList; }
   bool is_dict() const { return kind == Kind::kDict; }
   double as_double() const { return kind == Kind::kFloat ? f : kind == Kind::kBool ? (b ? 1 : 0) : static_cast<double>(i); }
-  int64_t as_int() const { return kind == Kind::kBool ? (b ? 1 : 0) : kind == Kind::kFloat ? static_cast<int64_t>(f) : i; }
+  int64_t as_int() const { return kind == Kind::kBool ? (b ? 1 : 0) : kind == Kind::kFloat ? saturating_int(f) : i; }
+  // A float truncated toward zero, clamped to int64 (NaN → 0): a template may
+  // hold any double (`a[3:1e82]`), and casting one out of range is undefined.
+  static int64_t saturating_int(double d) {
+    if (!(d == d)) return 0;
+    if (d >= 9223372036854775808.0) return INT64_MAX;  // 2^63
+    if (d < -9223372036854775808.0) return INT64_MIN;
+    return static_cast<int64_t>(d);
+  }
 
   // The string's bytes, or the name of an undefined variable.
   const std::string& s() const;

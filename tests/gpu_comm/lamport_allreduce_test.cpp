@@ -221,17 +221,23 @@ int fused_child(int rank) {
   // 24576) loop in every run.
   struct Variant {
     int reg_rows, block_vectors;
+    bool whole_row;
     const char* name;
   };
-  for (const Variant var : {Variant{1 << 30, 128, "row in registers"}, Variant{1 << 30, 64, "row in registers, 64"},
-                            Variant{0, 128, "row looped over"}})
+  for (const Variant var : {Variant{1 << 30, 128, false, "row in registers"},
+                            Variant{1 << 30, 64, false, "row in registers, 64"},
+                            Variant{1 << 30, 128, true, "whole row per block"},
+                            Variant{1 << 30, 64, true, "whole row per block, 64"},
+                            Variant{1 << 30, 512, true, "whole row per block, 512"},
+                            Variant{0, 128, false, "row looped over"}})
   for (DType dt : {DType::kBF16, DType::kF16, DType::kF32}) {
     LamportOptions lo;
     lo.fused_reg_max_rows = var.reg_rows;
     lo.fused_block_vectors = var.block_vectors;
+    lo.fused_whole_row = var.whole_row;
     auto ar = LamportAllReduce::create(group_of(c.rv.get(), rank,
-                                                fmt::format("fused_{}_{}_{}", dtype_name(dt), var.reg_rows,
-                                                            var.block_vectors)),
+                                                fmt::format("fused_{}_{}_{}_{}", dtype_name(dt), var.reg_rows,
+                                                            var.block_vectors, var.whole_row)),
                                        dt, rank, lo, c.nccl.get());
     CHILD_OK(rank, ar.status());
     const size_t es = dtype_size(dt);

@@ -190,6 +190,20 @@ TEST(Jinja, RunawayTemplatesEndInErrors) {
   }
 }
 
+// Numbers past int64 (a literal too long becomes a float) used where an
+// integer is needed: clamped like Python's unbounded ints would behave in a
+// slice, never an undefined conversion or overflow (found by CI's fuzz run;
+// the ASan/UBSan build runs this test).
+TEST(Jinja, HugeNumbersAreClampedNotUndefined) {
+  EXPECT_EQ(render("{{ 'abcdef'[3:92222222222222222222222222222222222222] }}|{{ 'abcdef'[-99999999999999999999999999:2] }}"),
+            "def|ab");
+  EXPECT_EQ(render("{{ 'abcdef'[1::4611686018427387904] }}|{{ 'abcdef'[4::-9223372036854775807] }}"), "b|e");
+  EXPECT_EQ(render("{{ 1e300|int }} {{ -1e300|int }} {{ 'nan'|int }} {{ '1e300'|int }}"),
+            "9223372036854775807 -9223372036854775808 0 9223372036854775807");
+  std::string e = render("{{ (-9223372036854775807 - 1)|abs }}");
+  EXPECT_NE(e.find("integer overflow"), std::string::npos) << e;
+}
+
 // What the bounds must not break: strings are shared, so passing a large one
 // around is free; self-holding namespaces print like Python's recursive repr;
 // searches are linear-time; string indexing does not explode the string.

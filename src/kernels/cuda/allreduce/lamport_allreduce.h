@@ -50,6 +50,10 @@ struct LamportParams {
   // Register-row kernel: a row is cut over a cluster of up to 8 blocks of
   // about this many vectors each while every row gets its own cluster.
   int fused_block_vectors = 128;
+  // ... and every block of such a cluster sums the whole row itself instead
+  // of exchanging its part's Σ r² through distributed shared memory
+  // (lamport_fused_whole_row_kernel in lamport_fused.cu).
+  bool fused_whole_row = false;
 };
 
 // Bytes a rank's workspace needs for `world` ranks and `capacity_bytes` per slot.
