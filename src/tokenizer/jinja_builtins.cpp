@@ -219,9 +219,10 @@ std::unordered_map<std::string, Value> Interp::default_globals() {
     }
     if (step == 0) return arg_error("range() arg 3 must not be zero");
     List out;
-    for (int64_t k = start; step > 0 ? k < stop : k > stop; k += step) {
+    for (int64_t k = start; step > 0 ? k < stop : k > stop;) {
       if (out.size() >= 1000000) return arg_error("range too large");
       out.push_back(Value::integer(k));
+      if (__builtin_add_overflow(k, step, &k)) break;  // the next value is past int64: past stop too
     }
     return Value::make_list(std::move(out));
   });
@@ -282,6 +283,7 @@ Expected<bool> Interp::test_builtin(const std::string& name, const Value& v, Arg
   if (name == "divisibleby") {
     SHARDLM_TRY(need_arg());
     if (arg->as_int() == 0) return arg_error("division by zero");
+    if (arg->as_int() == -1) return true;  // INT64_MIN % -1 traps
     return v.as_int() % arg->as_int() == 0;
   }
   if (name == "lower" || name == "upper") return v.is_string() && v.s() == map_case(v.s(), name == "upper");

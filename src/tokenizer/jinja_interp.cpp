@@ -1,5 +1,6 @@
 #include "tokenizer/jinja_interp.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
@@ -240,7 +241,7 @@ Status Interp::exec_for(const Stmt& s, std::string& out) {
     d.emplace_back(keys[6], Value::integer(n));
     int64_t depth = 1;
     if (outer_loop.is_dict()) {
-      if (const Value* od = outer_loop.dict->find("depth")) depth = od->as_int() + 1;
+      if (const Value* od = outer_loop.dict->find("depth")) depth = std::min<int64_t>(od->as_int(), INT64_MAX - 1) + 1;
     }
     d.emplace_back(keys[7], Value::integer(depth));
     d.emplace_back(keys[8], Value::integer(depth - 1));
@@ -534,6 +535,7 @@ Expected<Value> Interp::eval_expr(const Expr& e) {
       if (!v.is_number()) return error_at(&e, fmt::format("bad operand type for unary -: '{}'", v.type_name()));
       if (e.type == Expr::Type::kPos) return v.kind == Value::Kind::kBool ? Value::integer(v.as_int()) : v;
       if (v.kind == Value::Kind::kFloat) return Value::real(-v.f);
+      if (v.as_int() == INT64_MIN) return error_at(&e, "integer overflow");
       return Value::integer(-v.as_int());
     }
     case Expr::Type::kNot: {
