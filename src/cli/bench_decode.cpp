@@ -43,6 +43,7 @@
 #include "model/decoder_builder.h"
 #include "model/model_config.h"
 #include "model/weight_loader.h"
+#include "runtime/gpu_assignment.h"
 
 namespace shardlm::cli {
 namespace {
@@ -189,7 +190,7 @@ int run_decode_bench(const DecodeBenchOptions& o, DistContext* ctx) {
   };
   int device = o.device;
   if (ctx) {
-    auto d = pick_device(ctx->launch(), graph::cuda_device_count());
+    auto d = assign_gpu(*ctx, 120);  // one GPU per rank: a clear error, not NCCL's "invalid usage"
     if (!d.ok()) return fail(d.status());
     device = *d;
   }

@@ -9,18 +9,10 @@
 #include "graph/cuda_backend.h"
 #include "model/safetensors.h"
 #include "model/weight_loader.h"
+#include "runtime/gpu_assignment.h"
 #include "runtime/warmup.h"
 
 namespace shardlm {
-namespace {
-
-std::string this_host() {
-  char buf[256] = {};
-  if (gethostname(buf, sizeof(buf) - 1) != 0) return "?";
-  return buf;
-}
-
-}  // namespace
 
 Expected<std::unique_ptr<DistEngine>> DistEngine::create(const LaunchInfo& launch, const std::string& model_dir,
                                                          DistEngineOptions o) {
@@ -130,20 +122,9 @@ Expected<int64_t> DistEngine::setup_cuda(const LaunchInfo& launch, const DistEng
                                          const graph::KvCacheShape& kv_shape) {
   DistContext& ctx = *ctx_;
   const Mapping& m = ctx.mapping();
-  SHARDLM_ASSIGN_OR_RETURN(const int device, pick_device(launch, graph::cuda_device_count()));
-  // Two ranks on one GPU would share its memory and serialise its kernels (and
-  // the Lamport spin-waits of the two could deadlock): every rank publishes
-  // host + PCI bus id, and every rank checks the whole list.
+  // One GPU per rank, checked across the job (runtime/gpu_assignment.h).
+  SHARDLM_ASSIGN_OR_RETURN(const int device, assign_gpu(ctx, o.dist.connect_timeout_s));
   Rendezvous& rv = ctx.rendezvous();
-  const std::string mine = this_host() + " (PCI " + graph::cuda_device_bus_id(device) + ")";
-  SHARDLM_TRY(rv.set("gpu/" + std::to_string(m.rank), mine + "\n" + std::to_string(device)));
-  std::vector<std::pair<std::string, int>> all;
-  for (int r = 0; r < m.world; ++r) {
-    SHARDLM_ASSIGN_OR_RETURN(std::string v, rv.get("gpu/" + std::to_string(r), o.dist.connect_timeout_s));
-    const size_t nl = v.rfind('\n');
-    all.emplace_back(v.substr(0, nl), nl == std::string::npos ? 0 : std::atoi(v.c_str() + nl + 1));
-  }
-  SHARDLM_TRY(check_device_assignment(all));
 
   graph::CudaBackendOptions bo;
   bo.device = device;

@@ -104,10 +104,12 @@ TEST_P(CudaRowKernels, EmbeddingMatchesCpu) {
   expect_close(download_bf16(dout, ref.size()), ref, 0, 0, "embedding (exact)");
 }
 
-// (rows, width): one row; odd widths (scalar path); the 8B model's widths.
+// (rows, width): one row; odd widths (scalar path); the 8B model's widths;
+// the widest row the norms keep in registers (8192) and one vector past it.
 INSTANTIATE_TEST_SUITE_P(Shapes, CudaRowKernels,
                          ::testing::Values(std::make_pair(1, 4096), std::make_pair(3, 67), std::make_pair(5, 96),
-                                           std::make_pair(17, 14336), std::make_pair(2, 1)),
+                                           std::make_pair(17, 14336), std::make_pair(2, 1), std::make_pair(2, 8192),
+                                           std::make_pair(3, 8200)),
                          [](const auto& i) {
                            return "r" + std::to_string(i.param.first) + "_c" + std::to_string(i.param.second);
                          });

@@ -89,6 +89,32 @@ TEST_P(CudaLayouts, PerplexityMatchesOneGpu) {
   EXPECT_NEAR(got, torch_f32, torch_f32 * 5e-3) << log;
 }
 
+// More ranks than GPUs on a host: every rank learns which GPU each rank took
+// before any NCCL communicator exists, and the job ends with a message naming
+// the two ranks and the device (NCCL alone said "invalid usage"), on the
+// engine's path (perplexity) and bench decode's; `timeout` turns a hang into
+// exit 124, which fails too.
+TEST(CudaLayoutErrors, MoreRanksThanGpusEndsWithAClearError) {
+  const std::string why = shardlm::graph::cuda_unavailable_reason();
+  if (!why.empty()) GTEST_SKIP() << why;
+  const int n = shardlm::graph::cuda_device_count();
+  const int tp = 2 * n;  // a power of two: divides the heads of both models while ≤ 4
+  if (tp > 4) GTEST_SKIP() << n << " GPUs: tp " << tp << " would exceed models/kjv's 4 kv heads";
+  const std::string kjv = repo() + "/models/kjv";
+  for (const std::string& args :
+       {"perplexity --device cuda --kv-cache-fraction 0.05 --model " + kjv + " --file " + kjv +
+            "/heldout_excerpt.txt --window 64 --tp " + std::to_string(tp),
+        "bench decode --layers 2 --batches 1 --steps 2 --prefill-tokens 0 --kv-cache-fraction 0.05 --tp " +
+            std::to_string(tp)}) {
+    int code = 0;
+    std::string log;
+    run(args, &code, &log);
+    EXPECT_NE(code, 0) << args << "\n" << log;
+    EXPECT_NE(code, 124) << "timed out: " << args << "\n" << log;
+    EXPECT_NE(log.find("both use device"), std::string::npos) << args << "\n" << log;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Layouts, CudaLayouts,
                          ::testing::Values(Layout{2, 1, "host"}, Layout{1, 2, "host"}, Layout{2, 2, "host"},
                                            Layout{4, 1, "host"}, Layout{1, 2, "nccl"}, Layout{2, 2, "nccl"}),
