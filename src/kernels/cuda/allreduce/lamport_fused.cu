@@ -1,9 +1,10 @@
 // Fused all-reduce + residual + RMSNorm (Lamport, one-shot and two-shot; the
-// all-reduce itself is described at the top of lamport_allreduce.cu), three
-// kernels by shape: rows of
-// ≤ 1024 vectors in registers, cut over a cluster of blocks while every row
-// gets its own cluster (small token counts), else one block per row
-// (lamport_fused_reg_kernel); wider rows loop (lamport_fused_kernel).
+// all-reduce itself is described at the top of lamport_allreduce.cu), by
+// shape: rows of ≤ 1024 vectors in registers, cut over a cluster of blocks
+// while every row gets its own cluster (small token counts), else one block
+// per row (lamport_fused_reg_kernel); with fused_whole_row the clustered case
+// runs lamport_fused_whole_row_kernel instead (each block sums the whole row;
+// no Σ r² crosses blocks); wider rows loop (lamport_fused_kernel).
 #include <cooperative_groups.h>
 
 #include <algorithm>
