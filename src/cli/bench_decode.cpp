@@ -60,6 +60,7 @@ struct DecodeBenchOptions {
   bool no_gemv = false;
   bool pdl = false;
   bool no_rope_fusion = false;
+  bool linear_chain = false;
   std::vector<int64_t> workload_batches = {64};  // empty: no workload run
   int64_t workload_prompt = 128, workload_generate = 128;
   std::string json_path;
@@ -207,6 +208,7 @@ int run_decode_bench(const DecodeBenchOptions& o, DistContext* ctx) {
   bo.gemv_overlap_prologue = o.pdl;
   bo.programmatic_launch = o.pdl;
   bo.fuse_rope_attention = !o.no_rope_fusion;
+  bo.linear_chain = o.linear_chain;
   auto backend_or = graph::make_cuda_backend(bo);
   if (!backend_or.ok()) return fail(backend_or.status());
   graph::CudaBackend& be = **backend_or;
@@ -546,6 +548,9 @@ void register_bench_decode(CLI::App& bench, CommandRunner* run) {
                 "Programmatic dependent launches and gemv weight prefetch (experimental: slower at batch 1 on H200)");
   cmd->add_flag("--no-rope-fusion", opts->no_rope_fusion,
                 "Rotate q/k and write the new k/v in their own kernel before decode attention (A/B of the fusion)");
+  cmd->add_flag("--linear-chain", opts->linear_chain,
+                "Run the batch-1 linears and add+RMSNorms between two attentions as one persistent kernel instead "
+                "of a kernel per op (experimental: no faster at batch 1 on H100)");
   cmd->add_flag("--no-gemv", opts->no_gemv, "Batch-1 linears through cuBLASLt instead of the gemv kernel");
   cmd->add_option("--json", opts->json_path, "Also write the results as JSON to this file");
   cmd->add_option("--dump-logits", opts->dump_logits,

@@ -10,7 +10,9 @@
 //   * per layer: qkv → o → gate|up·silu → down chained on one stream (each
 //     reads the previous one's output), 8 layers of distinct weights: the
 //     time of one layer's linears including the gaps between kernels, against
-//     its weight bytes at copy bandwidth — what a decode step pays 32 times.
+//     its weight bytes at copy bandwidth — what a decode step pays 32 times;
+//     and (m ≤ 4) the same layers as the decode path runs them: o_proj …
+//     the next qkv with both add+RMSNorms as one linear_chain kernel each.
 // A benchmark, not a test: nothing here asserts a time.
 #include <algorithm>
 #include <cstdlib>
@@ -40,6 +42,7 @@ struct GemvBenchOptions {
   std::vector<int64_t> rows = {1};
   std::vector<std::string> variants = {"gemv", "gemv+pdl", "cublaslt"};
   int reps = 20;
+  bool chain_sweep = false;  // also time the chain kernel at every barrier prefetch depth
 };
 
 #if SHARDLM_HAVE_COMM_CUDA
@@ -246,7 +249,85 @@ int run_gemv_bench(const GemvBenchOptions& o) {
         const double us = ms * 1e3 / kLayers;
         std::printf(" %8.2f (%4.0f%%)", us, us > 0 ? 100.0 * layer_bytes / (us * 1e-6) / bw : 0.0);
       }
-      std::printf("\n%-14s %9s", "  at copy bw", "");
+      std::printf("\n");
+      // The same layers as decode runs them at batch ≤ 4: o_proj, add+RMSNorm, gate|up·silu, down,
+      // add+RMSNorm, the next qkv in one persistent kernel (linear_chain.cu), one launch a layer.
+      if (m <= kc::kLinearChainMaxRows) {
+        DevBuf resid, normed, gamma, ws;
+        if (cudaMalloc(&resid.p, max_m * 4096 * 2) != cudaSuccess || cudaMalloc(&normed.p, max_m * 4096 * 2) != cudaSuccess ||
+            cudaMalloc(&gamma.p, 4096 * 2) != cudaSuccess ||
+            cudaMalloc(&ws.p, kc::kLinearChainWorkspaceBytes) != cudaSuccess)
+          return 1;
+        kc::fill_random_bf16(static_cast<kc::bf16*>(resid.p), max_m * 4096, 12, 1.0f, s);
+        kc::fill_bf16(static_cast<kc::bf16*>(gamma.p), 4096, 1.0f, s);
+        cudaMemsetAsync(ws.p, 0, kc::kLinearChainWorkspaceBytes, s);
+        // tl: one eager launch of the last layer with the per-block timeline (below).
+        auto launch_layers = [&](unsigned long long* tl, int halves) {
+          const auto* wp = static_cast<const kc::bf16*>(w.p);
+          auto *in = static_cast<kc::bf16*>(a.p), *out = static_cast<kc::bf16*>(b.p);
+          auto* g = static_cast<const kc::bf16*>(gamma.p);
+          for (int i = 0; i < kLayers; ++i) {
+            const kc::bf16* wl[4];  // qkv, o, gate|up, down of this layer
+            for (int j = 0; j < 4; ++j) {
+              wl[j] = wp;
+              wp += layer[j].weight_bytes() / 2;
+            }
+            kc::LinearChainStage st[4];
+            const int order[4] = {1, 2, 3, 0};  // o, gate|up, down, then qkv
+            kc::bf16* x = in;
+            for (int j = 0; j < 4; ++j) {
+              const Linear& l = layer[order[j]];
+              kc::LinearChainStage& S = st[j];
+              S.x = x, S.w = wl[order[j]], S.y = j % 2 ? in : out, S.n = l.n, S.k = l.k, S.silu = l.silu;
+              if (j == 1 || j == 3)  // add+RMSNorm before gate|up and before qkv
+                S.norm_w = g, S.residual = static_cast<kc::bf16*>(resid.p),
+                S.norm_out = static_cast<kc::bf16*>(normed.p), S.eps = 1e-5f;
+              x = S.y;
+            }
+            if (tl && i + 1 < kLayers) continue;
+            if (kc::linear_chain(st, 4, m, static_cast<unsigned*>(ws.p), s, tl, halves) != cudaSuccess) return false;
+          }
+          return true;
+        };
+        // Also how much of the next stage's weights to request during a barrier (halves of a step).
+        for (int halves : {kc::kLinearChainDefaultPrefetchHalves, 0, 1, 2}) {
+          const bool dflt = halves == kc::kLinearChainDefaultPrefetchHalves;
+          if (!dflt && !o.chain_sweep) continue;
+          const double ms = time_graph(s, o.reps, [&] { return launch_layers(nullptr, halves); });
+          if (ms <= 0) ++failures;
+          const double us = ms * 1e3 / kLayers;
+          std::printf("%-14s %9.1f %8.2f (%4.0f%%)  o … qkv with both add+RMSNorms as one kernel%s\n",
+                      dflt ? "layer (1 kern)" : "  prefetch", layer_bytes / 1e6, us,
+                      us > 0 ? 100.0 * layer_bytes / (us * 1e-6) / bw : 0.0,
+                      dflt ? "" : (" (" + std::to_string(halves) + " half steps during a barrier)").c_str());
+        }
+        // Where a launch spends its time: per stage, µs from the earliest block start to each
+        // block's input ready / last row done / barrier left (min, median, max over the blocks).
+        const int G = kc::linear_chain_grid(), per = 1 + 3 * 4;
+        DevBuf tlb;
+        if (G > 0 && cudaMalloc(&tlb.p, sizeof(unsigned long long) * G * per) == cudaSuccess && launch_layers(
+                static_cast<unsigned long long*>(tlb.p), kc::kLinearChainDefaultPrefetchHalves) &&
+            cudaStreamSynchronize(s) == cudaSuccess) {
+          std::vector<unsigned long long> t(static_cast<size_t>(G) * per);
+          cudaMemcpy(t.data(), tlb.p, t.size() * 8, cudaMemcpyDeviceToHost);
+          unsigned long long t0 = ~0ull;
+          for (int blk = 0; blk < G; ++blk) t0 = std::min(t0, t[blk * per]);
+          std::printf("  one launch, µs (min/median/max over %d blocks):", G);
+          const char* what[3] = {"in", "rows", "bar"};
+          for (int at = 0; at < per; ++at) {
+            std::vector<double> v(G);
+            for (int blk = 0; blk < G; ++blk) v[blk] = (t[blk * per + at] - t0) / 1e3;
+            std::sort(v.begin(), v.end());
+            if (at == 0)
+              std::printf(" start %.1f/%.1f/%.1f", v[0], v[G / 2], v[G - 1]);
+            else
+              std::printf("%s s%d %s %.1f/%.1f/%.1f", at % 3 == 1 ? ";" : ",", (at - 1) / 3, what[(at - 1) % 3], v[0],
+                          v[G / 2], v[G - 1]);
+          }
+          std::printf("\n");
+        }
+      }
+      std::printf("%-14s %9s", "  at copy bw", "");
       std::printf(" %8.2f µs\n", layer_bytes / bw * 1e6);
     }
   cudaStreamDestroy(s);
@@ -286,6 +367,8 @@ void register_bench_gemv(CLI::App& bench, CommandRunner* run) {
       ->capture_default_str();
   cmd->add_option("--reps", opts->reps, "Graph replays timed per cell")->capture_default_str()->check(CLI::Range(1, 10000));
   cmd->add_option("--device", opts->device, "CUDA device")->capture_default_str();
+  cmd->add_flag("--chain-sweep", opts->chain_sweep,
+                "Also time the one-kernel layer with 0, 1 and 2 half steps of weights requested during each barrier");
   cmd->callback([run, opts, rows, variants] {
     *run = [opts, rows, variants]() -> int {
       opts->rows.clear();

@@ -88,6 +88,7 @@ CudaBackendImpl::~CudaBackendImpl() {
   cudaFree(kv_base_);
   cudaFree(inv_freq_);
   cudaFree(attn_ws_);
+  cudaFree(chain_ws_);
   cudaFree(stage_f32_);
   cudaFree(gather_);
   cudaFree(meta_dev_);
@@ -118,6 +119,8 @@ Status CudaBackendImpl::init() {
     return make_error(ErrorCode::kUnsupported, "CUDA device {} ({}) has compute capability {}.{}; bf16 kernels need ≥ 8.0",
                       opt_.device, device_name_, prop.major, prop.minor);
   SHARDLM_CUDA_TRY(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
+  SHARDLM_CUDA_TRY(cudaMalloc(&chain_ws_, kc::kLinearChainWorkspaceBytes), "linear chain workspace");
+  SHARDLM_CUDA_TRY(cudaMemsetAsync(chain_ws_, 0, kc::kLinearChainWorkspaceBytes, stream_), "linear chain workspace");
   kc::set_programmatic_launch(opt_.programmatic_launch);
   std::string err;
   gemm_ = kc::Gemm::create(static_cast<size_t>(opt_.gemm_workspace_bytes), &err);
@@ -253,6 +256,7 @@ Status CudaBackendImpl::check_program(const Program& p) {
     SHARDLM_CUDA_TRY(cudaMemcpy(inv_freq_, f.data(), f.size() * 4, cudaMemcpyHostToDevice), "inv_freq upload");
     SHARDLM_CUDA_TRY(cudaDeviceSynchronize(), "inv_freq upload");  // see set_weight
   }
+  plan_linear_chains(p);
   checked_ = &p;
   return Status::Ok();
 }

@@ -46,6 +46,13 @@ struct CudaBackendOptions {
   // tensor-core decode attention kernel, which also writes the new k and v to
   // the cache: no rope_kv_write launch per layer. Off: the two kernels (A/B).
   bool fuse_rope_attention = true;
+  // Decode steps of ≤ min(gemv_max_rows, 4) rows run each stretch of linears
+  // joined by add+RMSNorm (o_proj … the next layer's qkv at tp 1; gate|up and
+  // down at tp > 1) as one persistent kernel (kernels/cuda/linear_chain.cu),
+  // bit for bit the per-op kernels. Off by default: on H100 its grid barriers
+  // (~2.5 µs each) and stage tails cost what the kernel boundaries did, and
+  // batch 1 measured 5.73 vs 5.68 ms (bench/NOTES.md run 17).
+  bool linear_chain = false;
   int64_t gemm_workspace_bytes = 32ll << 20;  // cuBLASLt scratch; 32 MiB covers its split-K kernels on Hopper
 };
 

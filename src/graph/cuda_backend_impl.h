@@ -123,6 +123,16 @@ class CudaBackendImpl final : public CudaBackend {
   Status run_ops(const Program& p, const RunShape& rs);
   Status capture(const Program& p, const RunShape& rs, cudaGraphExec_t* exec);
   Status run_op(const Program& p, const Op& op, const RunShape& rs);
+  // Linear chains (cuda_backend_chain.cc): a run of ops i … i + n_ops − 1 that
+  // is linear, then (add+RMSNorm?, linear)+, each taking the previous output.
+  struct ChainPlan {
+    std::vector<int> linear_ops;  // op index of each stage's linear
+    std::vector<int> norm_ops;    // op index of the add+RMSNorm before it, or −1
+    size_t n_ops = 0;
+  };
+  void plan_linear_chains(const Program& p);
+  // Launches the chain when this step's shapes allow it; *ran = false: run the ops one by one.
+  Status run_linear_chain(const Program& p, const ChainPlan& c, const RunShape& rs, bool* ran);
   void invalidate_graphs();
   Expected<void*> weight_slot(int id, const Shape& shape);
   bool buffer_is_f32(const Program& p, int id) const;
@@ -177,6 +187,9 @@ class CudaBackendImpl final : public CudaBackend {
   std::vector<std::pair<cudaEvent_t, cudaEvent_t>> ev_pool_;
   std::vector<std::pair<std::string, size_t>> ev_used_;  // (op name, index into ev_pool_)
   std::map<std::string, CudaOpTime> profile_;
+
+  std::map<size_t, ChainPlan> chains_;  // by first op index, for checked_
+  unsigned* chain_ws_ = nullptr;        // the chain kernel's barrier counters (kLinearChainWorkspaceBytes)
 };
 
 }  // namespace shardlm::graph::cuda_detail

@@ -26,21 +26,42 @@ const kc::bf16* cbf(const void* p) { return static_cast<const kc::bf16*>(p); }
 }  // namespace
 
 Status CudaBackendImpl::run_ops(const Program& p, const RunShape& rs) {
-  for (const Op& op : p.ops) {
+  // Profiling brackets each op (or linear chain) with a pair of events.
+  auto begin = [&](std::string name) -> Expected<size_t> {
+    const size_t ev = ev_used_.size();
+    if (ev >= ev_pool_.size()) {
+      std::pair<cudaEvent_t, cudaEvent_t> e;
+      SHARDLM_CUDA_TRY(cudaEventCreate(&e.first), "event");
+      SHARDLM_CUDA_TRY(cudaEventCreate(&e.second), "event");
+      ev_pool_.push_back(e);
+    }
+    ev_used_.emplace_back(std::move(name), ev);
+    cudaEventRecord(ev_pool_[ev].first, stream_);
+    return ev;
+  };
+  for (size_t i = 0; i < p.ops.size(); ++i) {
+    const Op& op = p.ops[i];
+    if (auto c = chains_.find(i); c != chains_.end() && opt_.linear_chain) {
+      size_t ev = 0;
+      if (profiling_) {
+        SHARDLM_ASSIGN_OR_RETURN(ev, begin("linear_chain"));
+      }
+      bool ran = false;
+      Status st = run_linear_chain(p, c->second, rs, &ran);
+      if (!st.ok()) return st.with_context("linear chain from op " + std::to_string(i) + " layer " + std::to_string(op.layer));
+      if (ran) {
+        if (profiling_) cudaEventRecord(ev_pool_[ev].second, stream_);
+        i += c->second.n_ops - 1;
+        continue;
+      }
+      if (profiling_) ev_used_.pop_back();  // not this step's shapes: the ops run one by one
+    }
     size_t ev = 0;
     if (profiling_) {
-      ev = ev_used_.size();
-      if (ev >= ev_pool_.size()) {
-        std::pair<cudaEvent_t, cudaEvent_t> e;
-        SHARDLM_CUDA_TRY(cudaEventCreate(&e.first), "event");
-        SHARDLM_CUDA_TRY(cudaEventCreate(&e.second), "event");
-        ev_pool_.push_back(e);
-      }
       // Linears are split into the LM head and the rest (prefill FLOP/s of the layers).
       std::string name = op_kind_name(op.kind);
       if (op.kind == OpKind::kLinear && op.out == p.logits_buffer) name = "lm_head";
-      ev_used_.emplace_back(name, ev);
-      cudaEventRecord(ev_pool_[ev].first, stream_);
+      SHARDLM_ASSIGN_OR_RETURN(ev, begin(std::move(name)));
     }
     Status st = run_op(p, op, rs);
     if (!st.ok()) return st.with_context(std::string("op ") + op_kind_name(op.kind) + " layer " + std::to_string(op.layer));

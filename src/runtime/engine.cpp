@@ -29,6 +29,7 @@ Expected<std::unique_ptr<Engine>> Engine::create_cuda(const std::string& model_d
   graph::CudaBackendOptions bo;
   bo.device = cuda.device;
   bo.cuda_graphs = cuda.cuda_graphs;
+  bo.linear_chain = cuda.linear_chain;
   SHARDLM_ASSIGN_OR_RETURN(std::unique_ptr<graph::CudaBackend> backend, graph::make_cuda_backend(bo));
   SHARDLM_ASSIGN_OR_RETURN(ModelConfig mc, load_model_config(model_dir));
   SHARDLM_ASSIGN_OR_RETURN(Mapping mapping, Mapping::make(0, 1, 1, 1));

@@ -54,6 +54,7 @@ struct CudaEngineOptions {
   // that the KV cache takes (--kv-cache-fraction, alias --gpu-memory-utilization).
   double kv_cache_fraction = 0.9;
   bool cuda_graphs = true;  // decode steps replayed from CUDA graphs per batch bucket
+  bool linear_chain = false;  // batch-1 linears as one persistent kernel per stretch (graph/cuda_backend.h)
 };
 
 class Engine {

@@ -127,6 +127,39 @@ TEST_P(CudaHfParity, GreedyDecodeOnGraphsMatchesEager) {
   EXPECT_GE(agree * 10, n * 9) << "graph vs eager greedy tokens: " << agree << "/" << n;
 }
 
+// The opt-in linear chain (one persistent kernel per stretch of batch-1
+// linears, kernels/cuda/linear_chain.cu) is bit for bit the kernel-per-op
+// decode, so greedy generation one prompt at a time (decode steps of one row,
+// eager then graph replay) gives the same tokens with and without it.
+TEST_P(CudaHfParity, LinearChainDecodeIsTheKernelPerOpDecode) {
+  const std::string why = graph::cuda_unavailable_reason();
+  if (!why.empty()) GTEST_SKIP() << why;
+  auto g = read_json(golden_dir(GetParam()) + "/goldens.json");
+  std::vector<std::vector<int32_t>> outs[2];
+  for (int chain = 0; chain < 2; ++chain) {
+    CudaEngineOptions o;
+    o.linear_chain = chain == 1;
+    auto engine = Engine::create_cuda(testing::golden_model_dir(GetParam()), gpu_config(), o);
+    ASSERT_TRUE(engine.ok()) << engine.status().to_string();
+    for (const auto& p : g["prompts"]) {
+      std::vector<int32_t> prompt = p["ids"];
+      SamplingParams sp;
+      sp.temperature = 0;
+      sp.max_tokens = 12;
+      sp.ignore_eos = true;
+      auto id = (*engine)->add_request(prompt, sp);
+      ASSERT_TRUE(id.ok()) << id.status().to_string();
+      while ((*engine)->has_unfinished()) {
+        auto st = (*engine)->step();
+        ASSERT_TRUE(st.ok()) << st.status().to_string();
+      }
+      outs[chain].push_back((*engine)->get(*id)->output);
+    }
+  }
+  ASSERT_EQ(outs[0].size(), outs[1].size());
+  for (size_t i = 0; i < outs[0].size(); ++i) EXPECT_EQ(outs[0][i], outs[1][i]) << GetParam() << " prompt " << i;
+}
+
 // `--load-format dummy` makes the same numbers on the GPU (device-side fill)
 // as on the CPU (kernels/cpu random_fill.cpp): the two backends' logits agree
 // within the bf16 bound above, on every golden architecture.

@@ -103,6 +103,44 @@ cudaError_t gemv(const bf16* x, const bf16* w, const bf16* bias, void* y, bool y
 cudaError_t gemv_silu_mul(const bf16* x, const bf16* w, const bf16* bias, bf16* y, int64_t m, int64_t inter, int64_t k,
                           cudaStream_t stream, bool overlap_prologue = false);
 
+// ---- a chain of skinny linears in one launch (linear_chain.cu) -------------
+// Runs stages 0..n-1 in order in one cooperative kernel, a grid barrier
+// between them; each stage is gemv (or gemv_silu_mul with silu) on bf16, and
+// with norm_w first does add_rmsnorm(x, residual, norm_w) → norm_out and uses
+// that as its input. Every output is bit for bit the unfused kernels'.
+constexpr int kLinearChainMaxStages = 8;
+constexpr int64_t kLinearChainMaxRows = 4;
+// Device workspace of the chain's barriers: zeroed once before the first
+// launch; every launch leaves it ready for the next (launches on one stream).
+constexpr size_t kLinearChainWorkspaceBytes = 64;
+struct LinearChainStage {
+  const bf16* x = nullptr;         // [m, k] the stage input, or the norm's input with norm_w
+  const bf16* norm_w = nullptr;    // [k] add+RMSNorm weight; null: no norm
+  bf16* residual = nullptr;        // [m, k] with norm_w: updated in place to bf16(residual + x)
+  bf16* norm_out = nullptr;        // [m, k] with norm_w: rmsnorm(residual)·norm_w (the linear's input)
+  float eps = 0.0f;
+  const bf16* w = nullptr;         // [n, k], or [2·n, k] = [gate | up] with silu
+  const bf16* bias = nullptr;      // [n] ([2·n] with silu) or null
+  bf16* y = nullptr;               // [m, n]
+  int64_t n = 0, k = 0;
+  bool silu = false;
+};
+// m ≤ kLinearChainMaxRows, k % 8 == 0, 16-byte aligned vectors, no norm in
+// stage 0 nor in two stages in a row, and the copies of x, the residual and
+// the norm weight fit a block's shared memory.
+bool linear_chain_supported(const LinearChainStage* stages, int n_stages, int64_t m);
+// timeline (benchmarks): null, or linear_chain_grid() × (1 + 3 · n_stages)
+// device u64 that get each block's global-timer ns at its start and, per
+// stage, when its input is ready, when its last row is done and when it
+// leaves the barrier after the stage. prefetch_halves (benchmarks): how much
+// of the next stage's first weight step a warp requests while it waits at a
+// barrier, in halves (0, 1, 2).
+constexpr int kLinearChainDefaultPrefetchHalves = 1;
+cudaError_t linear_chain(const LinearChainStage* stages, int n_stages, int64_t m, unsigned* workspace,
+                         cudaStream_t stream, unsigned long long* timeline = nullptr,
+                         int prefetch_halves = kLinearChainDefaultPrefetchHalves);
+int linear_chain_grid();  // blocks a launch uses (one per SM)
+
 // ---- paged attention (attention.cu) ---------------------------------------
 // One call covers prefill, chunked prefill and decode, exactly as
 // cpu::paged_attention: row t of sequence s = token_seq[t] sits at position
