@@ -49,9 +49,9 @@ struct CudaBackendOptions {
   // Decode steps of ≤ min(gemv_max_rows, 4) rows run each stretch of linears
   // joined by add+RMSNorm (o_proj … the next layer's qkv at tp 1; gate|up and
   // down at tp > 1) as one persistent kernel (kernels/cuda/linear_chain.cu),
-  // bit for bit the per-op kernels. Off by default: on H100 its grid barriers
-  // (~2.5 µs each) and stage tails cost what the kernel boundaries did, and
-  // batch 1 measured 5.73 vs 5.68 ms (bench/NOTES.md run 17).
+  // bit for bit the per-op kernels. Off by default: its grid barriers (~2.5 µs
+  // each) and stage tails cost about what the kernel boundaries did; batch 1
+  // measured 5.56 vs 5.52 ms on H100, 4.39 vs 4.41–4.44 on H200 (NOTES run 17).
   bool linear_chain = false;
   int64_t gemm_workspace_bytes = 32ll << 20;  // cuBLASLt scratch; 32 MiB covers its split-K kernels on Hopper
 };

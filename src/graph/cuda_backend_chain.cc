@@ -9,6 +9,7 @@
 // per-op kernels' (tests/cuda/cuda_linear_chain_test.cpp).
 #include <algorithm>
 
+#include "base/log.h"
 #include "graph/cuda_backend_impl.h"
 
 namespace shardlm::graph::cuda_detail {
@@ -90,7 +91,16 @@ Status CudaBackendImpl::run_linear_chain(const Program& p, const ChainPlan& c, c
     }
   }
   if (!kc::linear_chain_supported(st, n, rows)) return Status::Ok();
-  SHARDLM_CUDA_TRY(kc::linear_chain(st, n, rows, chain_ws_, stream_), "linear_chain");
+  // A cooperative launch the device refuses (e.g. shared with other work
+  // under MPS) is not an error of the step: the ops run one by one from then
+  // on. The first step of each batch bucket runs eagerly, so this is seen
+  // before any graph capture.
+  if (const cudaError_t e = kc::linear_chain(st, n, rows, chain_ws_, stream_); e != cudaSuccess) {
+    cudaGetLastError();
+    SLOG_WARN("cuda: linear chain launch failed ({}); running its ops one by one", cudaGetErrorString(e));
+    opt_.linear_chain = false;
+    return Status::Ok();
+  }
   *ran = true;
   return Status::Ok();
 }

@@ -3,9 +3,10 @@
 // gate|up·silu, down, add+RMSNorm, the next layer's qkv — as one launch
 // instead of six.
 //
-// Status: opt-in (CudaBackendOptions::linear_chain). Measured on H100 it
-// matches but does not beat the kernel per op (bench/NOTES.md run 17): a grid
-// barrier costs ~2.5 µs, and the input fetch + norm after it ~1–2.4 µs.
+// Status: opt-in (CudaBackendOptions::linear_chain). At batch 1 it measured
+// within 1 % of the kernel per op (H100 0.8 % slower, H200 0.7 % faster;
+// bench/NOTES.md run 17): a grid barrier costs ~2.5 µs, the input fetch + norm
+// after it 1–2.4 µs and the stage tails 1–4 µs, about what kernel boundaries cost.
 //
 // Why: at batch 1 a linear is a stream over its weights, and each kernel
 // boundary costs ~3 µs of ramp (the first DRAM round trip of the next kernel)
@@ -28,8 +29,9 @@
 // threads per row in add_rmsnorm's exact order, so the values are
 // add_rmsnorm's bit for bit) and normalises into its copy of x, and each block
 // stores its slice of the new residual and of the norm's output buffer.
-// The dot products are gemv.cu's (same per-lane pieces, unroll and shuffle
-// tree), so every output equals the unfused kernels' bit for bit.
+// The dot products are gemv.cu's (each lane sums the same pieces in the same
+// order, then the same shuffle tree), so every output equals the unfused
+// kernels' bit for bit.
 #include <algorithm>
 #include <cstdio>
 
@@ -44,8 +46,8 @@ using namespace detail;
 constexpr int kThreads = 512;  // 16 warps, one block an SM
 constexpr int kWarps = kThreads / 32;
 constexpr int kNormGroup = 256;  // add_rmsnorm's block: its per-thread sums and tree, reproduced per row
-// Pieces of 16 bytes in flight per lane and weight row: 8 at m = 1 (16 KB of
-// a row pair per warp step, 256 KB an SM requested at once: an H200 needs
+// Pieces of 16 bytes in flight per lane and weight row: 8 at m = 1 (8 KB of a
+// row pair per warp step, 128 KB an SM requested at once: an H200 needs
 // ~55 KB an SM in flight at ~1.5 µs loaded latency), 4 above (8 spills at
 // 128 registers).
 // The order of each lane's sums does not depend on it (increasing piece).
