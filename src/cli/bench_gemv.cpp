@@ -302,8 +302,8 @@ int run_gemv_bench(const GemvBenchOptions& o) {
                       dflt ? "" : (" (" + std::to_string(halves) + " half steps during a barrier)").c_str());
         }
         // Where a launch spends its time: per stage, µs from the earliest block start to each
-        // block's input ready / last row done / barrier left (min, median, max over the blocks).
-        const int G = kc::linear_chain_grid(), per = 1 + 3 * 4;
+        // block's x in shared memory / input ready / last row done / barrier left (min, median, max).
+        const int G = kc::linear_chain_grid(), per = 1 + 4 * 4;
         DevBuf tlb;
         if (G > 0 && cudaMalloc(&tlb.p, sizeof(unsigned long long) * G * per) == cudaSuccess && launch_layers(
                 static_cast<unsigned long long*>(tlb.p), kc::kLinearChainDefaultPrefetchHalves) &&
@@ -313,7 +313,7 @@ int run_gemv_bench(const GemvBenchOptions& o) {
           unsigned long long t0 = ~0ull;
           for (int blk = 0; blk < G; ++blk) t0 = std::min(t0, t[blk * per]);
           std::printf("  one launch, µs (min/median/max over %d blocks):", G);
-          const char* what[3] = {"in", "rows", "bar"};
+          const char* what[4] = {"x", "in", "rows", "bar"};
           for (int at = 0; at < per; ++at) {
             std::vector<double> v(G);
             for (int blk = 0; blk < G; ++blk) v[blk] = (t[blk * per + at] - t0) / 1e3;
@@ -321,7 +321,7 @@ int run_gemv_bench(const GemvBenchOptions& o) {
             if (at == 0)
               std::printf(" start %.1f/%.1f/%.1f", v[0], v[G / 2], v[G - 1]);
             else
-              std::printf("%s s%d %s %.1f/%.1f/%.1f", at % 3 == 1 ? ";" : ",", (at - 1) / 3, what[(at - 1) % 3], v[0],
+              std::printf("%s s%d %s %.1f/%.1f/%.1f", at % 4 == 1 ? ";" : ",", (at - 1) / 4, what[(at - 1) % 4], v[0],
                           v[G / 2], v[G - 1]);
           }
           std::printf("\n");

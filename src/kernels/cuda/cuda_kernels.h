@@ -129,10 +129,10 @@ struct LinearChainStage {
 // stage 0 nor in two stages in a row, and the copies of x, the residual and
 // the norm weight fit a block's shared memory.
 bool linear_chain_supported(const LinearChainStage* stages, int n_stages, int64_t m);
-// timeline (benchmarks): null, or linear_chain_grid() × (1 + 3 · n_stages)
+// timeline (benchmarks): null, or linear_chain_grid() × (1 + 4 · n_stages)
 // device u64 that get each block's global-timer ns at its start and, per
-// stage, when its input is ready, when its last row is done and when it
-// leaves the barrier after the stage. prefetch_halves (benchmarks): how much
+// stage, when its x is in shared memory, when its input (x or the norm) is
+// ready, when its last row is done and when it leaves the barrier after it. prefetch_halves (benchmarks): how much
 // of the next stage's first weight step a warp requests while it waits at a
 // barrier, in halves (0, 1, 2).
 constexpr int kLinearChainDefaultPrefetchHalves = 1;

@@ -61,7 +61,7 @@ struct ChainParams {
   LinearChainStage st[kLinearChainMaxStages];
   int n_stages;
   unsigned* sync;  // [0] grid-barrier arrivals, [1] barrier generation
-  unsigned long long* timeline;  // null, or [gridDim][1 + 3 · n_stages] global ns (linear_chain_timeline)
+  unsigned long long* timeline;  // null, or [gridDim][1 + 4 · n_stages] global ns (linear_chain_timeline)
   int prefetch;                  // pieces of the next stage's first step requested during a barrier: 0, kU / 2, kU
 };
 
@@ -282,7 +282,7 @@ __device__ __forceinline__ void copy_to_smem(bf16* dst, const bf16* src, int64_t
 // memory, requested at the start of the stage before it (nothing in that
 // stage writes them: no two norm stages are adjacent) as asynchronous copies
 // that no thread waits on until the norm needs them (cp.async; waited in
-// stage_input), so after the barrier only x is fetched.
+// stage_x), so after the barrier only x is fetched.
 __device__ __forceinline__ void cp_async16(bf16* dst, const bf16* src) {
   const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(d), "l"(src) : "memory");
@@ -296,15 +296,19 @@ __device__ void preload_norm(const LinearChainStage& S, bf16* rs, bf16* gs) {
   asm volatile("cp.async.commit_group;" ::: "memory");
 }
 
-// The stage input in shared memory: x copied, or add+RMSNorm of (residual, x)
-// with the residual and weight preloaded in rs and gs.
+// The stage's x [M, k] into shared memory (and, before a norm, the preloaded
+// residual and weight complete).
 template <int M>
-__device__ void stage_input(const LinearChainStage& S, bf16* xs, bf16* rs, const bf16* gs) {
-  const int64_t k = S.k, vecs = k / 8;
-  copy_to_smem(xs, S.x, M * vecs);
+__device__ void stage_x(const LinearChainStage& S, bf16* xs) {
+  copy_to_smem(xs, S.x, M * S.k / 8);
   if (S.norm_w) asm volatile("cp.async.wait_all;" ::: "memory");  // this thread's part of preload_norm
   __syncthreads();
-  if (!S.norm_w) return;
+}
+
+// add+RMSNorm of (residual rs, x xs) into xs, with the weight in gs.
+template <int M>
+__device__ void stage_norm(const LinearChainStage& S, bf16* xs, bf16* rs, const bf16* gs) {
+  const int64_t k = S.k, vecs = k / 8;
   // Two groups of 256 threads, a row each at a time; a thread's columns and
   // the order of its sums are add_rmsnorm's (c = t·8, t·8 + 2048, …).
   __shared__ float part[kThreads / 32];
@@ -386,7 +390,7 @@ __global__ void __launch_bounds__(kThreads, 1) linear_chain_kernel(const __grid_
   const int64_t G = gridDim.x;
   const int64_t first = static_cast<int64_t>(warp) * G + blockIdx.x;  // this warp's first row of every stage
   const int64_t stride = G * kWarps;
-  unsigned long long* tl = P.timeline ? P.timeline + blockIdx.x * (1 + 3 * P.n_stages) : nullptr;
+  unsigned long long* tl = P.timeline ? P.timeline + blockIdx.x * (1 + 4 * P.n_stages) : nullptr;
   auto stamp = [&](int at) {
     if (tl && threadIdx.x == 0) tl[at] = global_ns();
   };
@@ -395,15 +399,17 @@ __global__ void __launch_bounds__(kThreads, 1) linear_chain_kernel(const __grid_
   int loaded = prefetch(P.st[0], first, stride, lane, wv, kUnrollFor<M>);
   for (int s = 0; s < P.n_stages; ++s) {
     const LinearChainStage& S = P.st[s];
-    stage_input<M>(S, xs, rs, gs);
+    stage_x<M>(S, xs);
+    stamp(1 + 4 * s);
+    if (S.norm_w) stage_norm<M>(S, xs, rs, gs);
     if (s + 1 < P.n_stages && P.st[s + 1].norm_w) preload_norm<M>(P.st[s + 1], rs, gs);
-    stamp(1 + 3 * s);
+    stamp(2 + 4 * s);
     if (S.silu)
       stage_rows<M, true>(S, xs, first, stride, lane, wv, loaded);
     else
       stage_rows<M, false>(S, xs, first, stride, lane, wv, loaded);
     if (tl) __syncthreads();  // the block's last row done
-    stamp(2 + 3 * s);
+    stamp(3 + 4 * s);
     if (s + 1 < P.n_stages) {
       // Arrive, then request the next stage's first weight pieces (they do
       // not depend on the barrier; P.prefetch of them a lane), then wait.
@@ -411,7 +417,7 @@ __global__ void __launch_bounds__(kThreads, 1) linear_chain_kernel(const __grid_
       loaded = prefetch(P.st[s + 1], first, stride, lane, wv, P.prefetch);
       barrier_wait(P.sync, gen, s);
     }
-    stamp(3 + 3 * s);
+    stamp(4 + 4 * s);
   }
 }
 
