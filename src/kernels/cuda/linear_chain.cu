@@ -6,7 +6,8 @@
 // Status: opt-in (CudaBackendOptions::linear_chain). At batch 1 it measured
 // within 1 % of the kernel per op (H100 0.8 % slower, H200 0.7 % faster;
 // bench/NOTES.md run 17): a grid barrier costs ~2.5 µs, the input fetch + norm
-// after it 1–2.4 µs and the stage tails 1–4 µs, about what kernel boundaries cost.
+// after it 0.5–1.5 µs and the stage tails 1–4 µs, about what kernel boundaries
+// cost (with the norm in registers: parity with the per-op kernels on H100).
 //
 // Why: at batch 1 a linear is a stream over its weights, and each kernel
 // boundary costs ~3 µs of ramp (the first DRAM round trip of the next kernel)
@@ -360,6 +361,74 @@ __device__ void stage_norm(const LinearChainStage& S, bf16* xs, bf16* rs, const 
   }
 }
 
+// stage_norm for rows of ≤ kNormRegCols: each of the 256 norm threads loads
+// its ≤ 4 vectors of x straight into registers (no copy of x through shared
+// memory first) and keeps v there (as bf16, which it is exactly: 16 registers,
+// so the prefetched weights keep theirs), so the new residual and the norm's
+// output slices are stored from registers too; only the normalised rows go to xs.
+// The same columns, sums and order as stage_norm (and add_rmsnorm).
+constexpr int kNormRegVecs = 4;
+constexpr int64_t kNormRegCols = kNormRegVecs * kNormGroup * 8;  // 8192
+
+template <int M>
+__device__ void stage_norm_regs(const LinearChainStage& S, bf16* xs, const bf16* rs, const bf16* gs) {
+  const int64_t k = S.k, vecs = k / 8;
+  __shared__ float part[kThreads / 32];
+  const int group = threadIdx.x / kNormGroup, t = threadIdx.x % kNormGroup;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t chunk = (vecs + gridDim.x - 1) / gridDim.x, lo = blockIdx.x * chunk;
+  const int64_t hi = lo + chunk < vecs ? lo + chunk : vecs;  // this block's slice of the stores, in vectors
+  for (int m0 = 0; m0 < M; m0 += kThreads / kNormGroup) {
+    const int m = m0 + group;
+    uint4 xr[kNormRegVecs];  // x, then v = bf16(residual + x)
+    float ss = 0.0f;
+    if (m < M) {
+#pragma unroll
+      for (int i = 0; i < kNormRegVecs; ++i) {
+        const int64_t c = (static_cast<int64_t>(i) * kNormGroup + t) * 8;
+        if (c < k) xr[i] = ld_cg(S.x + m * k + c);  // all requested before the first is used
+      }
+#pragma unroll
+      for (int i = 0; i < kNormRegVecs; ++i) {
+        const int64_t c = (static_cast<int64_t>(i) * kNormGroup + t) * 8;
+        if (c >= k) continue;
+        float v[8], r[8];
+        load8(reinterpret_cast<const bf16*>(&xr[i]), v);
+        load8(rs + m * k + c, r);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+          v[e] = round_bf16(r[e] + v[e]);
+          ss += v[e] * v[e];
+        }
+        store8(reinterpret_cast<bf16*>(&xr[i]), v);
+      }
+    }
+    ss = warp_sum(ss);
+    if (lane == 0) part[warp] = ss;
+    __syncthreads();
+    const float tot = warp_sum(lane < kNormGroup / 32 ? part[group * (kNormGroup / 32) + lane] : 0.0f);
+    if (m < M) {
+      const float r = rsqrtf(tot / static_cast<float>(k) + S.eps);
+#pragma unroll
+      for (int i = 0; i < kNormRegVecs; ++i) {
+        const int64_t c = (static_cast<int64_t>(i) * kNormGroup + t) * 8;
+        if (c >= k) continue;
+        float v[8], g[8], y[8];
+        load8(reinterpret_cast<const bf16*>(&xr[i]), v);
+        load8(gs + c, g);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) y[e] = g[e] * round_bf16(v[e] * r);
+        store8(xs + m * k + c, y);
+        if (c / 8 >= lo && c / 8 < hi) {  // every block read the old residual before the barrier
+          *reinterpret_cast<uint4*>(S.residual + m * k + c) = xr[i];
+          store8(S.norm_out + m * k + c, y);
+        }
+      }
+    }
+    __syncthreads();  // part[] is reused by the next pair of rows; xs complete
+  }
+}
+
 // Shared memory: xs [M, max k] the stage input; rs [M, max norm k] the
 // residual; gs [max norm k] the norm weight.
 struct SmemLayout {
@@ -399,9 +468,16 @@ __global__ void __launch_bounds__(kThreads, 1) linear_chain_kernel(const __grid_
   int loaded = prefetch(P.st[0], first, stride, lane, wv, kUnrollFor<M>);
   for (int s = 0; s < P.n_stages; ++s) {
     const LinearChainStage& S = P.st[s];
-    stage_x<M>(S, xs);
-    stamp(1 + 4 * s);
-    if (S.norm_w) stage_norm<M>(S, xs, rs, gs);
+    if (S.norm_w && S.k <= kNormRegCols) {
+      asm volatile("cp.async.wait_all;" ::: "memory");  // this thread's part of preload_norm
+      __syncthreads();
+      stamp(1 + 4 * s);
+      stage_norm_regs<M>(S, xs, rs, gs);
+    } else {
+      stage_x<M>(S, xs);
+      stamp(1 + 4 * s);
+      if (S.norm_w) stage_norm<M>(S, xs, rs, gs);
+    }
     if (s + 1 < P.n_stages && P.st[s + 1].norm_w) preload_norm<M>(P.st[s + 1], rs, gs);
     stamp(2 + 4 * s);
     if (S.silu)
