@@ -42,6 +42,18 @@ __device__ __forceinline__ float silu_times(float g, float u) {
   return round_bf16(g / (1.0f + __expf(-g))) * u;
 }
 
+// acc += w · x over 8 bf16 pairs, in order (f32 fma): the dot of the gemv
+// kernels, shared so gemv.cu and linear_chain.cu sum bit for bit alike.
+__device__ __forceinline__ void dot8(const Bf16x8& w, const Bf16x8& x, float& acc) {
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 a = __bfloat1622float2(w.h[i]);
+    const float2 b = __bfloat1622float2(x.h[i]);
+    acc = fmaf(a.x, b.x, acc);
+    acc = fmaf(a.y, b.y, acc);
+  }
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

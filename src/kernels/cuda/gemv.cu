@@ -30,16 +30,6 @@ using namespace detail;
 constexpr int kWarps = 8;
 constexpr int kUnroll = 4;
 
-__device__ __forceinline__ void dot8(const Bf16x8& w, const Bf16x8& x, float& acc) {
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 a = __bfloat1622float2(w.h[i]);
-    const float2 b = __bfloat1622float2(x.h[i]);
-    acc = fmaf(a.x, b.x, acc);
-    acc = fmaf(a.y, b.y, acc);
-  }
-}
-
 // kRows = 1: y[·, row] = x·w[row]ᵀ. kRows = 2 (kSiLU): rows row and n + row
 // of w, y[·, row] = silu(gate)·up; y is [m, n] with n = inter.
 template <int M, bool kF32Out, bool kPrologue, bool kSiLU = false>

@@ -118,16 +118,6 @@ __device__ void barrier_wait(unsigned* sync, unsigned gen, int stage) {
   __syncthreads();
 }
 
-__device__ __forceinline__ void dot8(const Bf16x8& w, const Bf16x8& x, float& acc) {
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 a = __bfloat1622float2(w.h[i]);
-    const float2 b = __bfloat1622float2(x.h[i]);
-    acc = fmaf(a.x, b.x, acc);
-    acc = fmaf(a.y, b.y, acc);
-  }
-}
-
 // A warp streams two weight rows at once (64 bytes in flight per lane per
 // row; one 512-thread block per SM, so 64 KB an SM): with silu the gate and up
 // rows of one output (gemv_silu_mul's pair), else two outputs, row and
@@ -297,6 +287,17 @@ __device__ void preload_norm(const LinearChainStage& S, bf16* rs, bf16* gs) {
   asm volatile("cp.async.commit_group;" ::: "memory");
 }
 
+// Sum of ss over this thread's 256-thread norm group, every thread getting
+// its group's total: add_rmsnorm's block_sum (warp tree, then the 8 warp
+// sums by one warp), per group. Contains the block barrier part[] needs.
+__device__ __forceinline__ float norm_group_sum(float ss, float* part) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, group = threadIdx.x / kNormGroup;
+  ss = warp_sum(ss);
+  if (lane == 0) part[warp] = ss;
+  __syncthreads();
+  return warp_sum(lane < kNormGroup / 32 ? part[group * (kNormGroup / 32) + lane] : 0.0f);
+}
+
 // The stage's x [M, k] into shared memory (and, before a norm, the preloaded
 // residual and weight complete).
 template <int M>
@@ -314,7 +315,6 @@ __device__ void stage_norm(const LinearChainStage& S, bf16* xs, bf16* rs, const 
   // the order of its sums are add_rmsnorm's (c = t·8, t·8 + 2048, …).
   __shared__ float part[kThreads / 32];
   const int group = threadIdx.x / kNormGroup, t = threadIdx.x % kNormGroup;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   for (int m0 = 0; m0 < M; m0 += kThreads / kNormGroup) {
     const int m = m0 + group;
     float ss = 0.0f;
@@ -331,10 +331,7 @@ __device__ void stage_norm(const LinearChainStage& S, bf16* xs, bf16* rs, const 
         store8(rs + m * k + c, v);  // the new residual (exact: v is a bf16 value)
       }
     }
-    ss = warp_sum(ss);
-    if (lane == 0) part[warp] = ss;
-    __syncthreads();
-    const float tot = warp_sum(lane < kNormGroup / 32 ? part[group * (kNormGroup / 32) + lane] : 0.0f);
+    const float tot = norm_group_sum(ss, part);
     if (m < M) {
       const float r = rsqrtf(tot / static_cast<float>(k) + S.eps);
       for (int64_t c = t * 8; c < k; c += kNormGroup * 8) {
@@ -375,7 +372,6 @@ __device__ void stage_norm_regs(const LinearChainStage& S, bf16* xs, const bf16*
   const int64_t k = S.k, vecs = k / 8;
   __shared__ float part[kThreads / 32];
   const int group = threadIdx.x / kNormGroup, t = threadIdx.x % kNormGroup;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t chunk = (vecs + gridDim.x - 1) / gridDim.x, lo = blockIdx.x * chunk;
   const int64_t hi = lo + chunk < vecs ? lo + chunk : vecs;  // this block's slice of the stores, in vectors
   for (int m0 = 0; m0 < M; m0 += kThreads / kNormGroup) {
@@ -403,10 +399,7 @@ __device__ void stage_norm_regs(const LinearChainStage& S, bf16* xs, const bf16*
         store8(reinterpret_cast<bf16*>(&xr[i]), v);
       }
     }
-    ss = warp_sum(ss);
-    if (lane == 0) part[warp] = ss;
-    __syncthreads();
-    const float tot = warp_sum(lane < kNormGroup / 32 ? part[group * (kNormGroup / 32) + lane] : 0.0f);
+    const float tot = norm_group_sum(ss, part);
     if (m < M) {
       const float r = rsqrtf(tot / static_cast<float>(k) + S.eps);
 #pragma unroll
