@@ -61,6 +61,9 @@ struct DecodeBenchOptions {
   bool pdl = false;
   bool no_rope_fusion = false;
   bool linear_chain = false;
+  bool prelaunch = false;
+  bool prelaunch_gemv = false;
+  std::vector<std::string> skip_ops;  // timing diagnostics: op kinds left out (outputs wrong)
   std::vector<int64_t> workload_batches = {64};  // empty: no workload run
   int64_t workload_prompt = 128, workload_generate = 128;
   std::string json_path;
@@ -209,6 +212,17 @@ int run_decode_bench(const DecodeBenchOptions& o, DistContext* ctx) {
   bo.programmatic_launch = o.pdl;
   bo.fuse_rope_attention = !o.no_rope_fusion;
   bo.linear_chain = o.linear_chain;
+  bo.prelaunch_after_gemv = o.prelaunch;
+  bo.prelaunch_gemv = o.prelaunch_gemv;
+  bo.timing_skip_ops = o.skip_ops;
+  if (!o.skip_ops.empty())
+    std::printf("TIMING DIAGNOSTIC: launches of op kinds {%s} are left out; every output below is wrong\n",
+                [&] {
+                  std::string l;
+                  for (const auto& k : o.skip_ops) l += (l.empty() ? "" : ",") + k;
+                  return l;
+                }()
+                    .c_str());
   auto backend_or = graph::make_cuda_backend(bo);
   if (!backend_or.ok()) return fail(backend_or.status());
   graph::CudaBackend& be = **backend_or;
@@ -551,6 +565,15 @@ void register_bench_decode(CLI::App& bench, CommandRunner* run) {
   cmd->add_flag("--linear-chain", opts->linear_chain,
                 "Run the batch-1 linears and add+RMSNorms between two attentions as one persistent kernel instead "
                 "of a kernel per op (experimental: no faster at batch 1 on H100)");
+  cmd->add_flag("--prelaunch", opts->prelaunch,
+                "Launch the decode attention and add+RMSNorm behind each gemv programmatically: they load what the "
+                "gemv does not write before waiting for it (A/B)");
+  cmd->add_flag("--prelaunch-gemv", opts->prelaunch_gemv,
+                "Launch each gemv behind a decode attention or add+RMSNorm programmatically (waits before reading; A/B)");
+  cmd->add_option("--skip-ops", opts->skip_ops,
+                  "Timing diagnostic: leave out the launches of these op kinds (names as in the per-op line, "
+                  "lm_head for the logits linear); the time without them is what they cost. Outputs are wrong")
+      ->delimiter(',');
   cmd->add_flag("--no-gemv", opts->no_gemv, "Batch-1 linears through cuBLASLt instead of the gemv kernel");
   cmd->add_option("--json", opts->json_path, "Also write the results as JSON to this file");
   cmd->add_option("--dump-logits", opts->dump_logits,
@@ -572,6 +595,16 @@ void register_bench_decode(CLI::App& bench, CommandRunner* run) {
           std::any_of(opts->batches.begin(), opts->batches.end(), [](int64_t b) { return b < 1; })) {
         std::fprintf(stderr, "shardlm bench decode: --batches '%s' is not a list of positive sizes\n", batches->c_str());
         return 2;
+      }
+      for (const auto& k : opts->skip_ops) {
+        bool known = k == "lm_head";
+        for (int i = 0; i <= static_cast<int>(graph::OpKind::kAllGatherColumns); ++i)
+          known = known || k == graph::op_kind_name(static_cast<graph::OpKind>(i));
+        if (!known) {
+          std::fprintf(stderr, "shardlm bench decode: --skip-ops: '%s' is not an op kind (e.g. rope_attention, "
+                       "add_rmsnorm, linear, linear_silu_mul, lm_head)\n", k.c_str());
+          return 2;
+        }
       }
       if (Status st = parse_workload(*workload, opts.get()); !st.ok()) {
         std::fprintf(stderr, "shardlm bench decode: --workload: %s\n", st.message().c_str());

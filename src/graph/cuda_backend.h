@@ -53,6 +53,23 @@ struct CudaBackendOptions {
   // each) and stage tails cost about what the kernel boundaries did; batch 1
   // measured 5.56 vs 5.52 ms on H100, 4.39 vs 4.41–4.44 on H200 (NOTES run 17).
   bool linear_chain = false;
+  // The decode attention (with the RoPE fusion) and the add+RMSNorm that
+  // directly follow a gemv are launched as programmatic dependents of it: the
+  // gemv lets them be scheduled as soon as it starts, and they read what the
+  // gemv does not write (step inputs and the first cached K/V tile; the
+  // residual and norm weight) before waiting for its output. Takes their
+  // launch gap and first round trips off the critical path of batch-1 steps.
+  bool prelaunch_after_gemv = false;
+  // A gemv that directly follows a decode attention or an add+RMSNorm is
+  // launched programmatically too (it waits before reading anything): its
+  // blocks are resident when that kernel ends.
+  bool prelaunch_gemv = false;
+  // Timing diagnostics only (`bench decode --skip-ops`): op kind names (as the
+  // per-op profile prints them, "lm_head" for the logits linear) whose
+  // launches are left out of every step, so that a graph replay's time with
+  // and without them gives what they cost in the pipeline, boundaries
+  // included. The step's outputs are then wrong; nothing else sets this.
+  std::vector<std::string> timing_skip_ops;
   int64_t gemm_workspace_bytes = 32ll << 20;  // cuBLASLt scratch; 32 MiB covers its split-K kernels on Hopper
 };
 

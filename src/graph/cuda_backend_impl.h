@@ -184,6 +184,12 @@ class CudaBackendImpl final : public CudaBackend {
   const Program* graph_program_ = nullptr;
 
   bool profiling_ = false;
+  // The last op of run_ops launched a gemv kernel (ordinary launch that lets
+  // its dependents start early): the next attention or add+RMSNorm may be
+  // launched programmatically (CudaBackendOptions::prelaunch_after_gemv).
+  bool after_gemv_ = false;
+  int gemv_out_ = -1;  // that gemv's output buffer
+  bool after_small_ = false;  // the last op launched a decode attention or add+RMSNorm (prelaunch_gemv)
   std::vector<std::pair<cudaEvent_t, cudaEvent_t>> ev_pool_;
   std::vector<std::pair<std::string, size_t>> ev_used_;  // (op name, index into ev_pool_)
   std::map<std::string, CudaOpTime> profile_;

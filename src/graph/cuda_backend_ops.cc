@@ -39,9 +39,11 @@ Status CudaBackendImpl::run_ops(const Program& p, const RunShape& rs) {
     cudaEventRecord(ev_pool_[ev].first, stream_);
     return ev;
   };
+  after_gemv_ = after_small_ = false;
   for (size_t i = 0; i < p.ops.size(); ++i) {
     const Op& op = p.ops[i];
     if (auto c = chains_.find(i); c != chains_.end() && opt_.linear_chain) {
+      after_gemv_ = after_small_ = false;
       size_t ev = 0;
       if (profiling_) {
         SHARDLM_ASSIGN_OR_RETURN(ev, begin("linear_chain"));
@@ -55,6 +57,13 @@ Status CudaBackendImpl::run_ops(const Program& p, const RunShape& rs) {
         continue;
       }
       if (profiling_) ev_used_.pop_back();  // not this step's shapes: the ops run one by one
+    }
+    if (!opt_.timing_skip_ops.empty()) {
+      const std::string name = op.kind == OpKind::kLinear && op.out == p.logits_buffer ? "lm_head" : op_kind_name(op.kind);
+      if (std::find(opt_.timing_skip_ops.begin(), opt_.timing_skip_ops.end(), name) != opt_.timing_skip_ops.end()) {
+        after_gemv_ = after_small_ = false;
+        continue;
+      }
     }
     size_t ev = 0;
     if (profiling_) {
@@ -76,6 +85,13 @@ Status CudaBackendImpl::run_op(const Program& p, const Op& op, const RunShape& r
   const int64_t T = rs.T;
   const MetaLayout& M = rs.meta;
   cudaStream_t s = stream_;
+  // A programmatic launch needs the kernel right before it to be that gemv:
+  // with profiling an event sits between them, so only on unprofiled steps.
+  const bool prelaunch = opt_.prelaunch_after_gemv && after_gemv_ && !profiling_;
+  const int prev_out = gemv_out_;
+  bool prelaunch_norm = prelaunch;
+  const bool gemv_behind_small = opt_.prelaunch_gemv && after_small_ && !profiling_;
+  after_gemv_ = after_small_ = false;
   switch (op.kind) {
     case OpKind::kEmbedding: {
       const DevWeight& t = weights_[op.weights[0]];
@@ -103,6 +119,9 @@ Status CudaBackendImpl::run_op(const Program& p, const Op& op, const RunShape& r
       break;
     case OpKind::kAllReduceAddRMSNorm:
       if (p.mapping.tp > 1) {
+        // The all-reduce kernel launched here sits between the gemv and the norm below.
+        prelaunch_norm = false;
+        after_small_ = false;
         const int64_t rows = rows_of(p, op.in2, rs), hidden = p.buffers[op.in2].width;
         if (gpu_->can_fuse(rows, hidden, DType::kBF16)) {
           SHARDLM_TRY(gpu_->all_reduce_add_rmsnorm(bufs_[op.in], bufs_[op.in2], w(op, 0), op.eps, bufs_[op.out], rows,
@@ -114,8 +133,10 @@ Status CudaBackendImpl::run_op(const Program& p, const Op& op, const RunShape& r
       [[fallthrough]];
     case OpKind::kAddRMSNorm:
       SHARDLM_CUDA_TRY(kc::add_rmsnorm(cbf(bufs_[op.in]), bf(bufs_[op.in2]), cbf(w(op, 0)), bf(bufs_[op.out]),
-                                       rows_of(p, op.in2, rs), p.buffers[op.in2].width, op.eps, s),
+                                       rows_of(p, op.in2, rs), p.buffers[op.in2].width, op.eps, s,
+                                       prelaunch_norm && op.in2 != prev_out),
                        "add_rmsnorm");
+      after_small_ = p.mapping.tp == 1 || op.kind == OpKind::kAddRMSNorm;
       break;
     case OpKind::kLinear:
     case OpKind::kLinearSiLUMul: {
@@ -127,13 +148,18 @@ Status CudaBackendImpl::run_op(const Program& p, const Op& op, const RunShape& r
       const bool f32 = buffer_is_f32(p, lin_out);
       // Decode-sized rows: one stream over the weights (gemv.cu) instead of cuBLASLt.
       if (rows <= opt_.gemv_max_rows && kc::gemv_supported(rows, wt.shape[1], bufs_[op.in], wt.ptr)) {
+        // Every gemv launch mode lets its dependents start only once all that
+        // precedes it has finished (ordinary: at its start; programmatic: after its wait).
+        after_gemv_ = true;
+        gemv_out_ = op.out;
         if (silu)
           SHARDLM_CUDA_TRY(kc::gemv_silu_mul(cbf(bufs_[op.in]), cbf(wt.ptr), cbf(w(op, 1)), bf(bufs_[op.out]), rows,
-                                             wt.shape[0] / 2, wt.shape[1], s, opt_.gemv_overlap_prologue),
+                                             wt.shape[0] / 2, wt.shape[1], s, opt_.gemv_overlap_prologue,
+                                             gemv_behind_small),
                            "gemv_silu_mul");
         else
           SHARDLM_CUDA_TRY(kc::gemv(cbf(bufs_[op.in]), cbf(wt.ptr), cbf(w(op, 1)), bufs_[op.out], f32, rows,
-                                    wt.shape[0], wt.shape[1], s, opt_.gemv_overlap_prologue),
+                                    wt.shape[0], wt.shape[1], s, opt_.gemv_overlap_prologue, gemv_behind_small),
                            "gemv");
         break;
       }
@@ -182,9 +208,10 @@ Status CudaBackendImpl::run_op(const Program& p, const Op& op, const RunShape& r
       ap.num_seqs = rs.meta.S;
       ap.max_q_len = rs.max_q_len;
       ap.slot_mapping = meta_dev_ + M.slots;
-      if (op.kind == OpKind::kRoPEAttention && opt_.fuse_rope_attention && kc::decode_rope_fusable(ap))
+      if (op.kind == OpKind::kRoPEAttention && opt_.fuse_rope_attention && kc::decode_rope_fusable(ap)) {
         ap.rope_inv_freq = inv_freq_;  // decode rows: the attention kernel rotates and writes the new k/v
-      else if (op.kind == OpKind::kRoPEAttention)
+        ap.programmatic = prelaunch;
+      } else if (op.kind == OpKind::kRoPEAttention)
         SHARDLM_CUDA_TRY(kc::rope_kv_write(bf(bufs_[op.in]), width, meta_dev_ + M.positions, meta_dev_ + M.slots, T,
                                            a.nq_heads, a.nkv_heads, a.head_dim, kv_.block_size, inv_freq_, kcache,
                                            vcache, s),
@@ -196,6 +223,7 @@ Status CudaBackendImpl::run_op(const Program& p, const Op& op, const RunShape& r
       SHARDLM_CUDA_TRY(kc::paged_attention(qkv, width, kcache, vcache, bf(bufs_[op.out]), ap, attn_ws_,
                                            attn_ws_bytes_, s),
                        "paged_attention");
+      after_small_ = true;
       break;
     }
     case OpKind::kSiLUMul:

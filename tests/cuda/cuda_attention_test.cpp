@@ -199,6 +199,41 @@ void run_case(const AttnCase& c) {
                                 nullptr));
   }
   CUDA_OK(cudaDeviceSynchronize());
+  // Launched programmatically behind the gemv that writes the qkv rows (the
+  // backend's prelaunch_after_gemv): the blocks gather their first cached
+  // tile before waiting for it, q and the new k/v only after. The gemv
+  // rebuilds the rows exactly (x = identity rows, w[n][t] = qkv[t][n]) over a
+  // 4096-wide k, into rows poisoned with NaN, so a read before its end shows.
+  if (ntok <= kc::kGemvMaxRows) {
+    constexpr int64_t kId = 4096;
+    std::vector<float> xid(ntok * kId, 0.0f), wq(width * kId, 0.0f);
+    for (int64_t t = 0; t < ntok; ++t) {
+      xid[t * kId + t] = 1.0f;
+      for (int64_t e = 0; e < width; ++e) wq[e * kId + t] = qkv[t * width + e];
+    }
+    DeviceBuffer<bf16> dxid(xid.size()), dwq(wq.size()), qc(qkv.size()), kc2(cache_elems), vc2(cache_elems),
+        oc(ntok * q_width);
+    upload_bf16(dxid, xid);
+    upload_bf16(dwq, wq);
+    upload_bf16(kc2, kcache0);
+    upload_bf16(vc2, vcache0);
+    kc::PagedAttentionParams pf = fp;
+    pf.programmatic = true;
+    for (int rep = 0; rep < 3; ++rep) {
+      CUDA_OK(cudaMemset(qc.get(), 0xff, qkv.size() * 2));
+      CUDA_OK(cudaMemset(oc.get(), 0xff, ntok * q_width * 2));
+      CUDA_OK(kc::gemv(dxid.get(), dwq.get(), nullptr, qc.get(), false, ntok, width, kId, nullptr));
+      CUDA_OK(kc::paged_attention(qc.get(), width, kc2.get(), vc2.get(), oc.get(), pf, ws_pos.get(), ws_pos_bytes,
+                                  nullptr));
+    }
+    CUDA_OK(cudaDeviceSynchronize());
+    expect_close(download_bf16(oc, ntok * q_width), download_bf16(ob, ntok * q_width), 0, 0,
+                 c.name + " fused rope launched behind the qkv gemv");
+    expect_close(download_bf16(kc2, cache_elems), download_bf16(kb, cache_elems), 0, 0,
+                 c.name + " fused rope behind the gemv: k cache");
+    expect_close(download_bf16(vc2, cache_elems), download_bf16(vb, cache_elems), 0, 0,
+                 c.name + " fused rope behind the gemv: v cache");
+  }
   std::vector<float> got = download_bf16(ob, ntok * q_width), want = download_bf16(oa, ntok * q_width);
   std::vector<float> gpu_ref = want;
   if (ntok > 1)  // the padding row attends to a stale cache row in the two-kernel path: compare the others

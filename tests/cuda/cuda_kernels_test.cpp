@@ -288,5 +288,53 @@ TEST(CudaProgrammaticLaunch, KeepsStreamOrderBitwise) {
   EXPECT_EQ(0, std::memcmp(results[0].data(), results[1].data(), results[0].size() * sizeof(float)));
 }
 
+// The decode layer's launch pattern with CudaBackendOptions::prelaunch_after_gemv
+// and prelaunch_gemv: gemv (ordinary launch, lets its dependent start at once)
+// → add_rmsnorm launched programmatically (loads residual and w before its
+// wait, x after) → gemv launched programmatically (waits first) → …, twenty
+// layers on one stream. The result must be bit for bit the ordinary launches'
+// (a norm that read x before the gemv wrote it would differ). Rows 1 and 3;
+// a 4096 row, an odd-sized one (72), and 8200 (past the register path, so
+// launched ordinarily whatever is asked).
+TEST(CudaProgrammaticLaunch, NormAndGemvBehindAGemvAreBitwiseTheOrdinaryLaunches) {
+  SHARDLM_REQUIRE_GPU();
+  for (const int64_t m : {1, 3})
+    for (const int64_t cols : {4096, 72, 8200}) {
+      const int64_t n = cols, k = cols;  // square weights: the output feeds the next layer
+      auto x0 = random_bf16_values(m * k, 60, -1, 1);
+      auto res0 = random_bf16_values(m * n, 61, -1, 1);
+      auto w1 = random_bf16_values(n * k, 62, -0.05f, 0.05f), w2 = random_bf16_values(n * k, 63, -0.05f, 0.05f);
+      auto g = random_bf16_values(n, 64, 0.5, 1.5);
+      std::vector<float> out[2], resid[2];
+      for (int programmatic = 0; programmatic < 2; ++programmatic) {
+        DeviceBuffer<bf16> dx(m * k), da(m * n), dr(m * n), dy(m * n), dw1(n * k), dw2(n * k), dg(n);
+        upload_bf16(dx, x0);
+        upload_bf16(dr, res0);
+        upload_bf16(dw1, w1);
+        upload_bf16(dw2, w2);
+        upload_bf16(dg, g);
+        cudaStream_t s;
+        ASSERT_EQ(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
+        const bool pl = programmatic == 1;
+        for (int layer = 0; layer < 20; ++layer) {
+          CUDA_OK(kc::gemv(dx.get(), dw1.get(), nullptr, da.get(), false, m, n, k, s, false, pl && layer > 0));
+          CUDA_OK(kc::add_rmsnorm(da.get(), dr.get(), dg.get(), dy.get(), m, n, 1e-5f, s, pl));
+          CUDA_OK(kc::gemv(dy.get(), dw2.get(), nullptr, dx.get(), false, m, n, k, s, false, pl));
+        }
+        CUDA_OK(cudaStreamSynchronize(s));
+        cudaStreamDestroy(s);
+        out[programmatic] = download_bf16(dx, m * k);
+        resid[programmatic] = download_bf16(dr, m * n);
+      }
+      const std::string tag = "m " + std::to_string(m) + ", cols " + std::to_string(cols);
+      EXPECT_EQ(0, std::memcmp(out[0].data(), out[1].data(), out[0].size() * sizeof(float))) << tag << " output";
+      EXPECT_EQ(0, std::memcmp(resid[0].data(), resid[1].data(), resid[0].size() * sizeof(float)))
+          << tag << " residual";
+      bool finite = true;
+      for (float v : out[0]) finite = finite && std::isfinite(v);
+      EXPECT_TRUE(finite) << tag;
+    }
+}
+
 }  // namespace
 }  // namespace shardlm

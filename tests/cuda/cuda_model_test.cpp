@@ -128,17 +128,21 @@ TEST_P(CudaHfParity, GreedyDecodeOnGraphsMatchesEager) {
 }
 
 // The opt-in linear chain (one persistent kernel per stretch of batch-1
-// linears, kernels/cuda/linear_chain.cu) is bit for bit the kernel-per-op
-// decode, so greedy generation one prompt at a time (decode steps of one row,
-// eager then graph replay) gives the same tokens with and without it.
-TEST_P(CudaHfParity, LinearChainDecodeIsTheKernelPerOpDecode) {
+// linears, kernels/cuda/linear_chain.cu) and the programmatic launches behind
+// and before each gemv (prelaunch_after_gemv, prelaunch_gemv) are bit for bit
+// the kernel-per-op decode with ordinary launches, so greedy generation one
+// prompt at a time (decode steps of one row, eager then graph replay) gives
+// the same tokens with each of them.
+TEST_P(CudaHfParity, LinearChainAndPrelaunchDecodeAreTheKernelPerOpDecode) {
   const std::string why = graph::cuda_unavailable_reason();
   if (!why.empty()) GTEST_SKIP() << why;
   auto g = read_json(golden_dir(GetParam()) + "/goldens.json");
-  std::vector<std::vector<int32_t>> outs[2];
-  for (int chain = 0; chain < 2; ++chain) {
+  constexpr int kVariants = 3;  // ordinary launches; linear chain; programmatic launches around the gemvs
+  std::vector<std::vector<int32_t>> outs[kVariants];
+  for (int chain = 0; chain < kVariants; ++chain) {
     CudaEngineOptions o;
     o.linear_chain = chain == 1;
+    o.prelaunch_after_gemv = o.prelaunch_gemv = chain == 2;
     auto engine = Engine::create_cuda(testing::golden_model_dir(GetParam()), gpu_config(), o);
     ASSERT_TRUE(engine.ok()) << engine.status().to_string();
     for (const auto& p : g["prompts"]) {
@@ -156,8 +160,11 @@ TEST_P(CudaHfParity, LinearChainDecodeIsTheKernelPerOpDecode) {
       outs[chain].push_back((*engine)->get(*id)->output);
     }
   }
-  ASSERT_EQ(outs[0].size(), outs[1].size());
-  for (size_t i = 0; i < outs[0].size(); ++i) EXPECT_EQ(outs[0][i], outs[1][i]) << GetParam() << " prompt " << i;
+  for (int v = 1; v < kVariants; ++v) {
+    ASSERT_EQ(outs[0].size(), outs[v].size());
+    for (size_t i = 0; i < outs[0].size(); ++i)
+      EXPECT_EQ(outs[0][i], outs[v][i]) << GetParam() << " variant " << v << " prompt " << i;
+  }
 }
 
 // `--load-format dummy` makes the same numbers on the GPU (device-side fill)

@@ -45,7 +45,11 @@
 // flight, and the block whose keys end at the row's position rotates the new
 // key, stores it and the new value to the cache for later steps and writes
 // both into its last tile after that tile lands, so no rope_kv_write launch
-// (and no ordering on its cache write) precedes the kernel.
+// (and no ordering on its cache write) precedes the kernel. Launched
+// programmatically behind the qkv gemv (PagedAttentionParams::programmatic),
+// a block reads the step inputs and requests its first cached tile during
+// the gemv's last wave, and waits for the gemv only before reading q: the
+// launch gap and two dependent round trips leave the critical path.
 //
 // head_dim 64 and 128 are compiled (every architecture we serve but the small
 // test ones); other head dims stay on the SIMT kernel (attention.cu).
@@ -395,13 +399,17 @@ struct TcDecodeArgs {
   int32_t* counters;  // [ntok, nkv]: splits of (row, kv head) that have written their partials
   const float* inv_freq;  // [HD / 2] or null: RoPE fused (q and the new k/v unrotated in the qkv rows)
   const int32_t* slots;   // [ntok] cache slot of each row's new token (with inv_freq)
+  // With inv_freq: launched programmatically behind the qkv gemv, the block
+  // gathers its first cached tile before waiting for it (nothing in the step
+  // writes those cache rows or the step inputs before this kernel).
+  bool pre_wait;
 };
 
 constexpr int kDecRows = 16;  // one m16 slab: the query heads of one kv head
 
 template <int HD>
 __global__ void __launch_bounds__(kThreads) decode_tc_kernel(const TcDecodeArgs a) {
-  griddep_wait();
+  if (!a.pre_wait) griddep_wait();
   constexpr int C = HD / 8;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   bf16* sQ = reinterpret_cast<bf16*>(smem_raw);  // [kDecRows][HD]
@@ -451,6 +459,7 @@ __global__ void __launch_bounds__(kThreads) decode_tc_kernel(const TcDecodeArgs 
     load_kv(0, 0);
   } else {
     load_kv(0, 0);  // the cached keys first: their round trip covers the rotation below
+    if (a.pre_wait) griddep_wait();  // q and the new k/v are the previous kernel's output
     const int32_t p32 = static_cast<int32_t>(pos);
     for (int i = tid; i < kDecRows * kHalf; i += kThreads) {
       const int r = i / kHalf, d = i % kHalf;
@@ -638,9 +647,10 @@ cudaError_t launch_decode(const TcDecodeArgs& a, int64_t num_tokens, cudaStream_
                     4 * kBN * HD * sizeof(bf16),
                 "the warp merge reuses the K/V tiles");
   if (const cudaError_t e = allow_dynamic_smem<decode_tc_kernel<HD>>(smem); e != cudaSuccess) return e;
-  return launch_k(decode_tc_kernel<HD>,
-                  dim3(static_cast<unsigned>(num_tokens), static_cast<unsigned>(a.nkv), static_cast<unsigned>(a.nsplits)),
-                  dim3(kThreads), smem, s, a);
+  return launch_k_as(a.pre_wait || programmatic_launch_flag(), decode_tc_kernel<HD>,
+                     dim3(static_cast<unsigned>(num_tokens), static_cast<unsigned>(a.nkv),
+                          static_cast<unsigned>(a.nsplits)),
+                     dim3(kThreads), smem, s, a);
 }
 
 template <int HD>
@@ -747,6 +757,7 @@ cudaError_t paged_decode_attention_tc(const bf16* q, int64_t q_stride, bf16* k_c
     if (!decode_rope_fusable(p) || skip_q_len > 0) return cudaErrorInvalidValue;
     a.inv_freq = p.rope_inv_freq;
     a.slots = p.slot_mapping;
+    a.pre_wait = p.programmatic;
   }
   return p.head_dim == 64 ? launch_decode<64>(a, p.num_tokens, stream) : launch_decode<128>(a, p.num_tokens, stream);
 }

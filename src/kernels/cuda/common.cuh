@@ -138,9 +138,23 @@ __device__ __forceinline__ void griddep_wait() {
 #endif
 }
 
+// Lets the next kernel in the stream, when it is launched programmatically,
+// be scheduled now (it still waits in griddep_wait() for this one to finish
+// before reading what this one writes). Called first thing by kernels that
+// were not launched programmatically themselves, so everything before them
+// has finished: the next kernel may read anything but their outputs before
+// its wait.
+__device__ __forceinline__ void griddep_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// Launches `kernel` as a programmatic dependent of the previous kernel in the
+// stream when `programmatic` holds, as an ordinary launch otherwise.
 template <typename... KArgs, typename... Args>
-inline cudaError_t launch_k(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
-                            Args&&... args) {
+inline cudaError_t launch_k_as(bool programmatic, void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem,
+                               cudaStream_t s, Args&&... args) {
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = grid;
   cfg.blockDim = block;
@@ -150,8 +164,14 @@ inline cudaError_t launch_k(void (*kernel)(KArgs...), dim3 grid, dim3 block, siz
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr[0].val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = attr;
-  cfg.numAttrs = programmatic_launch_flag() ? 1 : 0;
+  cfg.numAttrs = programmatic ? 1 : 0;
   return cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
+}
+
+template <typename... KArgs, typename... Args>
+inline cudaError_t launch_k(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
+                            Args&&... args) {
+  return launch_k_as(programmatic_launch_flag(), kernel, grid, block, smem, s, std::forward<Args>(args)...);
 }
 
 inline int grid_for(int64_t n, int threads, int64_t cap = 65535LL * 8) {

@@ -37,8 +37,12 @@ cudaError_t embedding(const bf16* table, int64_t vocab, int64_t hidden, const in
 cudaError_t rmsnorm(const bf16* x, const bf16* w, bf16* y, int64_t rows, int64_t cols, float eps,
                     cudaStream_t stream);
 // residual = bf16(residual + x); y = rmsnorm(residual). y may alias x (not residual).
+// programmatic: launched as a programmatic dependent of the previous kernel in
+// the stream, reading residual and w (rows ≤ 8192) before waiting for it — so
+// that kernel must have been launched ordinarily and write neither (the CUDA
+// backend sets it behind a gemv, which lets its dependents start early).
 cudaError_t add_rmsnorm(const bf16* x, bf16* residual, const bf16* w, bf16* y, int64_t rows, int64_t cols,
-                        float eps, cudaStream_t stream);
+                        float eps, cudaStream_t stream, bool programmatic = false);
 // Per-head RMSNorm of the q heads (weight wq[head_dim]) and k heads (wk) of packed qkv rows, in place.
 cudaError_t head_rmsnorm(bf16* qkv, int64_t row_stride, int64_t ntok, int64_t nq_heads, int64_t nkv_heads,
                          int64_t head_dim, const bf16* wq, const bf16* wk, float eps, cudaStream_t stream);
@@ -95,13 +99,17 @@ constexpr int64_t kGemvMaxRows = 8;
 bool gemv_supported(int64_t m, int64_t k, const void* x, const void* w);
 // overlap_prologue: launch as a programmatic dependent launch that prefetches
 // w before waiting for the previous kernel in the stream (see gemv.cu).
+// programmatic (without overlap_prologue): a programmatic dependent launch
+// that waits for the previous kernel before reading anything. Launched
+// ordinarily, the kernel lets the next one start at once (add_rmsnorm's and
+// PagedAttentionParams' `programmatic`).
 cudaError_t gemv(const bf16* x, const bf16* w, const bf16* bias, void* y, bool y_f32, int64_t m, int64_t n, int64_t k,
-                 cudaStream_t stream, bool overlap_prologue = false);
+                 cudaStream_t stream, bool overlap_prologue = false, bool programmatic = false);
 // The gated MLP's first half: y[m, inter] = silu(x·w[0:inter]ᵀ + b) · (x·w[inter:2·inter]ᵀ + b)
 // with w = [gate rows | up rows] ([2·inter, k]); bit for bit gemv (bf16 out)
 // followed by silu_mul, without the [m, 2·inter] intermediate.
 cudaError_t gemv_silu_mul(const bf16* x, const bf16* w, const bf16* bias, bf16* y, int64_t m, int64_t inter, int64_t k,
-                          cudaStream_t stream, bool overlap_prologue = false);
+                          cudaStream_t stream, bool overlap_prologue = false, bool programmatic = false);
 
 // ---- a chain of skinny linears in one launch (linear_chain.cu) -------------
 // Runs stages 0..n-1 in order in one cooperative kernel, a grid barrier
@@ -186,6 +194,13 @@ struct PagedAttentionParams {
   // the cache are ready (rope_kv_write or kv_write ran before).
   const float* rope_inv_freq = nullptr;   // [head_dim / 2], as rope_qk's
   const int32_t* slot_mapping = nullptr;  // [num_tokens]
+  // With the RoPE fusion: launch the decode kernel as a programmatic
+  // dependent of the previous kernel in the stream. Its blocks read the step
+  // inputs above and gather their first cached K/V tile before waiting for
+  // that kernel (which writes q), so it must have been launched ordinarily and
+  // write neither the cache nor the step inputs (the backend sets it behind
+  // the qkv gemv).
+  bool programmatic = false;
 };
 // Every row a decode row (max_q_len 1), positions given, and the tensor-core
 // decode kernel serving the shape: the RoPE fusion above applies.

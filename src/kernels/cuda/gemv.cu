@@ -19,6 +19,10 @@
 // kernel's output x — the first DRAM round trip of each small linear overlaps
 // the kernel before it. (An L2 prefetch of whole rows here doubled the L2
 // traffic and was slower: bench/NOTES.md runs 4 and 13.)
+// Without it the kernel lets the next one be scheduled as soon as it starts
+// (griddepcontrol.launch_dependents): a latency-bound kernel launched
+// programmatically behind it (decode attention, add+RMSNorm) then issues its
+// first loads during this gemv's last wave instead of after its launch gap.
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/cuda_kernels.h"
 
@@ -30,13 +34,26 @@ using namespace detail;
 constexpr int kWarps = 8;
 constexpr int kUnroll = 4;
 
+// How a gemv is launched: ordinarily (it lets the next kernel be scheduled at
+// once); programmatically with its first weights requested before the wait;
+// programmatically, waiting first (behind a latency-bound kernel: its blocks
+// are resident when that kernel ends, and request nothing while it runs).
+enum LaunchMode : int { kOrdinary = 0, kPrologueLoads = 1, kWaitFirst = 2 };
+
 // kRows = 1: y[·, row] = x·w[row]ᵀ. kRows = 2 (kSiLU): rows row and n + row
 // of w, y[·, row] = silu(gate)·up; y is [m, n] with n = inter.
-template <int M, bool kF32Out, bool kPrologue, bool kSiLU = false>
+// kMode: how the kernel was launched (LaunchMode below).
+template <int M, bool kF32Out, int kMode, bool kSiLU = false>
 __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w,
                                                            const bf16* __restrict__ bias, void* __restrict__ y,
                                                            int64_t n, int64_t k) {
   constexpr int kRows = kSiLU ? 2 : 1;
+  // An ordinary launch (everything before it has finished): the kernel after
+  // it, when launched programmatically (a decode attention or add+RMSNorm),
+  // may take SM slots now and read its inputs that this gemv does not write.
+  constexpr bool kPrologue = kMode == kPrologueLoads;
+  if constexpr (kMode == kOrdinary) griddep_trigger();
+  if constexpr (kMode == kWaitFirst) griddep_wait();
   const int lane = threadIdx.x & 31;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
   if (row >= n) return;
@@ -119,11 +136,11 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const bf16* __restric
 }
 
 template <int M, bool kF32Out, bool kSiLU = false>
-cudaError_t launch2(const bf16* x, const bf16* w, const bf16* bias, void* y, int64_t n, int64_t k, bool pdl,
+cudaError_t launch2(const bf16* x, const bf16* w, const bf16* bias, void* y, int64_t n, int64_t k, int mode,
                     cudaStream_t s) {
   const unsigned grid = static_cast<unsigned>((n + kWarps - 1) / kWarps);
-  if (!pdl) {
-    gemv_kernel<M, kF32Out, false, kSiLU><<<grid, kWarps * 32, 0, s>>>(x, w, bias, y, n, k);
+  if (mode == kOrdinary) {
+    gemv_kernel<M, kF32Out, kOrdinary, kSiLU><<<grid, kWarps * 32, 0, s>>>(x, w, bias, y, n, k);
     return cudaGetLastError();
   }
   // Programmatic dependent launch: blocks may start before the previous kernel
@@ -138,19 +155,21 @@ cudaError_t launch2(const bf16* x, const bf16* w, const bf16* bias, void* y, int
   attr[0].val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = attr;
   cfg.numAttrs = 1;
-  return cudaLaunchKernelEx(&cfg, gemv_kernel<M, kF32Out, true, kSiLU>, x, w, bias, y, n, k);
+  return mode == kPrologueLoads
+             ? cudaLaunchKernelEx(&cfg, gemv_kernel<M, kF32Out, kPrologueLoads, kSiLU>, x, w, bias, y, n, k)
+             : cudaLaunchKernelEx(&cfg, gemv_kernel<M, kF32Out, kWaitFirst, kSiLU>, x, w, bias, y, n, k);
 }
 
 template <int M>
-cudaError_t launch(const bf16* x, const bf16* w, const bf16* bias, void* y, int64_t n, int64_t k, bool f32, bool pdl,
+cudaError_t launch(const bf16* x, const bf16* w, const bf16* bias, void* y, int64_t n, int64_t k, bool f32, int mode,
                    cudaStream_t s) {
-  return f32 ? launch2<M, true>(x, w, bias, y, n, k, pdl, s) : launch2<M, false>(x, w, bias, y, n, k, pdl, s);
+  return f32 ? launch2<M, true>(x, w, bias, y, n, k, mode, s) : launch2<M, false>(x, w, bias, y, n, k, mode, s);
 }
 
 template <int M>
-cudaError_t launch_silu(const bf16* x, const bf16* w, const bf16* bias, bf16* y, int64_t inter, int64_t k, bool pdl,
+cudaError_t launch_silu(const bf16* x, const bf16* w, const bf16* bias, bf16* y, int64_t inter, int64_t k, int mode,
                         cudaStream_t s) {
-  return launch2<M, false, true>(x, w, bias, y, inter, k, pdl, s);
+  return launch2<M, false, true>(x, w, bias, y, inter, k, mode, s);
 }
 
 }  // namespace
@@ -161,36 +180,38 @@ bool gemv_supported(int64_t m, int64_t k, const void* x, const void* w) {
 }
 
 cudaError_t gemv(const bf16* x, const bf16* w, const bf16* bias, void* y, bool y_f32, int64_t m, int64_t n, int64_t k,
-                 cudaStream_t s, bool overlap_prologue) {
+                 cudaStream_t s, bool overlap_prologue, bool programmatic) {
   if (!gemv_supported(m, k, x, w)) return cudaErrorInvalidValue;
   if (n <= 0) return cudaSuccess;
+  const int mode = overlap_prologue ? kPrologueLoads : programmatic ? kWaitFirst : kOrdinary;
   if ((n + kWarps - 1) / kWarps > 0x7fffffff) return cudaErrorInvalidValue;
   switch (m) {
-    case 1: return launch<1>(x, w, bias, y, n, k, y_f32, overlap_prologue, s);
-    case 2: return launch<2>(x, w, bias, y, n, k, y_f32, overlap_prologue, s);
-    case 3: return launch<3>(x, w, bias, y, n, k, y_f32, overlap_prologue, s);
-    case 4: return launch<4>(x, w, bias, y, n, k, y_f32, overlap_prologue, s);
-    case 5: return launch<5>(x, w, bias, y, n, k, y_f32, overlap_prologue, s);
-    case 6: return launch<6>(x, w, bias, y, n, k, y_f32, overlap_prologue, s);
-    case 7: return launch<7>(x, w, bias, y, n, k, y_f32, overlap_prologue, s);
-    default: return launch<8>(x, w, bias, y, n, k, y_f32, overlap_prologue, s);
+    case 1: return launch<1>(x, w, bias, y, n, k, y_f32, mode, s);
+    case 2: return launch<2>(x, w, bias, y, n, k, y_f32, mode, s);
+    case 3: return launch<3>(x, w, bias, y, n, k, y_f32, mode, s);
+    case 4: return launch<4>(x, w, bias, y, n, k, y_f32, mode, s);
+    case 5: return launch<5>(x, w, bias, y, n, k, y_f32, mode, s);
+    case 6: return launch<6>(x, w, bias, y, n, k, y_f32, mode, s);
+    case 7: return launch<7>(x, w, bias, y, n, k, y_f32, mode, s);
+    default: return launch<8>(x, w, bias, y, n, k, y_f32, mode, s);
   }
 }
 
 cudaError_t gemv_silu_mul(const bf16* x, const bf16* w, const bf16* bias, bf16* y, int64_t m, int64_t inter,
-                          int64_t k, cudaStream_t s, bool overlap_prologue) {
+                          int64_t k, cudaStream_t s, bool overlap_prologue, bool programmatic) {
   if (!gemv_supported(m, k, x, w)) return cudaErrorInvalidValue;
   if (inter <= 0) return cudaSuccess;
+  const int mode = overlap_prologue ? kPrologueLoads : programmatic ? kWaitFirst : kOrdinary;
   if ((inter + kWarps - 1) / kWarps > 0x7fffffff) return cudaErrorInvalidValue;
   switch (m) {
-    case 1: return launch_silu<1>(x, w, bias, y, inter, k, overlap_prologue, s);
-    case 2: return launch_silu<2>(x, w, bias, y, inter, k, overlap_prologue, s);
-    case 3: return launch_silu<3>(x, w, bias, y, inter, k, overlap_prologue, s);
-    case 4: return launch_silu<4>(x, w, bias, y, inter, k, overlap_prologue, s);
-    case 5: return launch_silu<5>(x, w, bias, y, inter, k, overlap_prologue, s);
-    case 6: return launch_silu<6>(x, w, bias, y, inter, k, overlap_prologue, s);
-    case 7: return launch_silu<7>(x, w, bias, y, inter, k, overlap_prologue, s);
-    default: return launch_silu<8>(x, w, bias, y, inter, k, overlap_prologue, s);
+    case 1: return launch_silu<1>(x, w, bias, y, inter, k, mode, s);
+    case 2: return launch_silu<2>(x, w, bias, y, inter, k, mode, s);
+    case 3: return launch_silu<3>(x, w, bias, y, inter, k, mode, s);
+    case 4: return launch_silu<4>(x, w, bias, y, inter, k, mode, s);
+    case 5: return launch_silu<5>(x, w, bias, y, inter, k, mode, s);
+    case 6: return launch_silu<6>(x, w, bias, y, inter, k, mode, s);
+    case 7: return launch_silu<7>(x, w, bias, y, inter, k, mode, s);
+    default: return launch_silu<8>(x, w, bias, y, inter, k, mode, s);
   }
 }
 

@@ -9,6 +9,9 @@
 //   their weights in registers across the block reduction, so the second pass
 //   re-reads nothing (one dependent L2 round trip less per norm: two norms a
 //   layer at batch 1); the same sums in the same order as the looping path.
+//   Launched programmatically behind a gemv (add_rmsnorm's `programmatic`),
+//   that path loads the residual and the weight before waiting for the gemv
+//   and only x after it.
 //   head_rmsnorm  one warp per (token, head) of the packed qkv rows.
 //   silu_mul      grid-stride; silu in f32, rounded to bf16, times up, rounded.
 //   add, converts, fills: grid-stride loops.
@@ -25,27 +28,36 @@ constexpr int kNormRegVecs = 4;    // vectors of 8 a thread holds in registers: 
 
 // kRegVecs > 0: the row (≤ kRegVecs · 8 · blockDim columns, cols % 8 == 0)
 // stays in registers between the two passes.
+// pre_wait (kRegVecs with kAdd, launched programmatically behind a kernel
+// that writes neither the residual nor w): those are loaded before waiting
+// for the previous kernel, x after.
 template <bool kVec, bool kAdd, int kRegVecs = 0>
 __global__ void rmsnorm_kernel(const bf16* __restrict__ x, bf16* __restrict__ residual,
-                               const bf16* __restrict__ w, bf16* y, int64_t cols, float eps) {
-  griddep_wait();
+                               const bf16* __restrict__ w, bf16* y, int64_t cols, float eps, bool pre_wait) {
+  if (kRegVecs == 0 || !kAdd || !pre_wait) griddep_wait();
   const int64_t row = blockIdx.x;
   const bf16* xr = x + row * cols;
   bf16* rr = kAdd ? residual + row * cols : nullptr;
   if constexpr (kRegVecs > 0) {
-    float v[kRegVecs][8], g[kRegVecs][8];
+    float v[kRegVecs][8], g[kRegVecs][8], rs[kAdd ? kRegVecs : 1][8];
+#pragma unroll
+    for (int i = 0; i < kRegVecs; ++i) {
+      const int64_t c = (static_cast<int64_t>(i) * blockDim.x + threadIdx.x) * 8;
+      if (c < cols) {
+        load8(w + c, g[i]);  // the weight's load overlaps the reduction
+        if constexpr (kAdd) load8(rr + c, rs[i]);
+      }
+    }
+    if (kAdd && pre_wait) griddep_wait();
     float ss = 0.0f;
 #pragma unroll
     for (int i = 0; i < kRegVecs; ++i) {
       const int64_t c = (static_cast<int64_t>(i) * blockDim.x + threadIdx.x) * 8;
       if (c < cols) {
         load8(xr + c, v[i]);
-        load8(w + c, g[i]);  // the weight's load overlaps the reduction
         if constexpr (kAdd) {
-          float r[8];
-          load8(rr + c, r);
 #pragma unroll
-          for (int e = 0; e < 8; ++e) v[i][e] = round_bf16(r[e] + v[i][e]);
+          for (int e = 0; e < 8; ++e) v[i][e] = round_bf16(rs[i][e] + v[i][e]);
           store8(rr + c, v[i]);
         }
 #pragma unroll
@@ -211,26 +223,22 @@ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 
 
 template <bool kAdd>
 cudaError_t launch_norm(const bf16* x, bf16* residual, const bf16* w, bf16* y, int64_t rows, int64_t cols,
-                        float eps, cudaStream_t s) {
+                        float eps, bool programmatic, cudaStream_t s) {
   if (rows <= 0) return cudaSuccess;
   if (cols <= 0 || rows > 0x7fffffff) return cudaErrorInvalidValue;
   const bool vec = cols % 8 == 0 && aligned16(x) && aligned16(w) && aligned16(y) && (!kAdd || aligned16(residual));
   const dim3 grid(static_cast<unsigned>(rows));
+  cudaError_t e;
   if (vec && cols <= static_cast<int64_t>(kNormRegVecs) * 8 * kNormThreads) {
-    cudaError_t _e =
-        launch_k(rmsnorm_kernel<true, kAdd, kNormRegVecs>, grid, kNormThreads, 0, s, x, residual, w, y, cols, eps);
-    if (_e != cudaSuccess) return _e;
-  } else if (vec)
-    {
-    cudaError_t _e = launch_k(rmsnorm_kernel<true, kAdd>, grid, kNormThreads, 0, s, x, residual, w, y, cols, eps);
-    if (_e != cudaSuccess) return _e;
+    // Only this path loads before its wait; the others are launched as usual.
+    e = launch_k_as(programmatic || programmatic_launch_flag(), rmsnorm_kernel<true, kAdd, kNormRegVecs>, grid,
+                    kNormThreads, 0, s, x, residual, w, y, cols, eps, programmatic);
+  } else if (vec) {
+    e = launch_k(rmsnorm_kernel<true, kAdd>, grid, kNormThreads, 0, s, x, residual, w, y, cols, eps, false);
+  } else {
+    e = launch_k(rmsnorm_kernel<false, kAdd>, grid, kNormThreads, 0, s, x, residual, w, y, cols, eps, false);
   }
-  else
-    {
-    cudaError_t _e = launch_k(rmsnorm_kernel<false, kAdd>, grid, kNormThreads, 0, s, x, residual, w, y, cols, eps);
-    if (_e != cudaSuccess) return _e;
-  }
-  return cudaGetLastError();
+  return e != cudaSuccess ? e : cudaGetLastError();
 }
 
 }  // namespace
@@ -238,12 +246,12 @@ cudaError_t launch_norm(const bf16* x, bf16* residual, const bf16* w, bf16* y, i
 void set_programmatic_launch(bool on) { detail::programmatic_launch_flag() = on; }
 
 cudaError_t rmsnorm(const bf16* x, const bf16* w, bf16* y, int64_t rows, int64_t cols, float eps, cudaStream_t s) {
-  return launch_norm<false>(x, nullptr, w, y, rows, cols, eps, s);
+  return launch_norm<false>(x, nullptr, w, y, rows, cols, eps, false, s);
 }
 
 cudaError_t add_rmsnorm(const bf16* x, bf16* residual, const bf16* w, bf16* y, int64_t rows, int64_t cols,
-                        float eps, cudaStream_t s) {
-  return launch_norm<true>(x, residual, w, y, rows, cols, eps, s);
+                        float eps, cudaStream_t s, bool programmatic) {
+  return launch_norm<true>(x, residual, w, y, rows, cols, eps, programmatic, s);
 }
 
 cudaError_t head_rmsnorm(bf16* qkv, int64_t row_stride, int64_t ntok, int64_t nq, int64_t nkv, int64_t hd,
