@@ -61,8 +61,7 @@ struct DecodeBenchOptions {
   bool pdl = false;
   bool no_rope_fusion = false;
   bool linear_chain = false;
-  bool prelaunch = false;
-  bool prelaunch_gemv = false;
+  bool no_prelaunch = false;
   std::vector<std::string> skip_ops;  // timing diagnostics: op kinds left out (outputs wrong)
   std::vector<int64_t> workload_batches = {64};  // empty: no workload run
   int64_t workload_prompt = 128, workload_generate = 128;
@@ -212,8 +211,7 @@ int run_decode_bench(const DecodeBenchOptions& o, DistContext* ctx) {
   bo.programmatic_launch = o.pdl;
   bo.fuse_rope_attention = !o.no_rope_fusion;
   bo.linear_chain = o.linear_chain;
-  bo.prelaunch_after_gemv = o.prelaunch;
-  bo.prelaunch_gemv = o.prelaunch_gemv;
+  bo.prelaunch_after_gemv = bo.prelaunch_gemv = !o.no_prelaunch;
   bo.timing_skip_ops = o.skip_ops;
   if (!o.skip_ops.empty())
     std::printf("TIMING DIAGNOSTIC: launches of op kinds {%s} are left out; every output below is wrong\n",
@@ -565,11 +563,9 @@ void register_bench_decode(CLI::App& bench, CommandRunner* run) {
   cmd->add_flag("--linear-chain", opts->linear_chain,
                 "Run the batch-1 linears and add+RMSNorms between two attentions as one persistent kernel instead "
                 "of a kernel per op (experimental: no faster at batch 1 on H100)");
-  cmd->add_flag("--prelaunch", opts->prelaunch,
-                "Launch the decode attention and add+RMSNorm behind each gemv programmatically: they load what the "
-                "gemv does not write before waiting for it (A/B)");
-  cmd->add_flag("--prelaunch-gemv", opts->prelaunch_gemv,
-                "Launch each gemv behind a decode attention or add+RMSNorm programmatically (waits before reading; A/B)");
+  cmd->add_flag("--no-prelaunch", opts->no_prelaunch,
+                "Launch every kernel ordinarily (A/B): by default the decode attention and add+RMSNorm behind a gemv "
+                "start early and load what it does not write before waiting, and the gemv behind them starts early");
   cmd->add_option("--skip-ops", opts->skip_ops,
                   "Timing diagnostic: leave out the launches of these op kinds (names as in the per-op line, "
                   "lm_head for the logits linear); the time without them is what they cost. Outputs are wrong")

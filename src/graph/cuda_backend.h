@@ -59,11 +59,16 @@ struct CudaBackendOptions {
   // gemv does not write (step inputs and the first cached K/V tile; the
   // residual and norm weight) before waiting for its output. Takes their
   // launch gap and first round trips off the critical path of batch-1 steps.
-  bool prelaunch_after_gemv = false;
+  // Bitwise the ordinary launches. Measured (H100, 8B shape, interleaved in
+  // one call, bench/NOTES.md run 18): batch 1 5.54 → 5.47 ms; with
+  // prelaunch_gemv 5.45; batches 8 and 64 unchanged.
+  bool prelaunch_after_gemv = true;
   // A gemv that directly follows a decode attention or an add+RMSNorm is
-  // launched programmatically too (it waits before reading anything): its
-  // blocks are resident when that kernel ends.
-  bool prelaunch_gemv = false;
+  // launched programmatically too, waiting before it reads anything (its
+  // blocks are resident when that kernel ends). Requesting its first weights
+  // before the wait instead (gemv_overlap_prologue's kernel) measured slower
+  // there as well: 5.50 vs 5.46 ms.
+  bool prelaunch_gemv = true;
   // Timing diagnostics only (`bench decode --skip-ops`): op kind names (as the
   // per-op profile prints them, "lm_head" for the logits linear) whose
   // launches are left out of every step, so that a graph replay's time with

@@ -55,8 +55,8 @@ struct CudaEngineOptions {
   double kv_cache_fraction = 0.9;
   bool cuda_graphs = true;  // decode steps replayed from CUDA graphs per batch bucket
   bool linear_chain = false;  // batch-1 linears as one persistent kernel per stretch (graph/cuda_backend.h)
-  bool prelaunch_after_gemv = false;  // attention / add+RMSNorm launched programmatically behind a gemv
-  bool prelaunch_gemv = false;        // gemvs launched programmatically behind attention / add+RMSNorm
+  bool prelaunch_after_gemv = true;  // attention / add+RMSNorm launched programmatically behind a gemv
+  bool prelaunch_gemv = true;        // gemvs launched programmatically behind attention / add+RMSNorm
 };
 
 class Engine {
