@@ -62,7 +62,6 @@ struct DecodeBenchOptions {
   bool no_rope_fusion = false;
   bool linear_chain = false;
   bool no_prelaunch = false;
-  bool no_cluster_merge = false;
   std::vector<std::string> skip_ops;  // timing diagnostics: op kinds left out (outputs wrong)
   std::vector<int64_t> workload_batches = {64};  // empty: no workload run
   int64_t workload_prompt = 128, workload_generate = 128;
@@ -213,7 +212,6 @@ int run_decode_bench(const DecodeBenchOptions& o, DistContext* ctx) {
   bo.fuse_rope_attention = !o.no_rope_fusion;
   bo.linear_chain = o.linear_chain;
   bo.prelaunch_after_gemv = bo.prelaunch_gemv = !o.no_prelaunch;
-  bo.attention_cluster_merge = !o.no_cluster_merge;
   bo.timing_skip_ops = o.skip_ops;
   if (!o.skip_ops.empty())
     std::printf("TIMING DIAGNOSTIC: launches of op kinds {%s} are left out; every output below is wrong\n",
@@ -568,9 +566,6 @@ void register_bench_decode(CLI::App& bench, CommandRunner* run) {
   cmd->add_flag("--no-prelaunch", opts->no_prelaunch,
                 "Launch every kernel ordinarily (A/B): by default the decode attention and add+RMSNorm behind a gemv "
                 "start early and load what it does not write before waiting, and the gemv behind them starts early");
-  cmd->add_flag("--no-cluster-merge", opts->no_cluster_merge,
-                "Merge the decode attention's splits through the workspace and an arrival counter instead of "
-                "inside a thread-block cluster (A/B)");
   cmd->add_option("--skip-ops", opts->skip_ops,
                   "Timing diagnostic: leave out the launches of these op kinds (names as in the per-op line, "
                   "lm_head for the logits linear); the time without them is what they cost. Outputs are wrong")

@@ -69,10 +69,6 @@ struct CudaBackendOptions {
   // before the wait instead (gemv_overlap_prologue's kernel) measured slower
   // there as well: 5.50 vs 5.46 ms.
   bool prelaunch_gemv = true;
-  // Decode attention grids of ≤ 8 splits a row merge them inside a
-  // thread-block cluster (PagedAttentionParams::cluster_merge); false: through
-  // the workspace and an arrival counter (A/B, same bits).
-  bool attention_cluster_merge = true;
   // Timing diagnostics only (`bench decode --skip-ops`): op kind names (as the
   // per-op profile prints them, "lm_head" for the logits linear) whose
   // launches are left out of every step, so that a graph replay's time with

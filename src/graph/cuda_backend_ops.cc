@@ -208,7 +208,6 @@ Status CudaBackendImpl::run_op(const Program& p, const Op& op, const RunShape& r
       ap.num_seqs = rs.meta.S;
       ap.max_q_len = rs.max_q_len;
       ap.slot_mapping = meta_dev_ + M.slots;
-      ap.cluster_merge = opt_.attention_cluster_merge;
       if (op.kind == OpKind::kRoPEAttention && opt_.fuse_rope_attention && kc::decode_rope_fusable(ap)) {
         ap.rope_inv_freq = inv_freq_;  // decode rows: the attention kernel rotates and writes the new k/v
         ap.programmatic = prelaunch;

@@ -426,7 +426,6 @@ cudaError_t paged_attention(const bf16* q, int64_t q_stride, bf16* k_cache, bf16
     // 66 µs), so the combine kernel runs instead.
     const int64_t blocks = p.num_tokens * p.nkv_heads * pl.nsplits;
     ds.counters = blocks <= 2 * 3 * static_cast<int64_t>(num_sms()) ? counters : nullptr;
-    ds.cluster_merge = p.cluster_merge && ds.counters && pl.nsplits <= 8;
     e = paged_decode_attention_tc(q, q_stride, k_cache, v_cache, out, p, ds, a.skip_q, stream);
     if (e != cudaSuccess || pl.nsplits == 1 || ds.counters) return e;
     return launch_k(combine_kernel, dim3(static_cast<unsigned>(p.num_tokens), static_cast<unsigned>(p.nq_heads)),

@@ -55,8 +55,6 @@
 // test ones); other head dims stay on the SIMT kernel (attention.cu).
 #include "kernels/cuda/attention_tc.h"
 
-#include <cooperative_groups.h>
-
 #include <atomic>
 
 #include "kernels/cuda/common.cuh"
@@ -409,38 +407,7 @@ struct TcDecodeArgs {
 
 constexpr int kDecRows = 16;  // one m16 slab: the query heads of one kv head
 
-// The cluster merge (kCluster): the blocks of one (row, kv head) are one
-// cluster, rank = split. Each leaves its partial (m in the natural-log
-// domain, l, O unnormalised) in its own shared memory, `cl` =
-// [kDecRows m | kDecRows l | kDecRows × HD O]; after a cluster barrier every
-// block merges a slice of the G × HD outputs from the nact non-empty splits'
-// partials in split order (the arithmetic of the counter path's last block,
-// so the same bits), and a second barrier keeps each block's shared memory
-// alive until all have read it. Empty splits (rows shorter than the grid's
-// bound) write nothing but take part in both barriers.
 template <int HD>
-__device__ void cluster_merge_store(float* cl, int G, int nact, bf16* out_rows) {
-  namespace cg = cooperative_groups;
-  cg::cluster_group cluster = cg::this_cluster();
-  cluster.sync();
-  const int nb = static_cast<int>(cluster.num_blocks());
-  for (int e = static_cast<int>(cluster.block_rank()) * kThreads + threadIdx.x; e < G * HD; e += nb * kThreads) {
-    const int r = e / HD, d = e % HD;
-    float M = -INFINITY;
-    for (int i = 0; i < nact; ++i) M = fmaxf(M, cluster.map_shared_rank(cl, i)[r]);
-    float L = 0.0f, O = 0.0f;
-    for (int i = 0; i < nact; ++i) {
-      const float* rc = cluster.map_shared_rank(cl, i);
-      const float f = __expf(rc[r] - M);
-      L += f * rc[kDecRows + r];
-      O += f * rc[2 * kDecRows + r * HD + d];
-    }
-    out_rows[r * HD + d] = __float2bfloat16(O / L);
-  }
-  cluster.sync();
-}
-
-template <int HD, bool kCluster>
 __global__ void __launch_bounds__(kThreads) decode_tc_kernel(const TcDecodeArgs a) {
   if (!a.pre_wait) griddep_wait();
   constexpr int C = HD / 8;
@@ -462,16 +429,10 @@ __global__ void __launch_bounds__(kThreads) decode_tc_kernel(const TcDecodeArgs 
   }
   const int64_t lo = a.window > 0 ? max(static_cast<int64_t>(0), pos - a.window + 1) : 0;
   const int64_t k_begin = lo + split * a.P;
+  if (k_begin > pos) return;  // this row needs fewer splits (combine knows)
+  const int64_t k_end = min(k_begin + a.P, pos + 1);  // exclusive
   const int G = static_cast<int>(a.nq / a.nkv);
   const int64_t head0 = g * G;
-  // The merge's shared-memory partial, past the warp merge's buffers in the K/V tiles.
-  float* cl = reinterpret_cast<float*>(sK) + 2 * kWarps * kDecRows + kWarps * kDecRows * HD;
-  const int nact = static_cast<int>((pos - lo + 1 + a.P - 1) / a.P);  // splits that run for this row
-  if (k_begin > pos) {  // this row needs fewer splits (combine knows)
-    if constexpr (kCluster) cluster_merge_store<HD>(cl, G, nact, a.out + (t * a.nq + head0) * HD);
-    return;
-  }
-  const int64_t k_end = min(k_begin + a.P, pos + 1);  // exclusive
   const int n_tiles = static_cast<int>((k_end - k_begin + kBN - 1) / kBN);
   const int32_t* table = a.block_tables + s * a.max_blocks;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -638,12 +599,6 @@ __global__ void __launch_bounds__(kThreads) decode_tc_kernel(const TcDecodeArgs 
     const int64_t head = head0 + r;
     if (a.nsplits == 1) {
       a.out[(t * a.nq + head) * HD + d] = __float2bfloat16(O / L);
-    } else if constexpr (kCluster) {
-      cl[2 * kDecRows + r * HD + d] = O;
-      if (d == 0) {
-        cl[r] = M * kLn2;  // as the workspace holds it
-        cl[kDecRows + r] = L;
-      }
     } else {
       const int64_t idx = (t * a.nq + head) * a.nsplits + split;
       a.ws_acc[idx * HD + d] = O;
@@ -653,10 +608,6 @@ __global__ void __launch_bounds__(kThreads) decode_tc_kernel(const TcDecodeArgs 
       }
     }
   }
-  if constexpr (kCluster) {
-    if (a.nsplits > 1) cluster_merge_store<HD>(cl, G, nact, a.out + (t * a.nq + head0) * HD);
-    return;
-  }
   if (a.nsplits == 1 || !a.counters) return;  // no counters: the caller's combine kernel merges
 
   // Split-K merge without a second kernel: each block publishes its partials
@@ -665,6 +616,7 @@ __global__ void __launch_bounds__(kThreads) decode_tc_kernel(const TcDecodeArgs 
   __shared__ int is_last;
   __threadfence();
   __syncthreads();
+  const int nact = static_cast<int>((pos - lo + 1 + a.P - 1) / a.P);  // splits that ran for this row
   if (tid == 0) {
     int32_t* c = a.counters + t * a.nkv + g;
     is_last = atomicAdd(c, 1) == nact - 1;
@@ -689,67 +641,16 @@ __global__ void __launch_bounds__(kThreads) decode_tc_kernel(const TcDecodeArgs 
 }
 
 template <int HD>
-cudaError_t launch_decode(const TcDecodeArgs& a, int64_t num_tokens, bool cluster, cudaStream_t s) {
+cudaError_t launch_decode(const TcDecodeArgs& a, int64_t num_tokens, cudaStream_t s) {
   constexpr size_t smem = static_cast<size_t>(kDecRows + 4 * kBN) * HD * sizeof(bf16);  // Q + 2×K + 2×V
   static_assert(2 * kWarps * kDecRows * sizeof(float) + kWarps * kDecRows * HD * sizeof(float) <=
                     4 * kBN * HD * sizeof(bf16),
                 "the warp merge reuses the K/V tiles");
-  static_assert((2 * kWarps * kDecRows + kWarps * kDecRows * HD + 2 * kDecRows + kDecRows * HD) * sizeof(float) <=
-                    4 * kBN * HD * sizeof(bf16),
-                "the cluster merge's partial follows the warp merge's buffers in the K/V tiles");
-  const dim3 grid(static_cast<unsigned>(num_tokens), static_cast<unsigned>(a.nkv), static_cast<unsigned>(a.nsplits));
-  const bool pdl = a.pre_wait || programmatic_launch_flag();
-  if (cluster) {
-    if (const cudaError_t e = allow_dynamic_smem<decode_tc_kernel<HD, true>>(smem); e != cudaSuccess) return e;
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = grid;
-    cfg.blockDim = dim3(kThreads);
-    cfg.dynamicSmemBytes = smem;
-    cfg.stream = s;
-    cudaLaunchAttribute attr[2];
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = 1;
-    attr[0].val.clusterDim.y = 1;
-    attr[0].val.clusterDim.z = static_cast<unsigned>(a.nsplits);
-    attr[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[1].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = pdl ? 2 : 1;
-    return cudaLaunchKernelEx(&cfg, decode_tc_kernel<HD, true>, a);
-  }
-  if (const cudaError_t e = allow_dynamic_smem<decode_tc_kernel<HD, false>>(smem); e != cudaSuccess) return e;
-  return launch_k_as(pdl, decode_tc_kernel<HD, false>, grid, dim3(kThreads), smem, s, a);
-}
-
-// Whether the device co-schedules a cluster of `n` decode blocks (each with
-// its shared memory), asked once per (device, head dim, n); a refusal or an
-// error keeps the counter path.
-template <int HD>
-bool cluster_fits(int n) {
-  static std::atomic<uint8_t> known[64][9];  // 0 unknown, 1 fits, 2 does not
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || dev >= 64 || n < 2 || n > 8) return false;
-  if (const uint8_t k = known[dev][n].load(std::memory_order_acquire)) return k == 1;
-  constexpr size_t smem = static_cast<size_t>(kDecRows + 4 * kBN) * HD * sizeof(bf16);
-  bool fits = allow_dynamic_smem<decode_tc_kernel<HD, true>>(smem) == cudaSuccess;
-  if (fits) {
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(1, 1, static_cast<unsigned>(n));
-    cfg.blockDim = dim3(kThreads);
-    cfg.dynamicSmemBytes = smem;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = 1;
-    attr[0].val.clusterDim.y = 1;
-    attr[0].val.clusterDim.z = static_cast<unsigned>(n);
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
-    int clusters = 0;
-    fits = cudaOccupancyMaxActiveClusters(&clusters, decode_tc_kernel<HD, true>, &cfg) == cudaSuccess && clusters > 0;
-  }
-  cudaGetLastError();  // a refusal is an answer, not a pending error
-  known[dev][n].store(fits ? 1 : 2, std::memory_order_release);
-  return fits;
+  if (const cudaError_t e = allow_dynamic_smem<decode_tc_kernel<HD>>(smem); e != cudaSuccess) return e;
+  return launch_k_as(a.pre_wait || programmatic_launch_flag(), decode_tc_kernel<HD>,
+                     dim3(static_cast<unsigned>(num_tokens), static_cast<unsigned>(a.nkv),
+                          static_cast<unsigned>(a.nsplits)),
+                     dim3(kThreads), smem, s, a);
 }
 
 template <int HD>
@@ -858,10 +759,7 @@ cudaError_t paged_decode_attention_tc(const bf16* q, int64_t q_stride, bf16* k_c
     a.slots = p.slot_mapping;
     a.pre_wait = p.programmatic;
   }
-  const bool cluster = split.cluster_merge && split.nsplits > 1 && split.nsplits <= 8 &&
-                       (p.head_dim == 64 ? cluster_fits<64>(split.nsplits) : cluster_fits<128>(split.nsplits));
-  return p.head_dim == 64 ? launch_decode<64>(a, p.num_tokens, cluster, stream)
-                          : launch_decode<128>(a, p.num_tokens, cluster, stream);
+  return p.head_dim == 64 ? launch_decode<64>(a, p.num_tokens, stream) : launch_decode<128>(a, p.num_tokens, stream);
 }
 
 }  // namespace shardlm::kernels::cuda

@@ -33,11 +33,6 @@ struct DecodeSplit {
   // call: the last split of a (row, kv head) merges in-kernel. nullptr: the
   // partials stay in the workspace for the caller's combine kernel.
   int32_t* counters = nullptr;
-  // With counters and nsplits ≤ 8: the splits of a (row, kv head) run as one
-  // thread-block cluster and merge through distributed shared memory instead
-  // (no workspace round trip, no fence or atomic), bit for bit the counter
-  // path; used when the device can co-schedule such a cluster.
-  bool cluster_merge = false;
 };
 
 // Attention for every row except those of sequences with ≥ skip_q_len query

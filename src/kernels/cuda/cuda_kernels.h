@@ -201,10 +201,6 @@ struct PagedAttentionParams {
   // write neither the cache nor the step inputs (the backend sets it behind
   // the qkv gemv).
   bool programmatic = false;
-  // Small decode grids (≤ 8 splits a row, merged in-kernel) merge their
-  // splits inside a thread-block cluster through distributed shared memory;
-  // false: through the workspace and an arrival counter (A/B; same bits).
-  bool cluster_merge = true;
 };
 // Every row a decode row (max_q_len 1), positions given, and the tensor-core
 // decode kernel serving the shape: the RoPE fusion above applies.
