@@ -247,7 +247,8 @@ TEST(CliBadBenchArgs, BenchDecodeNamesTheBadValue) {
            {"bench decode --workload 64:128", "B:PP+TG"},
            {"bench decode --workload 0:128+128", "positive"},
            {"bench decode --workload 64:128+0", "positive"},
-           {"bench decode --workload x:1+1", "'x:1+1'"}}) {
+           {"bench decode --workload x:1+1", "'x:1+1'"},
+           {"bench decode --skip-ops linear,attn", "'attn' is not an op kind"}}) {
     Result r = run_cli(args);
     EXPECT_FALSE(r.signaled) << args;
     EXPECT_EQ(r.exit_code, 2) << args << "\n" << r.output;
