@@ -61,7 +61,7 @@ struct CudaBackendOptions {
   // launch gap and first round trips off the critical path of batch-1 steps.
   // Bitwise the ordinary launches. Measured (H100, 8B shape, interleaved in
   // one call, bench/NOTES.md run 18): batch 1 5.54 → 5.47 ms; with
-  // prelaunch_gemv 5.45; batches 8 and 64 unchanged.
+  // prelaunch_gemv 5.45 (H200: 4.31 → 4.22); batches 8 to 256 unchanged.
   bool prelaunch_after_gemv = true;
   // A gemv that directly follows a decode attention or an add+RMSNorm is
   // launched programmatically too, waiting before it reads anything (its

@@ -19,8 +19,8 @@
 // kernel's output x — the first DRAM round trip of each small linear overlaps
 // the kernel before it. (An L2 prefetch of whole rows here doubled the L2
 // traffic and was slower: bench/NOTES.md runs 4 and 13.)
-// Without it the kernel lets the next one be scheduled as soon as it starts
-// (griddepcontrol.launch_dependents): a latency-bound kernel launched
+// Launched ordinarily, the kernel lets the next one be scheduled as soon as it
+// starts (griddepcontrol.launch_dependents): a latency-bound kernel launched
 // programmatically behind it (decode attention, add+RMSNorm) then issues its
 // first loads during this gemv's last wave instead of after its launch gap.
 #include "kernels/cuda/common.cuh"
@@ -42,7 +42,7 @@ enum LaunchMode : int { kOrdinary = 0, kPrologueLoads = 1, kWaitFirst = 2 };
 
 // kRows = 1: y[·, row] = x·w[row]ᵀ. kRows = 2 (kSiLU): rows row and n + row
 // of w, y[·, row] = silu(gate)·up; y is [m, n] with n = inter.
-// kMode: how the kernel was launched (LaunchMode below).
+// kMode: how the kernel was launched (LaunchMode above).
 template <int M, bool kF32Out, int kMode, bool kSiLU = false>
 __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w,
                                                            const bf16* __restrict__ bias, void* __restrict__ y,
