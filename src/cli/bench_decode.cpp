@@ -594,7 +594,7 @@ void register_bench_decode(CLI::App& bench, CommandRunner* run) {
       }
       for (const auto& k : opts->skip_ops) {
         bool known = k == "lm_head";
-        for (int i = 0; i <= static_cast<int>(graph::OpKind::kAllGatherColumns); ++i)
+        for (int i = 0; i <= static_cast<int>(graph::OpKind::kAllGatherColumns); ++i)  // the enum's last kind
           known = known || k == graph::op_kind_name(static_cast<graph::OpKind>(i));
         if (!known) {
           std::fprintf(stderr, "shardlm bench decode: --skip-ops: '%s' is not an op kind (e.g. rope_attention, "

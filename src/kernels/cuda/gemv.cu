@@ -145,19 +145,11 @@ cudaError_t launch2(const bf16* x, const bf16* w, const bf16* bias, void* y, int
   }
   // Programmatic dependent launch: blocks may start before the previous kernel
   // in the stream has finished; the kernel waits (griddepcontrol.wait) before reading x.
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(grid);
-  cfg.blockDim = dim3(kWarps * 32);
-  cfg.dynamicSmemBytes = 0;
-  cfg.stream = s;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
   return mode == kPrologueLoads
-             ? cudaLaunchKernelEx(&cfg, gemv_kernel<M, kF32Out, kPrologueLoads, kSiLU>, x, w, bias, y, n, k)
-             : cudaLaunchKernelEx(&cfg, gemv_kernel<M, kF32Out, kWaitFirst, kSiLU>, x, w, bias, y, n, k);
+             ? launch_k_as(true, gemv_kernel<M, kF32Out, kPrologueLoads, kSiLU>, dim3(grid), dim3(kWarps * 32), 0, s,
+                           x, w, bias, y, n, k)
+             : launch_k_as(true, gemv_kernel<M, kF32Out, kWaitFirst, kSiLU>, dim3(grid), dim3(kWarps * 32), 0, s, x,
+                           w, bias, y, n, k);
 }
 
 template <int M>
