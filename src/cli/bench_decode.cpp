@@ -37,6 +37,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/bench_command.h"
+#include "cli/kernel_timeline_report.h"
 #include "cli/launcher.h"
 #include "comm/gpu_collectives.h"
 #include "graph/cuda_backend.h"
@@ -67,6 +68,7 @@ struct DecodeBenchOptions {
   int64_t workload_prompt = 128, workload_generate = 128;
   std::string json_path;
   std::string dump_logits;  // raw f32 [rows, vocab]: prefill rows, then one decode row
+  bool timeline = false;    // print the kernel timeline of one step per batch ≤ 8 (diagnostic builds)
   DistArgs dist;            // --tp (pp = 1)
 };
 
@@ -343,6 +345,15 @@ int run_decode_bench(const DecodeBenchOptions& o, DistContext* ctx) {
     }
   }
 
+  if (o.timeline)
+    for (int64_t b : o.batches) {
+      if (b > 8) continue;  // the stamped kernels are the gemv path's
+      graph::StepInput in = decode_step(b, o.context, block_size, bps);
+      Status s2 = print_kernel_timeline([&] { return be.forward(prog, in, nullptr, nullptr, nullptr); },
+                                        "batch " + std::to_string(b) + ", one graph-replayed step");
+      if (!s2.ok()) return fail(s2);
+    }
+
   std::printf("shardlm bench decode — Llama-3-8B shape (%lld layers), random bf16 weights made on the device\n",
               static_cast<long long>(o.layers));
   std::printf("device: %s%s\n", be.device_name().c_str(),
@@ -575,6 +586,9 @@ void register_bench_decode(CLI::App& bench, CommandRunner* run) {
   cmd->add_option("--dump-logits", opts->dump_logits,
                   "Write the f32 logits of a fixed 31-token prefill (last 4 rows) and of one decode step to this file "
                   "(compare layouts with bench/compare_logits.py)");
+  cmd->add_flag("--timeline", opts->timeline,
+                "Diagnostic: print when each decode kernel's blocks reached each point of one graph-replayed step "
+                "(batches ≤ 8; needs a build configured with -DSHARDLM_KERNEL_TIMELINE=ON)");
   cmd->add_option("--tp,--tp-size,--tensor-parallel-size", opts->dist.tp,
                   "Tensor-parallel GPUs (one rank per GPU; with no launcher the local ranks are self-spawned)")
       ->capture_default_str()
@@ -601,6 +615,11 @@ void register_bench_decode(CLI::App& bench, CommandRunner* run) {
                        "add_rmsnorm, linear, linear_silu_mul, lm_head)\n", k.c_str());
           return 2;
         }
+      }
+      if (opts->timeline && !kernel_timeline_available()) {
+        std::fprintf(stderr, "shardlm bench decode: --timeline needs a build configured with "
+                     "-DSHARDLM_KERNEL_TIMELINE=ON (this one stamps nothing)\n");
+        return 2;
       }
       if (Status st = parse_workload(*workload, opts.get()); !st.ok()) {
         std::fprintf(stderr, "shardlm bench decode: --workload: %s\n", st.message().c_str());

@@ -16,6 +16,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
+#include <memory>
 #include <numeric>
 #include <random>
 
@@ -331,6 +333,98 @@ INSTANTIATE_TEST_SUITE_P(
         // Sliding window (Mistral): prefill and decode rows with keys dropped off the front.
         AttnCase{"sliding_window", 4, 2, 64, 16, {1, 30, 1}, {200, 60, 37}, 37}),
     [](const auto& info) { return info.param.name; });
+
+// One workspace serves calls of every shape (the CUDA backend keeps one): the
+// split counters of a batch-1 call must not sit where a batch-8 call stores
+// its partials. They did, and after one batch-8 step every batch-1 step
+// skipped its merge (its output never written) — found by the kernel
+// timeline (bench/NOTES.md run 19). Batch 8, then 1, then 8 again, each
+// against the CPU reference, the output poisoned before each call.
+TEST(CudaPagedAttention, SplitCountersSurviveCallsOfOtherBatchSizes) {
+  SHARDLM_REQUIRE_GPU();
+  constexpr int64_t nq = 32, nkv = 8, hd = 128, bs = 16, ctx = 512, nseq = 8;
+  constexpr int64_t mb = ctx / bs, width = (nq + 2 * nkv) * hd, q_width = nq * hd;
+  const int64_t cache_elems = nseq * mb * bs * nkv * hd;
+  const std::vector<float> kcache = random_bf16_values(cache_elems, 300), vcache = random_bf16_values(cache_elems, 301);
+  const std::vector<float> qkv = random_bf16_values(nseq * width, 302);
+  std::vector<int32_t> tables(nseq * mb);
+  std::iota(tables.begin(), tables.end(), 0);
+  DeviceBuffer<bf16> dqkv(qkv.size()), dk(cache_elems), dv(cache_elems), dout(nseq * q_width);
+  upload_bf16(dqkv, qkv);
+  upload_bf16(dk, kcache);
+  upload_bf16(dv, vcache);
+  DeviceBuffer<int32_t> dtab(tables.size());
+  upload(dtab, tables);
+
+  // The step of the first `rows` sequences, one decode row each at position ctx − 1.
+  struct Step {
+    explicit Step(int64_t rows) : dseq(rows), dqs(rows + 1), dctx(rows), dpos(rows) {}
+    std::vector<int32_t> seq, q_start, ctx_len, pos;
+    DeviceBuffer<int32_t> dseq, dqs, dctx, dpos;
+    kc::PagedAttentionParams p;
+    std::vector<float> ref;
+  };
+  auto make_step = [&](int64_t rows) {
+    auto st = std::make_unique<Step>(rows);
+    for (int64_t s = 0; s < rows; ++s) {
+      st->seq.push_back(static_cast<int32_t>(s));
+      st->q_start.push_back(static_cast<int32_t>(s));
+      st->ctx_len.push_back(ctx);
+      st->pos.push_back(ctx - 1);
+    }
+    st->q_start.push_back(static_cast<int32_t>(rows));
+    upload(st->dseq, st->seq);
+    upload(st->dqs, st->q_start);
+    upload(st->dctx, st->ctx_len);
+    upload(st->dpos, st->pos);
+    kc::PagedAttentionParams& p = st->p;
+    p.num_tokens = rows;
+    p.token_seq = st->dseq.get();
+    p.positions = st->dpos.get();
+    p.q_start = st->dqs.get();
+    p.ctx_len = st->dctx.get();
+    p.block_tables = dtab.get();
+    p.max_blocks_per_seq = mb;
+    p.block_size = bs;
+    p.nq_heads = nq;
+    p.nkv_heads = nkv;
+    p.head_dim = hd;
+    p.scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    p.max_context = ctx;
+    p.num_seqs = rows;
+    p.max_q_len = 1;
+    std::vector<float> q(rows * q_width);
+    for (int64_t t = 0; t < rows; ++t) std::copy_n(&qkv[t * width], q_width, &q[t * q_width]);
+    cpu::PagedAttentionArgs a;
+    a.num_seqs = rows;
+    a.q_start = st->q_start.data();
+    a.ctx_len = st->ctx_len.data();
+    a.block_tables = tables.data();
+    a.max_blocks_per_seq = mb;
+    a.block_size = bs;
+    a.nq_heads = nq;
+    a.nkv_heads = nkv;
+    a.head_dim = hd;
+    a.scale = p.scale;
+    st->ref.resize(rows * q_width);
+    cpu::paged_attention(q.data(), kcache.data(), vcache.data(), st->ref.data(), a);
+    return st;
+  };
+  const auto b8 = make_step(nseq), b1 = make_step(1);
+  const size_t ws_bytes =
+      std::max(kc::paged_attention_workspace_bytes(b8->p), kc::paged_attention_workspace_bytes(b1->p));
+  ASSERT_GT(kc::paged_attention_workspace_bytes(b1->p), 0u) << "batch 1 at 512 keys splits";
+  DeviceBuffer<float> ws(ws_bytes / 4 + 1);
+  CUDA_OK(cudaMemset(ws.get(), 0, ws_bytes + 4));
+  for (const Step* st : {b8.get(), b1.get(), b8.get(), b1.get()}) {
+    const int64_t rows = st->p.num_tokens;
+    CUDA_OK(cudaMemset(dout.get(), 0xff, rows * q_width * 2));  // NaN until written
+    CUDA_OK(kc::paged_attention(dqkv.get(), width, dk.get(), dv.get(), dout.get(), st->p, ws.get(), ws_bytes, nullptr));
+    CUDA_OK(cudaDeviceSynchronize());
+    expect_close(download_bf16(dout, rows * q_width), st->ref, 4e-3, 1.0 / 128,
+                 "batch " + std::to_string(rows) + " after the other batch's call");
+  }
+}
 
 TEST(CudaPagedAttention, RejectsUnsupportedHeadDim) {
   SHARDLM_REQUIRE_GPU();

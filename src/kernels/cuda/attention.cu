@@ -32,6 +32,7 @@
 // small grids merge their splits in-kernel, larger ones through the combine
 // kernel); this kernel serves the remaining shapes.
 #include <algorithm>
+#include <cstdlib>
 
 #include "kernels/cuda/attention_tc.h"
 #include "kernels/cuda/common.cuh"
@@ -320,6 +321,11 @@ bool make_plan(const PagedAttentionParams& p, Plan* out) {
   const int64_t target = 3LL * num_sms();
   int64_t want = base >= target ? 1 : (target + base - 1) / base;
   want = std::min<int64_t>({want, kMaxSplits, (max_ctx + kTile - 1) / kTile});
+#ifdef SHARDLM_KERNEL_TIMELINE
+  // Diagnostic builds only (kernel_timeline.cuh): SHARDLM_TL_MAX_SPLITS caps
+  // the split count, for timing the decode attention at other splits.
+  if (const char* cap = std::getenv("SHARDLM_TL_MAX_SPLITS")) want = std::min<int64_t>(want, std::max(1, std::atoi(cap)));
+#endif
   want = std::max<int64_t>(want, 1);
   const int64_t per = (max_ctx + want - 1) / want;
   pl.P = (per + kTile - 1) / kTile * kTile;
@@ -347,20 +353,29 @@ cudaError_t launch_h(const KArgs& a, int maxh, dim3 grid, cudaStream_t s) {
 bool attention_head_dim_supported(int64_t head_dim) { return padded_head_dim(head_dim) != 0; }
 
 namespace {
-// Workspace: f32 (acc, m, l) per (row, head, split), then one int32 arrival
-// counter per (row, kv head) for the tensor-core decode kernel's in-kernel merge.
+// Workspace: first the arrival counters of the tensor-core decode kernel's
+// in-kernel merge, one int32 per (row, kv head), in an area of the same size
+// for every call; then f32 (acc, m, l) per (row, head, split). Every call
+// leaves its counters at zero, so calls of any shape may share them — but
+// only at a fixed place: when they followed the partials, a batch-8 call's
+// partials overwrote where a batch-1 call keeps its counters, and every
+// batch-1 step after it skipped the merge (bench/NOTES.md run 19).
+// The merge runs only in grids of ≤ 6 blocks an SM with ≥ 2 splits, so at
+// most 3 × SMs (row, kv head) pairs count arrivals.
+int64_t max_counted_pairs() { return 3LL * num_sms(); }
+size_t counter_area_bytes() {
+  constexpr size_t kAlign = 256;  // the partials after it are read as float4
+  return (static_cast<size_t>(max_counted_pairs()) * sizeof(int32_t) + kAlign - 1) / kAlign * kAlign;
+}
 size_t partials_bytes(const PagedAttentionParams& p, const Plan& pl) {
   return static_cast<size_t>(p.num_tokens) * p.nq_heads * pl.nsplits * (p.head_dim + 2) * sizeof(float);
-}
-size_t counters_bytes(const PagedAttentionParams& p) {
-  return static_cast<size_t>(p.num_tokens) * p.nkv_heads * sizeof(int32_t);
 }
 }  // namespace
 
 size_t paged_attention_workspace_bytes(const PagedAttentionParams& p) {
   Plan pl;
   if (!make_plan(p, &pl) || pl.nsplits == 1) return 0;
-  return partials_bytes(p, pl) + counters_bytes(p);
+  return counter_area_bytes() + partials_bytes(p, pl);
 }
 
 cudaError_t paged_attention(const bf16* q, int64_t q_stride, bf16* k_cache, bf16* v_cache, bf16* out,
@@ -395,10 +410,10 @@ cudaError_t paged_attention(const bf16* q, int64_t q_stride, bf16* k_cache, bf16
   a.nsplits = pl.nsplits;
   int32_t* counters = nullptr;
   if (pl.nsplits > 1) {
-    if (!workspace || workspace_bytes < partials_bytes(p, pl) + counters_bytes(p)) return cudaErrorInvalidValue;
-    counters = reinterpret_cast<int32_t*>(reinterpret_cast<char*>(workspace) + partials_bytes(p, pl));
-    a.ws_acc = workspace;
-    a.ws_ml = workspace + static_cast<size_t>(p.num_tokens) * p.nq_heads * pl.nsplits * p.head_dim;
+    if (!workspace || workspace_bytes < counter_area_bytes() + partials_bytes(p, pl)) return cudaErrorInvalidValue;
+    counters = reinterpret_cast<int32_t*>(workspace);
+    a.ws_acc = reinterpret_cast<float*>(reinterpret_cast<char*>(workspace) + counter_area_bytes());
+    a.ws_ml = a.ws_acc + static_cast<size_t>(p.num_tokens) * p.nq_heads * pl.nsplits * p.head_dim;
   }
   if (p.num_tokens > 0x7fffffff || p.nkv_heads * pl.hgroups > 65535) return cudaErrorInvalidValue;
   // Sequences with many query rows go to the tensor-core kernel; with one
@@ -425,7 +440,10 @@ cudaError_t paged_attention(const bf16* q, int64_t q_stride, bf16* k_cache, bf16
     // grid the merges pile up in its last wave (batch 64: 53 + 6 µs became
     // 66 µs), so the combine kernel runs instead.
     const int64_t blocks = p.num_tokens * p.nkv_heads * pl.nsplits;
-    ds.counters = blocks <= 2 * 3 * static_cast<int64_t>(num_sms()) ? counters : nullptr;
+    ds.counters = blocks <= 2 * 3 * static_cast<int64_t>(num_sms()) &&
+                          p.num_tokens * p.nkv_heads <= max_counted_pairs()
+                      ? counters
+                      : nullptr;
     e = paged_decode_attention_tc(q, q_stride, k_cache, v_cache, out, p, ds, a.skip_q, stream);
     if (e != cudaSuccess || pl.nsplits == 1 || ds.counters) return e;
     return launch_k(combine_kernel, dim3(static_cast<unsigned>(p.num_tokens), static_cast<unsigned>(p.nq_heads)),

@@ -58,6 +58,7 @@
 #include <atomic>
 
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/kernel_timeline.cuh"
 
 namespace shardlm::kernels::cuda {
 namespace {
@@ -406,9 +407,19 @@ struct TcDecodeArgs {
 };
 
 constexpr int kDecRows = 16;  // one m16 slab: the query heads of one kv head
+// Row stride (floats) of the warps' O in shared memory for their merge. A
+// lane (gr, tq) of the MMA accumulator stores row gr, columns 2·tq + 8·d: at
+// stride HD every gr hits the same banks (8-way conflicts, ~1 µs of a
+// batch-1 step's attention in the kernel timeline); HD + 8 puts the 8 rows
+// 8 banks apart, so a warp's 64-bit stores take the two wavefronts they must.
+template <int HD>
+constexpr int kRedStride = HD + 8;
 
 template <int HD>
 __global__ void __launch_bounds__(kThreads) decode_tc_kernel(const TcDecodeArgs a) {
+  SHARDLM_TL_BEGIN();
+  [[maybe_unused]] const int64_t tl_slot = blockIdx.x + gridDim.x * (blockIdx.y + static_cast<int64_t>(gridDim.y) * blockIdx.z);
+  if (threadIdx.x == 0) SHARDLM_TL_STAMP(kTlAttention, tl_slot, 0);
   if (!a.pre_wait) griddep_wait();
   constexpr int C = HD / 8;
   extern __shared__ __align__(128) unsigned char smem_raw[];
@@ -459,37 +470,61 @@ __global__ void __launch_bounds__(kThreads) decode_tc_kernel(const TcDecodeArgs 
     load_kv(0, 0);
   } else {
     load_kv(0, 0);  // the cached keys first: their round trip covers the rotation below
+    // Before the wait, what the qkv gemv does not write: this thread's angle
+    // (its pair index d is the same in every row it rotates: kThreads is a
+    // multiple of HD/2) and the new token's cache slot. After it, every load
+    // of q and of the new k/v is issued before the first rotation, so the
+    // rows cost one L2 round trip (kernel timeline, bench/NOTES.md run 19).
+    static_assert(kThreads % kHalf == 0, "a thread rotates the same pair index in every row");
+    constexpr int kRotSteps = kDecRows * kHalf / kThreads;
+    const int d = tid % kHalf;
+    float sn, cs;
+    rope_angle(static_cast<int32_t>(pos), a.inv_freq[d], &sn, &cs);
+    const bool new_kv = own_new && tid < kHalf;  // then d == tid
+    const int32_t slot = new_kv ? a.slots[t] : -1;
     if (a.pre_wait) griddep_wait();  // q and the new k/v are the previous kernel's output
-    const int32_t p32 = static_cast<int32_t>(pos);
-    for (int i = tid; i < kDecRows * kHalf; i += kThreads) {
-      const int r = i / kHalf, d = i % kHalf;
-      bf16 x0 = __float2bfloat16(0.0f), x1 = x0;
+    if (threadIdx.x == 0) SHARDLM_TL_STAMP(kTlAttention, tl_slot, 1);
+    bf16 qa[kRotSteps], qb[kRotSteps], ka{}, kb{};
+#pragma unroll
+    for (int k = 0; k < kRotSteps; ++k) {
+      const int r = (tid + k * kThreads) / kHalf;
       if (r < G) {
         const bf16* h = qkv_row + (head0 + r) * HD;
-        rope_rotate(__bfloat162float(h[d]), __bfloat162float(h[d + kHalf]), p32, a.inv_freq[d], &x0, &x1);
+        qa[k] = h[d];
+        qb[k] = h[d + kHalf];
       }
+    }
+    if (new_kv) {
+      const bf16* kr = qkv_row + (a.nq + g) * HD;
+      const bf16* vr = qkv_row + (a.nq + a.nkv + g) * HD;
+      ka = kr[d];
+      kb = kr[d + kHalf];
+      nv0 = vr[d];
+      nv1 = vr[d + kHalf];
+    }
+#pragma unroll
+    for (int k = 0; k < kRotSteps; ++k) {
+      const int r = (tid + k * kThreads) / kHalf;
+      bf16 x0 = __float2bfloat16(0.0f), x1 = x0;
+      if (r < G) rope_apply(__bfloat162float(qa[k]), __bfloat162float(qb[k]), sn, cs, &x0, &x1);
       sQ[swz<HD>(r, d / 8) + d % 8] = x0;
       sQ[swz<HD>(r, (d + kHalf) / 8) + d % 8] = x1;
     }
-    if (own_new && tid < kHalf) {
-      const bf16* kr = qkv_row + (a.nq + g) * HD;
-      const bf16* vr = qkv_row + (a.nq + a.nkv + g) * HD;
-      rope_rotate(__bfloat162float(kr[tid]), __bfloat162float(kr[tid + kHalf]), p32, a.inv_freq[tid], &nk0, &nk1);
-      nv0 = vr[tid];
-      nv1 = vr[tid + kHalf];
-      const int32_t slot = a.slots[t];
+    if (new_kv) {
+      rope_apply(__bfloat162float(ka), __bfloat162float(kb), sn, cs, &nk0, &nk1);
       if (slot >= 0) {
         const int blk = a.bs_shift >= 0 ? slot >> a.bs_shift : slot / a.block_size;
         const int64_t at = static_cast<int64_t>(blk) * a.block_elems +
                            (static_cast<int>(g) * a.block_size + (slot - blk * a.block_size)) * HD;
-        a.kc[at + tid] = nk0;
-        a.kc[at + tid + kHalf] = nk1;
-        a.vc[at + tid] = nv0;
-        a.vc[at + tid + kHalf] = nv1;
+        a.kc[at + d] = nk0;
+        a.kc[at + d + kHalf] = nk1;
+        a.vc[at + d] = nv0;
+        a.vc[at + d + kHalf] = nv1;
       }
     }
   }
   cp_async_commit();
+  if (threadIdx.x == 0) SHARDLM_TL_STAMP(kTlAttention, tl_slot, 2);  // q rotated, the new k/v written
 
   const int gr = lane >> 2, tq = lane & 3;
   uint32_t qf[HD / 16][4];
@@ -559,6 +594,7 @@ __global__ void __launch_bounds__(kThreads) decode_tc_kernel(const TcDecodeArgs 
     __syncthreads();  // the next iteration overwrites the other buffer
   }
 
+  if (threadIdx.x == 0) SHARDLM_TL_STAMP(kTlAttention, tl_slot, 3);  // every tile computed
   // Merge the 4 warps' (m, l, O) through shared memory (the K/V tiles are done).
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
@@ -567,7 +603,7 @@ __global__ void __launch_bounds__(kThreads) decode_tc_kernel(const TcDecodeArgs 
   }
   float* red_m = reinterpret_cast<float*>(sK);  // [kWarps][kDecRows]
   float* red_l = red_m + kWarps * kDecRows;     // [kWarps][kDecRows]
-  float* red_o = red_l + kWarps * kDecRows;     // [kWarps][kDecRows][HD]; fits in the K and V tiles
+  float* red_o = red_l + kWarps * kDecRows;     // [kWarps][kDecRows][kRedStride<HD>]; fits in the K and V tiles
   if (tq == 0) {
     red_m[warp * kDecRows + gr] = m_r[0];
     red_m[warp * kDecRows + gr + 8] = m_r[1];
@@ -576,13 +612,12 @@ __global__ void __launch_bounds__(kThreads) decode_tc_kernel(const TcDecodeArgs 
   }
 #pragma unroll
   for (int d = 0; d < HD / 8; ++d) {
-    float* row0 = red_o + (warp * kDecRows + gr) * HD + d * 8 + 2 * tq;
-    row0[0] = o[d][0];
-    row0[1] = o[d][1];
-    row0[8 * HD] = o[d][2];
-    row0[8 * HD + 1] = o[d][3];
+    float* row0 = red_o + (warp * kDecRows + gr) * kRedStride<HD> + d * 8 + 2 * tq;
+    *reinterpret_cast<float2*>(row0) = make_float2(o[d][0], o[d][1]);
+    *reinterpret_cast<float2*>(row0 + 8 * kRedStride<HD>) = make_float2(o[d][2], o[d][3]);
   }
   __syncthreads();
+  if (threadIdx.x == 0) SHARDLM_TL_STAMP(kTlAttention, tl_slot, 7);  // the warps' (m, l, O) in shared memory
   constexpr float kLn2 = 0.6931471805599453f;
   for (int e = tid; e < G * HD; e += kThreads) {
     const int r = e / HD, d = e % HD;
@@ -594,7 +629,7 @@ __global__ void __launch_bounds__(kThreads) decode_tc_kernel(const TcDecodeArgs 
     for (int w = 0; w < kWarps; ++w) {
       const float f = exp2f(red_m[w * kDecRows + r] - M);  // 0 for a warp that saw no key
       L += f * red_l[w * kDecRows + r];
-      O += f * red_o[(w * kDecRows + r) * HD + d];
+      O += f * red_o[(w * kDecRows + r) * kRedStride<HD> + d];
     }
     const int64_t head = head0 + r;
     if (a.nsplits == 1) {
@@ -608,6 +643,7 @@ __global__ void __launch_bounds__(kThreads) decode_tc_kernel(const TcDecodeArgs 
       }
     }
   }
+  if (threadIdx.x == 0) SHARDLM_TL_STAMP(kTlAttention, tl_slot, 4);  // output or partials stored
   if (a.nsplits == 1 || !a.counters) return;  // no counters: the caller's combine kernel merges
 
   // Split-K merge without a second kernel: each block publishes its partials
@@ -623,27 +659,88 @@ __global__ void __launch_bounds__(kThreads) decode_tc_kernel(const TcDecodeArgs 
     if (is_last) *c = 0;  // every split has arrived: ready for the next call
   }
   __syncthreads();
+  if (threadIdx.x == 0) SHARDLM_TL_STAMP(kTlAttention, tl_slot, 5);  // arrival counted
   if (!is_last) return;
   __threadfence();
-  for (int e = tid; e < G * HD; e += kThreads) {
-    const int r = e / HD, d = e % HD;
+  // The merge is on the step's critical path (the o_proj gemv waits for it),
+  // so each thread takes 4 adjacent outputs of one head and requests all its
+  // splits' (m, l) pairs and float4 partials at once: one L2 round trip for
+  // up to kMergeBatch splits. A loop of dependent scalar loads took ~4.5 µs
+  // here (kernel timeline, bench/NOTES.md run 19). Same arithmetic in the
+  // same order as before: M = max m_i, then L and O summed over i ascending.
+  constexpr int kMergeBatch = 8;
+  const float2* ml_all = reinterpret_cast<const float2*>(a.ws_ml);
+  for (int u = tid; u < G * HD / 4; u += kThreads) {
+    const int r = u / (HD / 4), d = (u % (HD / 4)) * 4;
     const int64_t base = (t * a.nq + head0 + r) * a.nsplits;
-    float M = -INFINITY;
-    for (int i = 0; i < nact; ++i) M = fmaxf(M, __ldcg(a.ws_ml + (base + i) * 2));
-    float L = 0.0f, O = 0.0f;
-    for (int i = 0; i < nact; ++i) {
-      const float f = __expf(__ldcg(a.ws_ml + (base + i) * 2) - M);
-      L += f * __ldcg(a.ws_ml + (base + i) * 2 + 1);
-      O += f * __ldcg(a.ws_acc + (base + i) * HD + d);
+    const float2* ml = ml_all + base;
+    const float4* acc = reinterpret_cast<const float4*>(a.ws_acc + base * HD + d);
+    float M = -INFINITY, L = 0.0f;
+    float4 O = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    auto accumulate = [&](const float2 mli, const float4 ai) {
+      const float f = __expf(mli.x - M);
+      L += f * mli.y;
+      O.x += f * ai.x;
+      O.y += f * ai.y;
+      O.z += f * ai.z;
+      O.w += f * ai.w;
+    };
+    if (nact <= kMergeBatch) {
+      float2 mlv[kMergeBatch];
+      float4 av[kMergeBatch];
+#pragma unroll
+      for (int i = 0; i < kMergeBatch; ++i)
+        if (i < nact) {
+          mlv[i] = __ldcg(ml + i);
+          av[i] = __ldcg(acc + static_cast<int64_t>(i) * (HD / 4));
+        }
+#pragma unroll
+      for (int i = 0; i < kMergeBatch; ++i)
+        if (i < nact) M = fmaxf(M, mlv[i].x);
+#pragma unroll
+      for (int i = 0; i < kMergeBatch; ++i)
+        if (i < nact) accumulate(mlv[i], av[i]);
+    } else {  // long contexts: the max first, then the sums, each in batches of loads
+      for (int i0 = 0; i0 < nact; i0 += kMergeBatch) {
+        float mv[kMergeBatch];
+#pragma unroll
+        for (int i = 0; i < kMergeBatch; ++i) mv[i] = i0 + i < nact ? __ldcg(&ml[i0 + i].x) : -INFINITY;
+#pragma unroll
+        for (int i = 0; i < kMergeBatch; ++i) M = fmaxf(M, mv[i]);
+      }
+      for (int i0 = 0; i0 < nact; i0 += kMergeBatch) {
+        float2 mlv[kMergeBatch];
+        float4 av[kMergeBatch];
+#pragma unroll
+        for (int i = 0; i < kMergeBatch; ++i)
+          if (i0 + i < nact) {
+            mlv[i] = __ldcg(ml + i0 + i);
+            av[i] = __ldcg(acc + static_cast<int64_t>(i0 + i) * (HD / 4));
+          }
+#pragma unroll
+        for (int i = 0; i < kMergeBatch; ++i)
+          if (i0 + i < nact) accumulate(mlv[i], av[i]);
+      }
     }
-    a.out[(t * a.nq + head0 + r) * HD + d] = __float2bfloat16(O / L);
+    bf16* o_row = a.out + (t * a.nq + head0 + r) * HD + d;
+    const __nv_bfloat162 lo = __floats2bfloat162_rn(O.x / L, O.y / L), hi = __floats2bfloat162_rn(O.z / L, O.w / L);
+    if ((reinterpret_cast<uintptr_t>(o_row) & 7) == 0) {  // out from an allocator: always
+      *reinterpret_cast<uint2*>(o_row) =
+          make_uint2(*reinterpret_cast<const uint32_t*>(&lo), *reinterpret_cast<const uint32_t*>(&hi));
+    } else {
+      o_row[0] = lo.x;
+      o_row[1] = lo.y;
+      o_row[2] = hi.x;
+      o_row[3] = hi.y;
+    }
   }
+  if (threadIdx.x == 0) SHARDLM_TL_STAMP(kTlAttention, tl_slot, 6);  // the splits merged (last block)
 }
 
 template <int HD>
 cudaError_t launch_decode(const TcDecodeArgs& a, int64_t num_tokens, cudaStream_t s) {
   constexpr size_t smem = static_cast<size_t>(kDecRows + 4 * kBN) * HD * sizeof(bf16);  // Q + 2×K + 2×V
-  static_assert(2 * kWarps * kDecRows * sizeof(float) + kWarps * kDecRows * HD * sizeof(float) <=
+  static_assert(2 * kWarps * kDecRows * sizeof(float) + kWarps * kDecRows * kRedStride<HD> * sizeof(float) <=
                     4 * kBN * HD * sizeof(bf16),
                 "the warp merge reuses the K/V tiles");
   if (const cudaError_t e = allow_dynamic_smem<decode_tc_kernel<HD>>(smem); e != cudaSuccess) return e;

@@ -108,11 +108,19 @@ __device__ __forceinline__ float uniform01(uint64_t h) { return static_cast<floa
 // this, and the products are spelled out (no compiler-chosen fma
 // contraction), so all of them agree bit for bit. sincosf keeps its full
 // range reduction: angles reach 10^5 rad.
-__device__ __forceinline__ void rope_rotate(float a, float b, int32_t pos, float inv_freq, bf16* x0, bf16* x1) {
-  float sn, cs;
-  sincosf(__fmul_rn(static_cast<float>(pos), inv_freq), &sn, &cs);
+// Split in two for callers that know the angle before the values
+// (rope_angle, then rope_apply; the same operations as rope_rotate).
+__device__ __forceinline__ void rope_angle(int32_t pos, float inv_freq, float* sn, float* cs) {
+  sincosf(__fmul_rn(static_cast<float>(pos), inv_freq), sn, cs);
+}
+__device__ __forceinline__ void rope_apply(float a, float b, float sn, float cs, bf16* x0, bf16* x1) {
   *x0 = __float2bfloat16(__fmaf_rn(a, cs, -__fmul_rn(b, sn)));
   *x1 = __float2bfloat16(__fmaf_rn(b, cs, __fmul_rn(a, sn)));
+}
+__device__ __forceinline__ void rope_rotate(float a, float b, int32_t pos, float inv_freq, bf16* x0, bf16* x1) {
+  float sn, cs;
+  rope_angle(pos, inv_freq, &sn, &cs);
+  rope_apply(a, b, sn, cs, x0, x1);
 }
 
 // Programmatic dependent launch (Hopper): a kernel launched with the

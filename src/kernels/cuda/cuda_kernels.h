@@ -90,6 +90,17 @@ cudaError_t fill_bf16(bf16* p, int64_t n, float value, cudaStream_t stream);
 // per second (copy_bandwidth.cu): the rooflines' limit. Synchronises `stream`.
 cudaError_t measure_copy_bandwidth(int64_t bytes, cudaStream_t stream, double* bytes_per_s);
 
+// ---- kernel timeline (kernel_timeline.cuh): diagnostic builds only ----------
+// With -DSHARDLM_KERNEL_TIMELINE=ON the decode-path kernels store %globaltimer
+// at named points into buf[region][slot][point] (u64 ns, 0 = not reached);
+// null detaches. Without it: cudaErrorNotSupported, nothing is stamped.
+struct KernelTimelineLayout {
+  bool stamped;  // built with SHARDLM_KERNEL_TIMELINE
+  int regions, slots, points;
+};
+KernelTimelineLayout kernel_timeline_layout();
+cudaError_t kernel_timeline_attach(unsigned long long* buf);
+
 // ---- skinny linears (gemv.cu) ----------------------------------------------
 // y[m, n] = x[m, k] · w[n, k]ᵀ (+ bias[n]) for m ≤ kGemvMaxRows, bf16 x/w/bias,
 // y bf16 or f32: the decode-time linear as one stream over w (cuBLASLt's

@@ -25,6 +25,7 @@
 // first loads during this gemv's last wave instead of after its launch gap.
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/kernel_timeline.cuh"
 
 namespace shardlm::kernels::cuda {
 namespace {
@@ -52,8 +53,14 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const bf16* __restric
   // it, when launched programmatically (a decode attention or add+RMSNorm),
   // may take SM slots now and read its inputs that this gemv does not write.
   constexpr bool kPrologue = kMode == kPrologueLoads;
+  SHARDLM_TL_BEGIN();
+  [[maybe_unused]] const int tl_region = kSiLU ? kTlGemvSiLU : k > 8192 ? kTlGemvWide : n > 16384 ? kTlGemvHead
+                                        : n > 4096                      ? kTlGemvQkv
+                                                                        : kTlGemvSmall;
+  if (threadIdx.x == 0) SHARDLM_TL_STAMP(tl_region, blockIdx.x, 0);
   if constexpr (kMode == kOrdinary) griddep_trigger();
   if constexpr (kMode == kWaitFirst) griddep_wait();
+  if (kMode == kWaitFirst && threadIdx.x == 0) SHARDLM_TL_STAMP(tl_region, blockIdx.x, 1);
   const int lane = threadIdx.x & 31;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
   if (row >= n) return;
@@ -88,6 +95,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const bf16* __restric
       loaded = true;
     }
     griddep_wait();
+    if (threadIdx.x == 0) SHARDLM_TL_STAMP(tl_region, blockIdx.x, 1);
   }
   for (; p + 32 * (kUnroll - 1) < pieces; p += 32 * kUnroll) {
     if (!loaded) load_step(p);
@@ -132,6 +140,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const bf16* __restric
           static_cast<bf16*>(y)[m * n + row] = __float2bfloat16(acc[0][m] + b);
       }
     }
+    SHARDLM_TL_STAMP(tl_region, blockIdx.x, 2 + (threadIdx.x >> 5));  // this warp's row is done
   }
 }
 

@@ -17,6 +17,7 @@
 //   add, converts, fills: grid-stride loops.
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/kernel_timeline.cuh"
 
 namespace shardlm::kernels::cuda {
 namespace {
@@ -34,6 +35,9 @@ constexpr int kNormRegVecs = 4;    // vectors of 8 a thread holds in registers: 
 template <bool kVec, bool kAdd, int kRegVecs = 0>
 __global__ void rmsnorm_kernel(const bf16* __restrict__ x, bf16* __restrict__ residual,
                                const bf16* __restrict__ w, bf16* y, int64_t cols, float eps, bool pre_wait) {
+  SHARDLM_TL_BEGIN();
+  constexpr bool kTl = kAdd && kRegVecs > 0;  // the decode step's add+RMSNorm is the one stamped
+  if (kTl && threadIdx.x == 0) SHARDLM_TL_STAMP(kTlNorm, blockIdx.x, 0);
   if (kRegVecs == 0 || !kAdd || !pre_wait) griddep_wait();
   const int64_t row = blockIdx.x;
   const bf16* xr = x + row * cols;
@@ -49,6 +53,7 @@ __global__ void rmsnorm_kernel(const bf16* __restrict__ x, bf16* __restrict__ re
       }
     }
     if (kAdd && pre_wait) griddep_wait();
+    if (kTl && threadIdx.x == 0) SHARDLM_TL_STAMP(kTlNorm, blockIdx.x, 1);
     float ss = 0.0f;
 #pragma unroll
     for (int i = 0; i < kRegVecs; ++i) {
@@ -75,6 +80,7 @@ __global__ void rmsnorm_kernel(const bf16* __restrict__ x, bf16* __restrict__ re
         store8(yr + c, v[i]);
       }
     }
+    if (kTl && threadIdx.x == 0) SHARDLM_TL_STAMP(kTlNorm, blockIdx.x, 2);
     return;
   }
   // The values normalised: x, or the updated residual (rounded to bf16 first).
