@@ -32,7 +32,6 @@
 // small grids merge their splits in-kernel, larger ones through the combine
 // kernel); this kernel serves the remaining shapes.
 #include <algorithm>
-#include <cstdlib>
 
 #include "kernels/cuda/attention_tc.h"
 #include "kernels/cuda/common.cuh"
@@ -321,11 +320,6 @@ bool make_plan(const PagedAttentionParams& p, Plan* out) {
   const int64_t target = 3LL * num_sms();
   int64_t want = base >= target ? 1 : (target + base - 1) / base;
   want = std::min<int64_t>({want, kMaxSplits, (max_ctx + kTile - 1) / kTile});
-#ifdef SHARDLM_KERNEL_TIMELINE
-  // Diagnostic builds only (kernel_timeline.cuh): SHARDLM_TL_MAX_SPLITS caps
-  // the split count, for timing the decode attention at other splits.
-  if (const char* cap = std::getenv("SHARDLM_TL_MAX_SPLITS")) want = std::min<int64_t>(want, std::max(1, std::atoi(cap)));
-#endif
   want = std::max<int64_t>(want, 1);
   const int64_t per = (max_ctx + want - 1) / want;
   pl.P = (per + kTile - 1) / kTile * kTile;

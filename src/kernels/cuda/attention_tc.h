@@ -1,4 +1,4 @@
-// The tensor-core attention kernels (attention_tc.cu), called by
+// The tensor-core attention kernels (attention_tc.cu: prefill, attention_tc_decode.cu: decode), called by
 // paged_attention(): prefill for the sequences of a step with many query
 // rows, decode for the others.
 #pragma once
