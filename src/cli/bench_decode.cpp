@@ -63,6 +63,8 @@ struct DecodeBenchOptions {
   bool no_rope_fusion = false;
   bool linear_chain = false;
   bool no_prelaunch = false;
+  std::vector<double> l2_prefetch_mb;  // {attention, norm}; empty: the backend's defaults
+  bool l2_prefetch_contiguous = false;
   std::vector<std::string> skip_ops;  // timing diagnostics: op kinds left out (outputs wrong)
   std::vector<int64_t> workload_batches = {64};  // empty: no workload run
   int64_t workload_prompt = 128, workload_generate = 128;
@@ -214,6 +216,11 @@ int run_decode_bench(const DecodeBenchOptions& o, DistContext* ctx) {
   bo.fuse_rope_attention = !o.no_rope_fusion;
   bo.linear_chain = o.linear_chain;
   bo.prelaunch_after_gemv = bo.prelaunch_gemv = !o.no_prelaunch;
+  if (!o.l2_prefetch_mb.empty()) {
+    bo.l2_prefetch_attention_bytes = static_cast<int64_t>(o.l2_prefetch_mb[0] * (1 << 20));
+    bo.l2_prefetch_norm_bytes = static_cast<int64_t>(o.l2_prefetch_mb.back() * (1 << 20));
+  }
+  if (o.l2_prefetch_contiguous) bo.l2_prefetch_spread = false;
   bo.timing_skip_ops = o.skip_ops;
   if (!o.skip_ops.empty())
     std::printf("TIMING DIAGNOSTIC: launches of op kinds {%s} are left out; every output below is wrong\n",
@@ -577,6 +584,14 @@ void register_bench_decode(CLI::App& bench, CommandRunner* run) {
   cmd->add_flag("--no-prelaunch", opts->no_prelaunch,
                 "Launch every kernel ordinarily (A/B): by default the decode attention and add+RMSNorm behind a gemv "
                 "start early and load what it does not write before waiting, and the gemv behind them starts early");
+  cmd->add_option("--l2-prefetch-mb", opts->l2_prefetch_mb,
+                  "MiB of the next gemv's weights that a decode attention and an add+RMSNorm pull into L2 while they "
+                  "run (ATTN,NORM or one value for both; 0 turns it off; default: the backend's)")
+      ->delimiter(',')
+      ->expected(1, 2)
+      ->check(CLI::Range(0.0, 1024.0));
+  cmd->add_flag("--l2-prefetch-contiguous", opts->l2_prefetch_contiguous,
+                "A/B: prefetch the next gemv's first rows whole instead of the first part of every row");
   cmd->add_option("--skip-ops", opts->skip_ops,
                   "Timing diagnostic: leave out the launches of these op kinds (names as in the per-op line, "
                   "lm_head for the logits linear); the time without them is what they cost. Outputs are wrong")

@@ -69,6 +69,15 @@ struct CudaBackendOptions {
   // before the wait instead (gemv_overlap_prologue's kernel) measured slower
   // there as well: 5.50 vs 5.46 ms.
   bool prelaunch_gemv = true;
+  // A decode attention / add+RMSNorm followed by a linear of ≤
+  // l2_prefetch_max_rows rows pulls up to these many bytes of that linear's
+  // weights into L2 while it runs: HBM idles through those latency-bound
+  // kernels, and the linear then streams fewer bytes from it after them
+  // (bench/NOTES.md run 20). 0: off.
+  int64_t l2_prefetch_attention_bytes = 0;
+  int64_t l2_prefetch_norm_bytes = 0;
+  int64_t l2_prefetch_max_rows = 8;
+  bool l2_prefetch_spread = true;  // the first part of every row; false: the first rows whole
   // Timing diagnostics only (`bench decode --skip-ops`): op kind names (as the
   // per-op profile prints them, "lm_head" for the logits linear) whose
   // launches are left out of every step, so that a graph replay's time with

@@ -72,6 +72,15 @@ Status CudaBackendImpl::run_ops(const Program& p, const RunShape& rs) {
       if (op.kind == OpKind::kLinear && op.out == p.logits_buffer) name = "lm_head";
       SHARDLM_ASSIGN_OR_RETURN(ev, begin(std::move(name)));
     }
+    next_linear_weights_ = {};
+    if (i + 1 < p.ops.size()) {
+      const Op& next = p.ops[i + 1];
+      if (next.kind == OpKind::kLinear || next.kind == OpKind::kLinearSiLUMul) {
+        const DevWeight& wt = weights_[next.weights[0]];
+        if (rows_of(p, next.in, rs) <= opt_.l2_prefetch_max_rows)
+          next_linear_weights_ = {wt.ptr, wt.shape[0], wt.shape[1] * 2, wt.shape[1] * 2};
+      }
+    }
     Status st = run_op(p, op, rs);
     if (!st.ok()) return st.with_context(std::string("op ") + op_kind_name(op.kind) + " layer " + std::to_string(op.layer));
     if (profiling_) cudaEventRecord(ev_pool_[ev].second, stream_);
@@ -92,6 +101,21 @@ Status CudaBackendImpl::run_op(const Program& p, const Op& op, const RunShape& r
   bool prelaunch_norm = prelaunch;
   const bool gemv_behind_small = opt_.prelaunch_gemv && after_small_ && !profiling_;
   after_gemv_ = after_small_ = false;
+  // ≤ cap bytes of the next linear's weights (nothing on profiled steps: events
+  // between the kernels would time the prefetch apart). Spread: the first
+  // part of every row (at least 1 KB of each, else of the first rows), so
+  // that all of the gemv's warps start on L2 hits and then stream the rest
+  // from HBM together; contiguous: its first rows whole.
+  auto prefetch_part = [&](int64_t cap) -> kc::L2Prefetch {
+    const kc::L2Prefetch& w = next_linear_weights_;
+    if (profiling_ || cap <= 0 || !w.ptr) return {};
+    if (!opt_.l2_prefetch_spread) {
+      const int64_t total = w.rows * w.stride;
+      return {w.ptr, 1, total, std::min(cap, total) & ~int64_t{15}};
+    }
+    const int64_t per_row = std::min(w.stride, std::max<int64_t>(1024, cap / w.rows & ~int64_t{15}));
+    return {w.ptr, std::min(w.rows, cap / per_row), w.stride, per_row};
+  };
   switch (op.kind) {
     case OpKind::kEmbedding: {
       const DevWeight& t = weights_[op.weights[0]];
@@ -134,7 +158,8 @@ Status CudaBackendImpl::run_op(const Program& p, const Op& op, const RunShape& r
     case OpKind::kAddRMSNorm:
       SHARDLM_CUDA_TRY(kc::add_rmsnorm(cbf(bufs_[op.in]), bf(bufs_[op.in2]), cbf(w(op, 0)), bf(bufs_[op.out]),
                                        rows_of(p, op.in2, rs), p.buffers[op.in2].width, op.eps, s,
-                                       prelaunch_norm && op.in2 != prev_out),
+                                       prelaunch_norm && op.in2 != prev_out,
+                                       prefetch_part(opt_.l2_prefetch_norm_bytes)),
                        "add_rmsnorm");
       after_small_ = p.mapping.tp == 1 || op.kind == OpKind::kAddRMSNorm;
       break;
@@ -208,6 +233,7 @@ Status CudaBackendImpl::run_op(const Program& p, const Op& op, const RunShape& r
       ap.num_seqs = rs.meta.S;
       ap.max_q_len = rs.max_q_len;
       ap.slot_mapping = meta_dev_ + M.slots;
+      ap.l2_prefetch = prefetch_part(opt_.l2_prefetch_attention_bytes);
       if (op.kind == OpKind::kRoPEAttention && opt_.fuse_rope_attention && kc::decode_rope_fusable(ap)) {
         ap.rope_inv_freq = inv_freq_;  // decode rows: the attention kernel rotates and writes the new k/v
         ap.programmatic = prelaunch;

@@ -318,7 +318,10 @@ TEST(CudaProgrammaticLaunch, NormAndGemvBehindAGemvAreBitwiseTheOrdinaryLaunches
         const bool pl = programmatic == 1;
         for (int layer = 0; layer < 20; ++layer) {
           CUDA_OK(kc::gemv(dx.get(), dw1.get(), nullptr, da.get(), false, m, n, k, s, false, pl && layer > 0));
-          CUDA_OK(kc::add_rmsnorm(da.get(), dr.get(), dg.get(), dy.get(), m, n, 1e-5f, s, pl));
+          // The programmatic run also pulls the first part of the next gemv's
+          // rows into L2, as the backend does.
+          const kc::L2Prefetch pf = pl ? kc::L2Prefetch{dw2.get(), n, k * 2, k * 2 / 32 * 16} : kc::L2Prefetch{};
+          CUDA_OK(kc::add_rmsnorm(da.get(), dr.get(), dg.get(), dy.get(), m, n, 1e-5f, s, pl, pf));
           CUDA_OK(kc::gemv(dy.get(), dw2.get(), nullptr, dx.get(), false, m, n, k, s, false, pl));
         }
         CUDA_OK(cudaStreamSynchronize(s));

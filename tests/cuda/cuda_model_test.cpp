@@ -137,12 +137,15 @@ TEST_P(CudaHfParity, LinearChainAndPrelaunchDecodeAreTheKernelPerOpDecode) {
   const std::string why = graph::cuda_unavailable_reason();
   if (!why.empty()) GTEST_SKIP() << why;
   auto g = read_json(golden_dir(GetParam()) + "/goldens.json");
-  constexpr int kVariants = 3;  // every launch ordinary; linear chain; the default (programmatic launches around the gemvs)
+  // Every launch ordinary and no L2 prefetch; linear chain; the default
+  // (programmatic launches around the gemvs, the next linear's weights
+  // prefetched into L2).
+  constexpr int kVariants = 3;
   std::vector<std::vector<int32_t>> outs[kVariants];
   for (int chain = 0; chain < kVariants; ++chain) {
     CudaEngineOptions o;
     o.linear_chain = chain == 1;
-    o.prelaunch_after_gemv = o.prelaunch_gemv = chain != 0;
+    o.prelaunch_after_gemv = o.prelaunch_gemv = o.l2_prefetch = chain != 0;
     auto engine = Engine::create_cuda(testing::golden_model_dir(GetParam()), gpu_config(), o);
     ASSERT_TRUE(engine.ok()) << engine.status().to_string();
     for (const auto& p : g["prompts"]) {

@@ -65,6 +65,7 @@ struct TcDecodeArgs {
   // gathers its first cached tile before waiting for it (nothing in the step
   // writes those cache rows or the step inputs before this kernel).
   bool pre_wait;
+  L2Prefetch pf;  // PagedAttentionParams::l2_prefetch (valid or empty): a share per block
 };
 
 constexpr int kDecRows = 16;  // one m16 slab: the query heads of one kv head
@@ -90,18 +91,26 @@ __global__ void __launch_bounds__(kThreads) decode_tc_kernel(const TcDecodeArgs 
 
   const int64_t t = blockIdx.x, g = blockIdx.y;
   const int split = blockIdx.z;
+  // This block's share of the L2 prefetch, issued by one thread once the
+  // block's own first loads are requested (or as it leaves early).
+  auto prefetch_share = [&] {
+    if (a.pf.rows > 0 && threadIdx.x >= kThreads - 32)
+      l2_prefetch_part(a.pf.ptr, a.pf.rows, a.pf.stride, a.pf.bytes_per_row,
+                       blockIdx.x + gridDim.x * (blockIdx.y + static_cast<int64_t>(gridDim.y) * blockIdx.z),
+                       static_cast<int64_t>(gridDim.x) * gridDim.y * gridDim.z);
+  };
   const int64_t s = a.token_seq[t];
   int64_t pos;
   if (a.positions && a.skip_q <= 0) {
     pos = a.positions[t];  // loaded beside token_seq: the block table is the second load, not the third
   } else {
     const int q_len = a.q_start[s + 1] - a.q_start[s];
-    if (a.skip_q > 0 && q_len >= a.skip_q) return;  // the prefill kernel's row
+    if (a.skip_q > 0 && q_len >= a.skip_q) return prefetch_share();  // the prefill kernel's row
     pos = static_cast<int64_t>(a.ctx_len[s]) - q_len + (t - a.q_start[s]);
   }
   const int64_t lo = a.window > 0 ? max(static_cast<int64_t>(0), pos - a.window + 1) : 0;
   const int64_t k_begin = lo + split * a.P;
-  if (k_begin > pos) return;  // this row needs fewer splits (combine knows)
+  if (k_begin > pos) return prefetch_share();  // this row needs fewer splits (combine knows)
   const int64_t k_end = min(k_begin + a.P, pos + 1);  // exclusive
   const int G = static_cast<int>(a.nq / a.nkv);
   const int64_t head0 = g * G;
@@ -129,8 +138,10 @@ __global__ void __launch_bounds__(kThreads) decode_tc_kernel(const TcDecodeArgs 
       cp_async16(sQ + swz<HD>(r, c), qkv_row + (head0 + (ok ? r : 0)) * HD + c * 8, ok);
     }
     load_kv(0, 0);
+    prefetch_share();
   } else {
     load_kv(0, 0);  // the cached keys first: their round trip covers the rotation below
+    prefetch_share();
     // Before the wait, what the qkv gemv does not write: this thread's angle
     // (its pair index d is the same in every row it rotates: kThreads is a
     // multiple of HD/2) and the new token's cache slot. After it, every load
@@ -463,6 +474,7 @@ cudaError_t paged_decode_attention_tc(const bf16* q, int64_t q_stride, bf16* k_c
     a.slots = p.slot_mapping;
     a.pre_wait = p.programmatic;
   }
+  if (p.l2_prefetch.valid()) a.pf = p.l2_prefetch;
   return p.head_dim == 64 ? launch_decode<64>(a, p.num_tokens, stream) : launch_decode<128>(a, p.num_tokens, stream);
 }
 

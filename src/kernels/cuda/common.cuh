@@ -158,6 +158,32 @@ __device__ __forceinline__ void griddep_trigger() {
 #endif
 }
 
+// Part `part` of `parts` of an L2 prefetch (Hopper bulk prefetch: the lines
+// go to L2 and nowhere else, the instruction returns at once and nothing
+// waits for it): the first bytes_per_row bytes of `rows` rows `stride` bytes
+// apart from p, in pieces of ≤ 64 KB, issued by the 32 lanes of the calling
+// warp. A hint with no effect on results: a kernel on the latency-bound
+// stretch between two batch-1 linears, when HBM idles, pulls the next
+// linear's first weights into L2 for it. p, stride and bytes_per_row are
+// multiples of 16 (the launchers check).
+__device__ __forceinline__ void l2_prefetch_part(const void* p, int64_t rows, int64_t stride, int64_t bytes_per_row,
+                                                 int64_t part, int64_t parts) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if (p == nullptr || rows <= 0 || bytes_per_row <= 0 || parts <= 0) return;
+  constexpr int64_t kPiece = 64 << 10;  // per instruction; the size operand is 32-bit
+  const int64_t per_row = (bytes_per_row + kPiece - 1) / kPiece;
+  const int64_t units = rows * per_row, share = (units + parts - 1) / parts;
+  const int64_t end = min(units, (part + 1) * share);
+  for (int64_t u = part * share + (threadIdx.x & 31); u < end; u += 32) {
+    const int64_t r = u / per_row, c = (u - r * per_row) * kPiece;
+    const uint32_t n = static_cast<uint32_t>(min(kPiece, bytes_per_row - c));
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(static_cast<const char*>(p) + r * stride + c),
+                 "r"(n)
+                 : "memory");
+  }
+#endif
+}
+
 // Launches `kernel` as a programmatic dependent of the previous kernel in the
 // stream when `programmatic` holds, as an ordinary launch otherwise.
 template <typename... KArgs, typename... Args>

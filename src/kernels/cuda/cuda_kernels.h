@@ -36,13 +36,33 @@ cudaError_t embedding(const bf16* table, int64_t vocab, int64_t hidden, const in
 // y = bf16(w · bf16(x · rsqrt(mean(x²) + eps))) per row (HF LlamaRMSNorm in bf16). y may alias x.
 cudaError_t rmsnorm(const bf16* x, const bf16* w, bf16* y, int64_t rows, int64_t cols, float eps,
                     cudaStream_t stream);
+// Device memory to pull into L2 while a latency-bound kernel runs: the
+// first bytes of the weights of the batch-1 gemv that follows it, which then
+// reads them from L2 instead of HBM (bench/NOTES.md run 20): the first
+// bytes_per_row bytes of `rows` rows `stride` bytes apart. A hint, no effect
+// on any result; nothing when ptr, stride or bytes_per_row is not a multiple
+// of 16.
+struct L2Prefetch {
+  const void* ptr = nullptr;
+  int64_t rows = 0;
+  int64_t stride = 0;         // bytes from one row to the next
+  int64_t bytes_per_row = 0;  // ≤ stride
+  bool valid() const {
+    return ptr && rows > 0 && bytes_per_row > 0 && bytes_per_row <= stride &&
+           (reinterpret_cast<uintptr_t>(ptr) % 16 | stride % 16 | bytes_per_row % 16) == 0;
+  }
+};
+
 // residual = bf16(residual + x); y = rmsnorm(residual). y may alias x (not residual).
 // programmatic: launched as a programmatic dependent of the previous kernel in
 // the stream, reading residual and w (rows ≤ 8192) before waiting for it — so
 // that kernel must have been launched ordinarily and write neither (the CUDA
 // backend sets it behind a gemv, which lets its dependents start early).
+// prefetch (cols ≤ 8192): kL2PrefetchBlocks extra blocks wait for the previous
+// kernel, then pull it into L2 while the norm runs.
+constexpr int kL2PrefetchBlocks = 32;
 cudaError_t add_rmsnorm(const bf16* x, bf16* residual, const bf16* w, bf16* y, int64_t rows, int64_t cols,
-                        float eps, cudaStream_t stream, bool programmatic = false);
+                        float eps, cudaStream_t stream, bool programmatic = false, L2Prefetch prefetch = {});
 // Per-head RMSNorm of the q heads (weight wq[head_dim]) and k heads (wk) of packed qkv rows, in place.
 cudaError_t head_rmsnorm(bf16* qkv, int64_t row_stride, int64_t ntok, int64_t nq_heads, int64_t nkv_heads,
                          int64_t head_dim, const bf16* wq, const bf16* wk, float eps, cudaStream_t stream);
@@ -212,6 +232,9 @@ struct PagedAttentionParams {
   // write neither the cache nor the step inputs (the backend sets it behind
   // the qkv gemv).
   bool programmatic = false;
+  // Pulled into L2 by the tensor-core decode kernel's blocks right after they
+  // request their first K/V tile (other kernels ignore it).
+  L2Prefetch l2_prefetch;
 };
 // Every row a decode row (max_q_len 1), positions given, and the tensor-core
 // decode kernel serving the shape: the RoPE fusion above applies.

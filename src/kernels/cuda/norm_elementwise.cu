@@ -32,9 +32,18 @@ constexpr int kNormRegVecs = 4;    // vectors of 8 a thread holds in registers: 
 // pre_wait (kRegVecs with kAdd, launched programmatically behind a kernel
 // that writes neither the residual nor w): those are loaded before waiting
 // for the previous kernel, x after.
+// Blocks from `rows` on (kRegVecs only) prefetch pf into L2
+// after the wait (before it the previous gemv still streams its own weights).
 template <bool kVec, bool kAdd, int kRegVecs = 0>
 __global__ void rmsnorm_kernel(const bf16* __restrict__ x, bf16* __restrict__ residual,
-                               const bf16* __restrict__ w, bf16* y, int64_t cols, float eps, bool pre_wait) {
+                               const bf16* __restrict__ w, bf16* y, int64_t cols, float eps, bool pre_wait,
+                               int64_t rows, L2Prefetch pf) {
+  if (kRegVecs > 0 && blockIdx.x >= rows) {
+    griddep_wait();
+    if (threadIdx.x < 32)
+      l2_prefetch_part(pf.ptr, pf.rows, pf.stride, pf.bytes_per_row, blockIdx.x - rows, gridDim.x - rows);
+    return;
+  }
   SHARDLM_TL_BEGIN();
   constexpr bool kTl = kAdd && kRegVecs > 0;  // the decode step's add+RMSNorm is the one stamped
   if (kTl && threadIdx.x == 0) SHARDLM_TL_STAMP(kTlNorm, blockIdx.x, 0);
@@ -229,20 +238,22 @@ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 
 
 template <bool kAdd>
 cudaError_t launch_norm(const bf16* x, bf16* residual, const bf16* w, bf16* y, int64_t rows, int64_t cols,
-                        float eps, bool programmatic, cudaStream_t s) {
+                        float eps, bool programmatic, L2Prefetch pf, cudaStream_t s) {
   if (rows <= 0) return cudaSuccess;
-  if (cols <= 0 || rows > 0x7fffffff) return cudaErrorInvalidValue;
+  if (cols <= 0 || rows > 0x7fffffff - kL2PrefetchBlocks) return cudaErrorInvalidValue;
   const bool vec = cols % 8 == 0 && aligned16(x) && aligned16(w) && aligned16(y) && (!kAdd || aligned16(residual));
   const dim3 grid(static_cast<unsigned>(rows));
   cudaError_t e;
   if (vec && cols <= static_cast<int64_t>(kNormRegVecs) * 8 * kNormThreads) {
-    // Only this path loads before its wait; the others are launched as usual.
-    e = launch_k_as(programmatic || programmatic_launch_flag(), rmsnorm_kernel<true, kAdd, kNormRegVecs>, grid,
-                    kNormThreads, 0, s, x, residual, w, y, cols, eps, programmatic);
+    // Only this path loads before its wait (and prefetches); the others are launched as usual.
+    const dim3 grid_pf(static_cast<unsigned>(rows + (pf.valid() ? kL2PrefetchBlocks : 0)));
+    e = launch_k_as(programmatic || programmatic_launch_flag(), rmsnorm_kernel<true, kAdd, kNormRegVecs>, grid_pf,
+                    kNormThreads, 0, s, x, residual, w, y, cols, eps, programmatic, rows,
+                    pf.valid() ? pf : L2Prefetch{});
   } else if (vec) {
-    e = launch_k(rmsnorm_kernel<true, kAdd>, grid, kNormThreads, 0, s, x, residual, w, y, cols, eps, false);
+    e = launch_k(rmsnorm_kernel<true, kAdd>, grid, kNormThreads, 0, s, x, residual, w, y, cols, eps, false, rows, L2Prefetch{});
   } else {
-    e = launch_k(rmsnorm_kernel<false, kAdd>, grid, kNormThreads, 0, s, x, residual, w, y, cols, eps, false);
+    e = launch_k(rmsnorm_kernel<false, kAdd>, grid, kNormThreads, 0, s, x, residual, w, y, cols, eps, false, rows, L2Prefetch{});
   }
   return e != cudaSuccess ? e : cudaGetLastError();
 }
@@ -252,12 +263,12 @@ cudaError_t launch_norm(const bf16* x, bf16* residual, const bf16* w, bf16* y, i
 void set_programmatic_launch(bool on) { detail::programmatic_launch_flag() = on; }
 
 cudaError_t rmsnorm(const bf16* x, const bf16* w, bf16* y, int64_t rows, int64_t cols, float eps, cudaStream_t s) {
-  return launch_norm<false>(x, nullptr, w, y, rows, cols, eps, false, s);
+  return launch_norm<false>(x, nullptr, w, y, rows, cols, eps, false, {}, s);
 }
 
 cudaError_t add_rmsnorm(const bf16* x, bf16* residual, const bf16* w, bf16* y, int64_t rows, int64_t cols,
-                        float eps, cudaStream_t s, bool programmatic) {
-  return launch_norm<true>(x, residual, w, y, rows, cols, eps, programmatic, s);
+                        float eps, cudaStream_t s, bool programmatic, L2Prefetch prefetch) {
+  return launch_norm<true>(x, residual, w, y, rows, cols, eps, programmatic, prefetch, s);
 }
 
 cudaError_t head_rmsnorm(bf16* qkv, int64_t row_stride, int64_t ntok, int64_t nq, int64_t nkv, int64_t hd,
