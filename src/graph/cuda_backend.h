@@ -33,13 +33,14 @@ struct CudaBackendOptions {
   // Linears with ≤ gemv_max_rows rows go through the gemv kernel instead of
   // cuBLASLt (0: never). Measured on H200, 8B shape, sum of the linears of one
   // step: m = 1 gemv 3.99 ms vs cuBLASLt 4.15 ms; m = 8 gemv 15.4 ms vs 4.2 ms
-  // (its x reads through L1 grow with m), hence 1 (bench/NOTES.md, run 3).
+  // (its x reads through L1 grow with m), hence 1 (bench/NOTES_runs_01-12.md, run 3).
   int64_t gemv_max_rows = 1;
   // Launch those gemvs as programmatic dependent launches that request their
   // first weights while the previous kernel drains (kernels/cuda/gemv.cu), and
   // all hot-path kernels as programmatic dependent launches. Off: measured
-  // slower at batch 1 (4.96 vs 4.38 ms/step on H200, bench/NOTES.md runs 4,
-  // 13 and 15) and no faster at batch ≥ 8; kept, tested, for later tuning.
+  // slower at batch 1 (4.96 vs 4.38 ms/step on H200; bench/NOTES_runs_01-12.md
+  // run 4, bench/NOTES.md runs 13 and 15) and no faster at batch ≥ 8; kept,
+  // tested, for later tuning.
   bool gemv_overlap_prologue = false;
   bool programmatic_launch = false;
   // Decode steps (every row one token) rotate q and the new k inside the
@@ -73,11 +74,17 @@ struct CudaBackendOptions {
   // l2_prefetch_max_rows rows pulls up to these many bytes of that linear's
   // weights into L2 while it runs: HBM idles through those latency-bound
   // kernels, and the linear then streams fewer bytes from it after them
-  // (bench/NOTES.md run 20). 0: off.
-  int64_t l2_prefetch_attention_bytes = 0;
+  // (bench/NOTES.md run 20). 0: off. Measured at batch 1 (8B shape, H100,
+  // interleaved): 16 MiB of o_proj's 32 behind the attention 5.629 → 5.584
+  // ms on a slower H100; 24 and more slower again (the prefetch then
+  // outlasts the attention). The norms' prefetch (2 MiB of gate|up or qkv)
+  // gained nothing once the attention's came after its K/V reads: off.
+  int64_t l2_prefetch_attention_bytes = 16ll << 20;
   int64_t l2_prefetch_norm_bytes = 0;
   int64_t l2_prefetch_max_rows = 8;
-  bool l2_prefetch_spread = true;  // the first part of every row; false: the first rows whole
+  // The first part of every row instead of the first rows whole: measured
+  // slower (bench/NOTES.md run 20); kept for A/B runs (--l2-prefetch-spread).
+  bool l2_prefetch_spread = false;
   // Timing diagnostics only (`bench decode --skip-ops`): op kind names (as the
   // per-op profile prints them, "lm_head" for the logits linear) whose
   // launches are left out of every step, so that a graph replay's time with

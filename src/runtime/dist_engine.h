@@ -31,7 +31,7 @@ struct DistEngineOptions {
   CudaEngineOptions cuda;
   // How pipeline stages pass activations: "host" (f32 over the Gloo pair of
   // the two stages) or, with device "cuda", "nccl" (bf16 device to device).
-  // "auto": nccl on cuda (measured faster: bench/NOTES.md run 6), host on cpu.
+  // "auto": nccl on cuda (measured faster: bench/NOTES_runs_01-12.md run 6), host on cpu.
   std::string pp_transport = "auto";
   bool synchronous = false;      // the PP relay's synchronous switch
   int max_in_flight = 0;         // micro-batches in flight (0: pp)

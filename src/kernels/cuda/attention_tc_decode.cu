@@ -28,6 +28,10 @@
 // the gemv's last wave, and waits for the gemv only before reading q: the
 // launch gap and two dependent round trips leave the critical path.
 //
+// Given PagedAttentionParams::l2_prefetch (the first weights of the o_proj
+// gemv that follows), each block, once its K/V tiles have landed, requests
+// its share of them into L2: HBM idles through the rest of this kernel.
+//
 // head_dim 64 and 128 are compiled (every architecture we serve but the small
 // test ones); other head dims stay on the SIMT kernel (attention.cu).
 #include "kernels/cuda/attention_tc.h"
@@ -91,8 +95,11 @@ __global__ void __launch_bounds__(kThreads) decode_tc_kernel(const TcDecodeArgs 
 
   const int64_t t = blockIdx.x, g = blockIdx.y;
   const int split = blockIdx.z;
-  // This block's share of the L2 prefetch, issued by one thread once the
-  // block's own first loads are requested (or as it leaves early).
+  // This block's share of the L2 prefetch, issued by its last warp once the
+  // block's own K/V tiles have landed: issued beside the tile requests, the
+  // prefetch queued ahead of them at the memory controllers and delayed the
+  // attention by about what the gemv after it then saved (bench/NOTES.md
+  // run 20). A block with no keys to read leaves without its share.
   auto prefetch_share = [&] {
     if (a.pf.rows > 0 && threadIdx.x >= kThreads - 32)
       l2_prefetch_part(a.pf.ptr, a.pf.rows, a.pf.stride, a.pf.bytes_per_row,
@@ -105,12 +112,12 @@ __global__ void __launch_bounds__(kThreads) decode_tc_kernel(const TcDecodeArgs 
     pos = a.positions[t];  // loaded beside token_seq: the block table is the second load, not the third
   } else {
     const int q_len = a.q_start[s + 1] - a.q_start[s];
-    if (a.skip_q > 0 && q_len >= a.skip_q) return prefetch_share();  // the prefill kernel's row
+    if (a.skip_q > 0 && q_len >= a.skip_q) return;  // the prefill kernel's row
     pos = static_cast<int64_t>(a.ctx_len[s]) - q_len + (t - a.q_start[s]);
   }
   const int64_t lo = a.window > 0 ? max(static_cast<int64_t>(0), pos - a.window + 1) : 0;
   const int64_t k_begin = lo + split * a.P;
-  if (k_begin > pos) return prefetch_share();  // this row needs fewer splits (combine knows)
+  if (k_begin > pos) return;  // this row needs fewer splits (combine knows)
   const int64_t k_end = min(k_begin + a.P, pos + 1);  // exclusive
   const int G = static_cast<int>(a.nq / a.nkv);
   const int64_t head0 = g * G;
@@ -138,10 +145,8 @@ __global__ void __launch_bounds__(kThreads) decode_tc_kernel(const TcDecodeArgs 
       cp_async16(sQ + swz<HD>(r, c), qkv_row + (head0 + (ok ? r : 0)) * HD + c * 8, ok);
     }
     load_kv(0, 0);
-    prefetch_share();
   } else {
     load_kv(0, 0);  // the cached keys first: their round trip covers the rotation below
-    prefetch_share();
     // Before the wait, what the qkv gemv does not write: this thread's angle
     // (its pair index d is the same in every row it rotates: kThreads is a
     // multiple of HD/2) and the new token's cache slot. After it, every load
@@ -217,6 +222,7 @@ __global__ void __launch_bounds__(kThreads) decode_tc_kernel(const TcDecodeArgs 
       cp_async_wait<0>();
     }
     __syncthreads();
+    if (tile == n_tiles - 1) prefetch_share();  // this block's K/V reads are done
     if (own_new && tile == n_tiles - 1) {  // the new key is this tile's row pos − its first key
       const int r = static_cast<int>(pos - (k_begin + static_cast<int64_t>(tile) * kBN));
       if (tid < kHalf) {

@@ -232,8 +232,8 @@ struct PagedAttentionParams {
   // write neither the cache nor the step inputs (the backend sets it behind
   // the qkv gemv).
   bool programmatic = false;
-  // Pulled into L2 by the tensor-core decode kernel's blocks right after they
-  // request their first K/V tile (other kernels ignore it).
+  // Pulled into L2 by the tensor-core decode kernel's blocks once their K/V
+  // tiles have landed (other kernels ignore it).
   L2Prefetch l2_prefetch;
 };
 // Every row a decode row (max_q_len 1), positions given, and the tensor-core
