@@ -585,8 +585,8 @@ void register_bench_decode(CLI::App& bench, CommandRunner* run) {
                 "Launch every kernel ordinarily (A/B): by default the decode attention and add+RMSNorm behind a gemv "
                 "start early and load what it does not write before waiting, and the gemv behind them starts early");
   cmd->add_option("--l2-prefetch-mb", opts->l2_prefetch_mb,
-                  "MiB of the next gemv's weights that a decode attention and an add+RMSNorm pull into L2 while they "
-                  "run (ATTN,NORM or one value for both; 0 turns it off; default: the backend's)")
+                  "MiB of the next linear's weights that a decode attention and an add+RMSNorm pull into L2 while "
+                  "they run, at batches <= 8 (ATTN,NORM or one value for both; 0 turns it off; default 16,0)")
       ->delimiter(',')
       ->expected(1, 2)
       ->check(CLI::Range(0.0, 1024.0));

@@ -12,8 +12,9 @@
 // Why: at batch 1 a linear is a stream over its weights, and each kernel
 // boundary costs ~3 µs of ramp (the first DRAM round trip of the next kernel)
 // and drain (the last rows of this one) whatever the matrix size
-// (bench/NOTES_runs_01-12.md run 10, bench/NOTES.md run 13): ~12 µs a layer on the H200, the part of
-// batch 1's distance to the roofline the per-op kernels cannot remove.
+// (bench/NOTES_runs_01-12.md run 10, bench/NOTES.md run 13): ~12 µs a layer
+// on the H200, the part of batch 1's distance to the roofline the per-op
+// kernels cannot remove.
 //
 // How: a cooperative grid of one 512-thread block per SM runs the
 // stages in order with a grid barrier between them. Stage rows are dealt

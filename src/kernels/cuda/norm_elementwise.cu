@@ -32,8 +32,8 @@ constexpr int kNormRegVecs = 4;    // vectors of 8 a thread holds in registers: 
 // pre_wait (kRegVecs with kAdd, launched programmatically behind a kernel
 // that writes neither the residual nor w): those are loaded before waiting
 // for the previous kernel, x after.
-// Blocks from `rows` on (kRegVecs only) prefetch pf into L2
-// after the wait (before it the previous gemv still streams its own weights).
+// Blocks from `rows` on (kRegVecs only) prefetch pf into L2 after the wait
+// (before it the previous gemv still streams its own weights).
 template <bool kVec, bool kAdd, int kRegVecs = 0>
 __global__ void rmsnorm_kernel(const bf16* __restrict__ x, bf16* __restrict__ residual,
                                const bf16* __restrict__ w, bf16* y, int64_t cols, float eps, bool pre_wait,
@@ -251,9 +251,11 @@ cudaError_t launch_norm(const bf16* x, bf16* residual, const bf16* w, bf16* y, i
                     kNormThreads, 0, s, x, residual, w, y, cols, eps, programmatic, rows,
                     pf.valid() ? pf : L2Prefetch{});
   } else if (vec) {
-    e = launch_k(rmsnorm_kernel<true, kAdd>, grid, kNormThreads, 0, s, x, residual, w, y, cols, eps, false, rows, L2Prefetch{});
+    e = launch_k(rmsnorm_kernel<true, kAdd>, grid, kNormThreads, 0, s, x, residual, w, y, cols, eps, false, rows,
+                 L2Prefetch{});
   } else {
-    e = launch_k(rmsnorm_kernel<false, kAdd>, grid, kNormThreads, 0, s, x, residual, w, y, cols, eps, false, rows, L2Prefetch{});
+    e = launch_k(rmsnorm_kernel<false, kAdd>, grid, kNormThreads, 0, s, x, residual, w, y, cols, eps, false, rows,
+                 L2Prefetch{});
   }
   return e != cudaSuccess ? e : cudaGetLastError();
 }
