@@ -64,7 +64,6 @@ struct DecodeBenchOptions {
   bool linear_chain = false;
   bool no_prelaunch = false;
   std::vector<double> l2_prefetch_mb;  // {attention, norm}; empty: the backend's defaults
-  bool l2_prefetch_spread = false;
   std::vector<std::string> skip_ops;  // timing diagnostics: op kinds left out (outputs wrong)
   std::vector<int64_t> workload_batches = {64};  // empty: no workload run
   int64_t workload_prompt = 128, workload_generate = 128;
@@ -220,7 +219,6 @@ int run_decode_bench(const DecodeBenchOptions& o, DistContext* ctx) {
     bo.l2_prefetch_attention_bytes = static_cast<int64_t>(o.l2_prefetch_mb[0] * (1 << 20));
     bo.l2_prefetch_norm_bytes = static_cast<int64_t>(o.l2_prefetch_mb.back() * (1 << 20));
   }
-  if (o.l2_prefetch_spread) bo.l2_prefetch_spread = true;
   bo.timing_skip_ops = o.skip_ops;
   if (!o.skip_ops.empty())
     std::printf("TIMING DIAGNOSTIC: launches of op kinds {%s} are left out; every output below is wrong\n",
@@ -590,8 +588,6 @@ void register_bench_decode(CLI::App& bench, CommandRunner* run) {
       ->delimiter(',')
       ->expected(1, 2)
       ->check(CLI::Range(0.0, 1024.0));
-  cmd->add_flag("--l2-prefetch-spread", opts->l2_prefetch_spread,
-                "A/B: prefetch the first part of every row of the next linear's weights instead of its first rows");
   cmd->add_option("--skip-ops", opts->skip_ops,
                   "Timing diagnostic: leave out the launches of these op kinds (names as in the per-op line, "
                   "lm_head for the logits linear); the time without them is what they cost. Outputs are wrong")

@@ -82,9 +82,6 @@ struct CudaBackendOptions {
   int64_t l2_prefetch_attention_bytes = 16ll << 20;
   int64_t l2_prefetch_norm_bytes = 0;
   int64_t l2_prefetch_max_rows = 8;
-  // The first part of every row instead of the first rows whole: measured
-  // slower (bench/NOTES.md run 20); kept for A/B runs (--l2-prefetch-spread).
-  bool l2_prefetch_spread = false;
   // Timing diagnostics only (`bench decode --skip-ops`): op kind names (as the
   // per-op profile prints them, "lm_head" for the logits linear) whose
   // launches are left out of every step, so that a graph replay's time with

@@ -190,8 +190,9 @@ class CudaBackendImpl final : public CudaBackend {
   bool after_gemv_ = false;
   int gemv_out_ = -1;  // that gemv's output buffer
   bool after_small_ = false;  // the last op launched a decode attention or add+RMSNorm (prelaunch_gemv)
-  // The weights of the op after the one run_op launches, when that op is a
-  // linear of ≤ l2_prefetch_max_rows rows (else empty): what a decode
+  // The weights of the op after the one run_op launches (one row of all its
+  // bytes), when that op is a linear of ≤ l2_prefetch_max_rows rows (else
+  // empty): what a decode
   // attention or add+RMSNorm pulls into L2 (CudaBackendOptions::l2_prefetch_*).
   kc::L2Prefetch next_linear_weights_;
   std::vector<std::pair<cudaEvent_t, cudaEvent_t>> ev_pool_;

@@ -78,7 +78,7 @@ Status CudaBackendImpl::run_ops(const Program& p, const RunShape& rs) {
       if (next.kind == OpKind::kLinear || next.kind == OpKind::kLinearSiLUMul) {
         const DevWeight& wt = weights_[next.weights[0]];
         if (rows_of(p, next.in, rs) <= opt_.l2_prefetch_max_rows)
-          next_linear_weights_ = {wt.ptr, wt.shape[0], wt.shape[1] * 2, wt.shape[1] * 2};
+          next_linear_weights_ = {wt.ptr, 1, wt.shape[0] * wt.shape[1] * 2, wt.shape[0] * wt.shape[1] * 2};
       }
     }
     Status st = run_op(p, op, rs);
@@ -101,20 +101,15 @@ Status CudaBackendImpl::run_op(const Program& p, const Op& op, const RunShape& r
   bool prelaunch_norm = prelaunch;
   const bool gemv_behind_small = opt_.prelaunch_gemv && after_small_ && !profiling_;
   after_gemv_ = after_small_ = false;
-  // ≤ cap bytes of the next linear's weights (nothing on profiled steps: events
-  // between the kernels would time the prefetch apart). Spread: the first
-  // part of every row (at least 1 KB of each, else of the first rows), so
-  // that all of the gemv's warps start on L2 hits and then stream the rest
-  // from HBM together; contiguous: its first rows whole.
+  // The first ≤ cap bytes of the next linear's weights, its first rows whole
+  // (the first part of every row instead measured slower, bench/NOTES.md run
+  // 20). Nothing on profiled steps: events between the kernels would time the
+  // prefetch apart.
   auto prefetch_part = [&](int64_t cap) -> kc::L2Prefetch {
-    const kc::L2Prefetch& w = next_linear_weights_;
-    if (profiling_ || cap <= 0 || !w.ptr) return {};
-    if (!opt_.l2_prefetch_spread) {
-      const int64_t total = w.rows * w.stride;
-      return {w.ptr, 1, total, std::min(cap, total) & ~int64_t{15}};
-    }
-    const int64_t per_row = std::min(w.stride, std::max<int64_t>(1024, cap / w.rows & ~int64_t{15}));
-    return {w.ptr, std::min(w.rows, cap / per_row), w.stride, per_row};
+    kc::L2Prefetch pf = next_linear_weights_;
+    if (profiling_ || cap <= 0 || !pf.ptr) return {};
+    pf.bytes_per_row = std::min(cap, pf.stride) & ~int64_t{15};
+    return pf;
   };
   switch (op.kind) {
     case OpKind::kEmbedding: {
