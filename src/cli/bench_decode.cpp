@@ -63,8 +63,7 @@ struct DecodeBenchOptions {
   bool no_rope_fusion = false;
   bool linear_chain = false;
   bool no_prelaunch = false;
-  std::vector<double> l2_prefetch_mb;  // {attention, norm[, gemv]}; empty: the backend's defaults
-  int l2_prefetch_early = -1;          // 0/1: CudaBackendOptions::l2_prefetch_attention_early; -1: its default
+  std::vector<double> l2_prefetch_mb;  // {attention, norm}; empty: the backend's defaults
   std::vector<std::string> skip_ops;  // timing diagnostics: op kinds left out (outputs wrong)
   std::vector<int64_t> workload_batches = {64};  // empty: no workload run
   int64_t workload_prompt = 128, workload_generate = 128;
@@ -218,10 +217,8 @@ int run_decode_bench(const DecodeBenchOptions& o, DistContext* ctx) {
   bo.prelaunch_after_gemv = bo.prelaunch_gemv = !o.no_prelaunch;
   if (!o.l2_prefetch_mb.empty()) {
     bo.l2_prefetch_attention_bytes = static_cast<int64_t>(o.l2_prefetch_mb[0] * (1 << 20));
-    bo.l2_prefetch_norm_bytes = static_cast<int64_t>(o.l2_prefetch_mb[o.l2_prefetch_mb.size() > 1] * (1 << 20));
-    if (o.l2_prefetch_mb.size() > 2) bo.l2_prefetch_gemv_bytes = static_cast<int64_t>(o.l2_prefetch_mb[2] * (1 << 20));
+    bo.l2_prefetch_norm_bytes = static_cast<int64_t>(o.l2_prefetch_mb.back() * (1 << 20));
   }
-  if (o.l2_prefetch_early >= 0) bo.l2_prefetch_attention_early = o.l2_prefetch_early == 1;
   bo.timing_skip_ops = o.skip_ops;
   if (!o.skip_ops.empty())
     std::printf("TIMING DIAGNOSTIC: launches of op kinds {%s} are left out; every output below is wrong\n",
@@ -587,15 +584,10 @@ void register_bench_decode(CLI::App& bench, CommandRunner* run) {
                 "start early and load what it does not write before waiting, and the gemv behind them starts early");
   cmd->add_option("--l2-prefetch-mb", opts->l2_prefetch_mb,
                   "MiB of the next linear's weights that a decode attention and an add+RMSNorm pull into L2 while "
-                  "they run, at batches <= 8, and (GEMV) that a gemv's warps pull as they finish their rows "
-                  "(ATTN,NORM[,GEMV] or one value for attention and norm; 0 turns a part off; default 16,0,0)")
+                  "they run, at batches <= 8 (ATTN,NORM or one value for both; 0 turns it off; default 16,0)")
       ->delimiter(',')
-      ->expected(1, 3)
+      ->expected(1, 2)
       ->check(CLI::Range(0.0, 1024.0));
-  cmd->add_option("--l2-prefetch-early", opts->l2_prefetch_early,
-                  "1: a decode attention block of one K/V tile issues its L2 prefetch as soon as the tile has landed, "
-                  "before waiting for the qkv gemv; 0: after the wait (default: the backend's)")
-      ->check(CLI::Range(0, 1));
   cmd->add_option("--skip-ops", opts->skip_ops,
                   "Timing diagnostic: leave out the launches of these op kinds (names as in the per-op line, "
                   "lm_head for the logits linear); the time without them is what they cost. Outputs are wrong")

@@ -82,16 +82,6 @@ struct CudaBackendOptions {
   int64_t l2_prefetch_attention_bytes = 16ll << 20;
   int64_t l2_prefetch_norm_bytes = 0;
   int64_t l2_prefetch_max_rows = 8;
-  // A batch-1 gemv's warps, each as it finishes its row, pull an even slice
-  // of the next linear's first l2_prefetch_gemv_bytes into L2 (ops may lie
-  // between: the attention after qkv, a norm after o_proj and down): HBM
-  // idles through the draining gemv's tail and the kernels after it. The
-  // attention's or norm's part then starts after these bytes. 0: off.
-  int64_t l2_prefetch_gemv_bytes = 0;
-  // The decode attention's blocks of one K/V tile issue their part as soon
-  // as that tile has landed, before waiting for the qkv gemv
-  // (PagedAttentionParams::l2_prefetch_early).
-  bool l2_prefetch_attention_early = false;
   // Timing diagnostics only (`bench decode --skip-ops`): op kind names (as the
   // per-op profile prints them, "lm_head" for the logits linear) whose
   // launches are left out of every step, so that a graph replay's time with

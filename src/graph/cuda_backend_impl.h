@@ -195,13 +195,6 @@ class CudaBackendImpl final : public CudaBackend {
   // empty): what a decode
   // attention or add+RMSNorm pulls into L2 (CudaBackendOptions::l2_prefetch_*).
   kc::L2Prefetch next_linear_weights_;
-  // The next linear's weights (the same form) when ops lie between: what a
-  // batch-1 gemv's finishing warps pull into L2 (l2_prefetch_gemv_bytes).
-  kc::L2Prefetch following_linear_weights_;
-  // What the last gemv launched asked its warps to pull into L2 (its first
-  // bytes_per_row bytes), so the attention or norm after it prefetches the
-  // bytes after those.
-  kc::L2Prefetch l2_requested_;
   std::vector<std::pair<cudaEvent_t, cudaEvent_t>> ev_pool_;
   std::vector<std::pair<std::string, size_t>> ev_used_;  // (op name, index into ev_pool_)
   std::map<std::string, CudaOpTime> profile_;

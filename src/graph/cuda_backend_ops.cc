@@ -40,7 +40,6 @@ Status CudaBackendImpl::run_ops(const Program& p, const RunShape& rs) {
     return ev;
   };
   after_gemv_ = after_small_ = false;
-  l2_requested_ = {};
   for (size_t i = 0; i < p.ops.size(); ++i) {
     const Op& op = p.ops[i];
     if (auto c = chains_.find(i); c != chains_.end() && opt_.linear_chain) {
@@ -73,19 +72,14 @@ Status CudaBackendImpl::run_ops(const Program& p, const RunShape& rs) {
       if (op.kind == OpKind::kLinear && op.out == p.logits_buffer) name = "lm_head";
       SHARDLM_ASSIGN_OR_RETURN(ev, begin(std::move(name)));
     }
-    // The weights of the next linear in the op list (one row of all its
-    // bytes) when it has ≤ l2_prefetch_max_rows rows; next_linear_weights_
-    // only when it is the very next op.
-    next_linear_weights_ = following_linear_weights_ = {};
-    for (size_t j = i + 1; j < p.ops.size(); ++j) {
-      const Op& next = p.ops[j];
-      if (next.kind != OpKind::kLinear && next.kind != OpKind::kLinearSiLUMul) continue;
-      const DevWeight& wt = weights_[next.weights[0]];
-      if (rows_of(p, next.in, rs) <= opt_.l2_prefetch_max_rows) {
-        following_linear_weights_ = {wt.ptr, 1, wt.shape[0] * wt.shape[1] * 2, wt.shape[0] * wt.shape[1] * 2};
-        if (j == i + 1) next_linear_weights_ = following_linear_weights_;
+    next_linear_weights_ = {};
+    if (i + 1 < p.ops.size()) {
+      const Op& next = p.ops[i + 1];
+      if (next.kind == OpKind::kLinear || next.kind == OpKind::kLinearSiLUMul) {
+        const DevWeight& wt = weights_[next.weights[0]];
+        if (rows_of(p, next.in, rs) <= opt_.l2_prefetch_max_rows)
+          next_linear_weights_ = {wt.ptr, 1, wt.shape[0] * wt.shape[1] * 2, wt.shape[0] * wt.shape[1] * 2};
       }
-      break;
     }
     Status st = run_op(p, op, rs);
     if (!st.ok()) return st.with_context(std::string("op ") + op_kind_name(op.kind) + " layer " + std::to_string(op.layer));
@@ -111,16 +105,11 @@ Status CudaBackendImpl::run_op(const Program& p, const Op& op, const RunShape& r
   // (the first part of every row instead measured slower, bench/NOTES.md run
   // 20). Nothing on profiled steps: events between the kernels would time the
   // prefetch apart.
-  // The gemv before (l2_prefetch_gemv_bytes) may have requested the first
-  // bytes already: the part then starts after them.
   auto prefetch_part = [&](int64_t cap) -> kc::L2Prefetch {
     kc::L2Prefetch pf = next_linear_weights_;
     if (profiling_ || cap <= 0 || !pf.ptr) return {};
-    const int64_t skip = pf.ptr == l2_requested_.ptr ? std::min(l2_requested_.bytes_per_row, pf.stride) : 0;
-    pf.ptr = static_cast<const char*>(pf.ptr) + skip;
-    pf.stride -= skip;
     pf.bytes_per_row = std::min(cap, pf.stride) & ~int64_t{15};
-    return pf.bytes_per_row > 0 ? pf : kc::L2Prefetch{};
+    return pf;
   };
   switch (op.kind) {
     case OpKind::kEmbedding: {
@@ -183,21 +172,14 @@ Status CudaBackendImpl::run_op(const Program& p, const Op& op, const RunShape& r
         // precedes it has finished (ordinary: at its start; programmatic: after its wait).
         after_gemv_ = true;
         gemv_out_ = op.out;
-        // Its finishing warps pull the next linear's first bytes into L2
-        // (CudaBackendOptions::l2_prefetch_gemv_bytes).
-        kc::L2Prefetch tail = following_linear_weights_;
-        if (profiling_ || opt_.l2_prefetch_gemv_bytes <= 0) tail = {};
-        if (tail.ptr) tail.bytes_per_row = std::min(opt_.l2_prefetch_gemv_bytes, tail.stride) & ~int64_t{15};
-        l2_requested_ = tail.valid() ? tail : kc::L2Prefetch{};
         if (silu)
           SHARDLM_CUDA_TRY(kc::gemv_silu_mul(cbf(bufs_[op.in]), cbf(wt.ptr), cbf(w(op, 1)), bf(bufs_[op.out]), rows,
                                              wt.shape[0] / 2, wt.shape[1], s, opt_.gemv_overlap_prologue,
-                                             gemv_behind_small, l2_requested_),
+                                             gemv_behind_small),
                            "gemv_silu_mul");
         else
           SHARDLM_CUDA_TRY(kc::gemv(cbf(bufs_[op.in]), cbf(wt.ptr), cbf(w(op, 1)), bufs_[op.out], f32, rows,
-                                    wt.shape[0], wt.shape[1], s, opt_.gemv_overlap_prologue, gemv_behind_small,
-                                    l2_requested_),
+                                    wt.shape[0], wt.shape[1], s, opt_.gemv_overlap_prologue, gemv_behind_small),
                            "gemv");
         break;
       }
@@ -247,7 +229,6 @@ Status CudaBackendImpl::run_op(const Program& p, const Op& op, const RunShape& r
       ap.max_q_len = rs.max_q_len;
       ap.slot_mapping = meta_dev_ + M.slots;
       ap.l2_prefetch = prefetch_part(opt_.l2_prefetch_attention_bytes);
-      ap.l2_prefetch_early = opt_.l2_prefetch_attention_early;
       if (op.kind == OpKind::kRoPEAttention && opt_.fuse_rope_attention && kc::decode_rope_fusable(ap)) {
         ap.rope_inv_freq = inv_freq_;  // decode rows: the attention kernel rotates and writes the new k/v
         ap.programmatic = prelaunch;

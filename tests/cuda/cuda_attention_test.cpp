@@ -221,16 +221,10 @@ void run_case(const AttnCase& c) {
     upload_bf16(vc2, vcache0);
     kc::PagedAttentionParams pf = fp;
     pf.programmatic = true;
-    // Later rounds add the L2 prefetch hints (CudaBackendOptions::l2_prefetch_*):
-    // the gemv's warps pull an odd-sized range as they finish, the attention's
-    // blocks of one tile issue theirs before the wait. They must change nothing.
     for (int rep = 0; rep < 3; ++rep) {
-      const kc::L2Prefetch tail = rep > 0 ? kc::L2Prefetch{dwq.get(), 1, 999984, 999984} : kc::L2Prefetch{};
-      pf.l2_prefetch = rep > 0 ? kc::L2Prefetch{dwq.get(), 3, 4112, 4000} : kc::L2Prefetch{};
-      pf.l2_prefetch_early = rep > 0;
       CUDA_OK(cudaMemset(qc.get(), 0xff, qkv.size() * 2));
       CUDA_OK(cudaMemset(oc.get(), 0xff, ntok * q_width * 2));
-      CUDA_OK(kc::gemv(dxid.get(), dwq.get(), nullptr, qc.get(), false, ntok, width, kId, nullptr, false, false, tail));
+      CUDA_OK(kc::gemv(dxid.get(), dwq.get(), nullptr, qc.get(), false, ntok, width, kId, nullptr));
       CUDA_OK(kc::paged_attention(qc.get(), width, kc2.get(), vc2.get(), oc.get(), pf, ws_pos.get(), ws_pos_bytes,
                                   nullptr));
     }

@@ -317,16 +317,12 @@ TEST(CudaProgrammaticLaunch, NormAndGemvBehindAGemvAreBitwiseTheOrdinaryLaunches
         ASSERT_EQ(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
         const bool pl = programmatic == 1;
         for (int layer = 0; layer < 20; ++layer) {
-          // The programmatic run also pulls weights of the next gemv into L2, as
-          // the backend does: each gemv's finishing warps an odd-sized first
-          // range (a third), the norm the first part of its rows.
-          const int64_t third = n * k * 2 / 3 / 16 * 16;
-          const kc::L2Prefetch tail1 = pl ? kc::L2Prefetch{dw2.get(), 1, third, third} : kc::L2Prefetch{};
-          const kc::L2Prefetch tail2 = pl ? kc::L2Prefetch{dw1.get(), 1, third, third} : kc::L2Prefetch{};
-          CUDA_OK(kc::gemv(dx.get(), dw1.get(), nullptr, da.get(), false, m, n, k, s, false, pl && layer > 0, tail1));
+          CUDA_OK(kc::gemv(dx.get(), dw1.get(), nullptr, da.get(), false, m, n, k, s, false, pl && layer > 0));
+          // The programmatic run also pulls the first part of the next gemv's
+          // rows into L2, as the backend does.
           const kc::L2Prefetch pf = pl ? kc::L2Prefetch{dw2.get(), n, k * 2, k * 2 / 32 * 16} : kc::L2Prefetch{};
           CUDA_OK(kc::add_rmsnorm(da.get(), dr.get(), dg.get(), dy.get(), m, n, 1e-5f, s, pl, pf));
-          CUDA_OK(kc::gemv(dy.get(), dw2.get(), nullptr, dx.get(), false, m, n, k, s, false, pl, tail2));
+          CUDA_OK(kc::gemv(dy.get(), dw2.get(), nullptr, dx.get(), false, m, n, k, s, false, pl));
         }
         CUDA_OK(cudaStreamSynchronize(s));
         cudaStreamDestroy(s);

@@ -31,13 +31,6 @@
 // Given PagedAttentionParams::l2_prefetch (the first weights of the o_proj
 // gemv that follows), each block, once its K/V tiles have landed, requests
 // its share of them into L2: HBM idles through the rest of this kernel.
-// With l2_prefetch_early, a block of one tile launched programmatically has
-// its last warp wait for that tile before the wait for the qkv gemv and
-// issue the share then: its tile was requested in the gemv's last wave and
-// lands while the gemv drains, and nothing the block reads after the wait
-// (q, the new k/v, the split workspace) comes from HBM, so the prefetch
-// fills the idle stretch from the gemv's end instead of starting after the
-// q rotation.
 //
 // head_dim 64 and 128 are compiled (every architecture we serve but the small
 // test ones); other head dims stay on the SIMT kernel (attention.cu).
@@ -77,7 +70,6 @@ struct TcDecodeArgs {
   // writes those cache rows or the step inputs before this kernel).
   bool pre_wait;
   L2Prefetch pf;  // PagedAttentionParams::l2_prefetch (valid or empty): a share per block
-  bool pf_early;  // PagedAttentionParams::l2_prefetch_early
 };
 
 constexpr int kDecRows = 16;  // one m16 slab: the query heads of one kv head
@@ -167,14 +159,6 @@ __global__ void __launch_bounds__(kThreads) decode_tc_kernel(const TcDecodeArgs 
     rope_angle(static_cast<int32_t>(pos), a.inv_freq[d], &sn, &cs);
     const bool new_kv = own_new && tid < kHalf;  // then d == tid
     const int32_t slot = new_kv ? a.slots[t] : -1;
-    // One tile, early prefetch: the last warp's own copies of the tile have
-    // landed (its share of the block's reads; cp.async.wait_all waits for
-    // them, committed or not), then the share goes out.
-    const bool early = a.pre_wait && a.pf_early && n_tiles == 1;
-    if (early && threadIdx.x >= kThreads - 32) {
-      asm volatile("cp.async.wait_all;\n" ::: "memory");
-      prefetch_share();
-    }
     if (a.pre_wait) griddep_wait();  // q and the new k/v are the previous kernel's output
     if (threadIdx.x == 0) SHARDLM_TL_STAMP(kTlAttention, tl_slot, 1);
     bf16 qa[kRotSteps], qb[kRotSteps], ka{}, kb{};
@@ -238,8 +222,7 @@ __global__ void __launch_bounds__(kThreads) decode_tc_kernel(const TcDecodeArgs 
       cp_async_wait<0>();
     }
     __syncthreads();
-    if (tile == n_tiles - 1 && !(a.pre_wait && a.pf_early && n_tiles == 1))
-      prefetch_share();  // this block's K/V reads are done
+    if (tile == n_tiles - 1) prefetch_share();  // this block's K/V reads are done
     if (own_new && tile == n_tiles - 1) {  // the new key is this tile's row pos − its first key
       const int r = static_cast<int>(pos - (k_begin + static_cast<int64_t>(tile) * kBN));
       if (tid < kHalf) {
@@ -498,7 +481,6 @@ cudaError_t paged_decode_attention_tc(const bf16* q, int64_t q_stride, bf16* k_c
     a.pre_wait = p.programmatic;
   }
   if (p.l2_prefetch.valid()) a.pf = p.l2_prefetch;
-  a.pf_early = p.l2_prefetch_early;
   return p.head_dim == 64 ? launch_decode<64>(a, p.num_tokens, stream) : launch_decode<128>(a, p.num_tokens, stream);
 }
 

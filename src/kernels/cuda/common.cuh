@@ -184,25 +184,6 @@ __device__ __forceinline__ void l2_prefetch_part(const void* p, int64_t rows, in
 #endif
 }
 
-// Part `part` of `parts` of an L2 prefetch of `bytes` contiguous bytes from
-// p (p and bytes multiples of 16): an even slice of them, issued by lane 0 of
-// the calling warp (slices over 64 KB by every lane in 64 KB pieces). The
-// batch-1 gemv's warps call it as each finishes its row, so the prefetch of
-// the next linear's weights fills the HBM slots the draining kernel leaves
-// idle instead of queueing ahead of its last loads.
-__device__ __forceinline__ void l2_prefetch_slice(const void* p, int64_t bytes, int64_t part, int64_t parts) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  if (p == nullptr || bytes <= 0 || parts <= 0) return;
-  constexpr int64_t kPiece = 64 << 10;  // per instruction; the size operand is 32-bit
-  const int64_t share = ((bytes + parts - 1) / parts + 15) & ~int64_t{15};
-  const int64_t begin = part * share, end = min(bytes, begin + share);
-  for (int64_t c = begin + (threadIdx.x & 31) * kPiece; c < end; c += 32 * kPiece)
-    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(static_cast<const char*>(p) + c),
-                 "r"(static_cast<uint32_t>(min(kPiece, end - c)))
-                 : "memory");
-#endif
-}
-
 // Launches `kernel` as a programmatic dependent of the previous kernel in the
 // stream when `programmatic` holds, as an ordinary launch otherwise.
 template <typename... KArgs, typename... Args>

@@ -134,16 +134,13 @@ bool gemv_supported(int64_t m, int64_t k, const void* x, const void* w);
 // that waits for the previous kernel before reading anything. Launched
 // ordinarily, the kernel lets the next one start at once (add_rmsnorm's and
 // PagedAttentionParams' `programmatic`).
-// next: the following linear's weights (one contiguous range, else ignored);
-// each warp that finishes its row pulls an even slice of them into L2.
 cudaError_t gemv(const bf16* x, const bf16* w, const bf16* bias, void* y, bool y_f32, int64_t m, int64_t n, int64_t k,
-                 cudaStream_t stream, bool overlap_prologue = false, bool programmatic = false, L2Prefetch next = {});
+                 cudaStream_t stream, bool overlap_prologue = false, bool programmatic = false);
 // The gated MLP's first half: y[m, inter] = silu(x·w[0:inter]ᵀ + b) · (x·w[inter:2·inter]ᵀ + b)
 // with w = [gate rows | up rows] ([2·inter, k]); bit for bit gemv (bf16 out)
 // followed by silu_mul, without the [m, 2·inter] intermediate.
 cudaError_t gemv_silu_mul(const bf16* x, const bf16* w, const bf16* bias, bf16* y, int64_t m, int64_t inter, int64_t k,
-                          cudaStream_t stream, bool overlap_prologue = false, bool programmatic = false,
-                          L2Prefetch next = {});
+                          cudaStream_t stream, bool overlap_prologue = false, bool programmatic = false);
 
 // ---- a chain of skinny linears in one launch (linear_chain.cu) -------------
 // Runs stages 0..n-1 in order in one cooperative kernel, a grid barrier
@@ -238,10 +235,6 @@ struct PagedAttentionParams {
   // Pulled into L2 by the tensor-core decode kernel's blocks once their K/V
   // tiles have landed (other kernels ignore it).
   L2Prefetch l2_prefetch;
-  // A block of one K/V tile launched programmatically (`programmatic` with
-  // the RoPE fusion) issues it before waiting for the qkv gemv, as soon as
-  // that tile has landed.
-  bool l2_prefetch_early = false;
 };
 // Every row a decode row (max_q_len 1), positions given, and the tensor-core
 // decode kernel serving the shape: the RoPE fusion above applies.

@@ -23,12 +23,6 @@
 // starts (griddepcontrol.launch_dependents): a latency-bound kernel launched
 // programmatically behind it (decode attention, add+RMSNorm) then issues its
 // first loads during this gemv's last wave instead of after its launch gap.
-// Given the next linear's weights (pf_bytes > 0), each warp, once its row is
-// done, requests an even slice of their first pf_bytes into L2
-// (l2_prefetch_slice): as the kernel drains, fewer loads are in flight and
-// HBM would idle through its tail, the latency-bound kernels after it and
-// the next gemv's first round trip; the slices issued by the finishing warps
-// stream the next weights meanwhile, and the next gemv reads them from L2.
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/kernel_timeline.cuh"
@@ -53,8 +47,7 @@ enum LaunchMode : int { kOrdinary = 0, kPrologueLoads = 1, kWaitFirst = 2 };
 template <int M, bool kF32Out, int kMode, bool kSiLU = false>
 __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w,
                                                            const bf16* __restrict__ bias, void* __restrict__ y,
-                                                           int64_t n, int64_t k, const void* pf_ptr,
-                                                           int64_t pf_bytes) {
+                                                           int64_t n, int64_t k) {
   constexpr int kRows = kSiLU ? 2 : 1;
   // An ordinary launch (everything before it has finished): the kernel after
   // it, when launched programmatically (a decode attention or add+RMSNorm),
@@ -149,45 +142,35 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const bf16* __restric
     }
     SHARDLM_TL_STAMP(tl_region, blockIdx.x, 2 + (threadIdx.x >> 5));  // this warp's row is done
   }
-  if (pf_bytes > 0) l2_prefetch_slice(pf_ptr, pf_bytes, row, n);  // this warp's weight loads have all landed
 }
 
 template <int M, bool kF32Out, bool kSiLU = false>
 cudaError_t launch2(const bf16* x, const bf16* w, const bf16* bias, void* y, int64_t n, int64_t k, int mode,
-                    const void* pf_ptr, int64_t pf_bytes, cudaStream_t s) {
+                    cudaStream_t s) {
   const unsigned grid = static_cast<unsigned>((n + kWarps - 1) / kWarps);
   if (mode == kOrdinary) {
-    gemv_kernel<M, kF32Out, kOrdinary, kSiLU><<<grid, kWarps * 32, 0, s>>>(x, w, bias, y, n, k, pf_ptr,
-                                                                                      pf_bytes);
+    gemv_kernel<M, kF32Out, kOrdinary, kSiLU><<<grid, kWarps * 32, 0, s>>>(x, w, bias, y, n, k);
     return cudaGetLastError();
   }
   // Programmatic dependent launch: blocks may start before the previous kernel
   // in the stream has finished; the kernel waits (griddepcontrol.wait) before reading x.
   return mode == kPrologueLoads
              ? launch_k_as(true, gemv_kernel<M, kF32Out, kPrologueLoads, kSiLU>, dim3(grid), dim3(kWarps * 32), 0, s,
-                           x, w, bias, y, n, k, pf_ptr, pf_bytes)
+                           x, w, bias, y, n, k)
              : launch_k_as(true, gemv_kernel<M, kF32Out, kWaitFirst, kSiLU>, dim3(grid), dim3(kWarps * 32), 0, s, x,
-                           w, bias, y, n, k, pf_ptr, pf_bytes);
+                           w, bias, y, n, k);
 }
 
 template <int M>
 cudaError_t launch(const bf16* x, const bf16* w, const bf16* bias, void* y, int64_t n, int64_t k, bool f32, int mode,
-                   const void* pf_ptr, int64_t pf_bytes, cudaStream_t s) {
-  return f32 ? launch2<M, true>(x, w, bias, y, n, k, mode, pf_ptr, pf_bytes, s)
-             : launch2<M, false>(x, w, bias, y, n, k, mode, pf_ptr, pf_bytes, s);
+                   cudaStream_t s) {
+  return f32 ? launch2<M, true>(x, w, bias, y, n, k, mode, s) : launch2<M, false>(x, w, bias, y, n, k, mode, s);
 }
 
 template <int M>
 cudaError_t launch_silu(const bf16* x, const bf16* w, const bf16* bias, bf16* y, int64_t inter, int64_t k, int mode,
-                        const void* pf_ptr, int64_t pf_bytes, cudaStream_t s) {
-  return launch2<M, false, true>(x, w, bias, y, inter, k, mode, pf_ptr, pf_bytes, s);
-}
-
-// The bytes a gemv's warps prefetch: `next` as one contiguous range (its
-// rows whole, or one row), else none.
-int64_t contiguous_bytes(const L2Prefetch& next) {
-  if (!next.valid() || (next.rows > 1 && next.bytes_per_row != next.stride)) return 0;
-  return (next.rows - 1) * next.stride + next.bytes_per_row;
+                        cudaStream_t s) {
+  return launch2<M, false, true>(x, w, bias, y, inter, k, mode, s);
 }
 
 }  // namespace
@@ -198,42 +181,38 @@ bool gemv_supported(int64_t m, int64_t k, const void* x, const void* w) {
 }
 
 cudaError_t gemv(const bf16* x, const bf16* w, const bf16* bias, void* y, bool y_f32, int64_t m, int64_t n, int64_t k,
-                 cudaStream_t s, bool overlap_prologue, bool programmatic, L2Prefetch next) {
-  const void* pp = next.ptr;
-  const int64_t pb = contiguous_bytes(next);
+                 cudaStream_t s, bool overlap_prologue, bool programmatic) {
   if (!gemv_supported(m, k, x, w)) return cudaErrorInvalidValue;
   if (n <= 0) return cudaSuccess;
   const int mode = overlap_prologue ? kPrologueLoads : programmatic ? kWaitFirst : kOrdinary;
   if ((n + kWarps - 1) / kWarps > 0x7fffffff) return cudaErrorInvalidValue;
   switch (m) {
-    case 1: return launch<1>(x, w, bias, y, n, k, y_f32, mode, pp, pb, s);
-    case 2: return launch<2>(x, w, bias, y, n, k, y_f32, mode, pp, pb, s);
-    case 3: return launch<3>(x, w, bias, y, n, k, y_f32, mode, pp, pb, s);
-    case 4: return launch<4>(x, w, bias, y, n, k, y_f32, mode, pp, pb, s);
-    case 5: return launch<5>(x, w, bias, y, n, k, y_f32, mode, pp, pb, s);
-    case 6: return launch<6>(x, w, bias, y, n, k, y_f32, mode, pp, pb, s);
-    case 7: return launch<7>(x, w, bias, y, n, k, y_f32, mode, pp, pb, s);
-    default: return launch<8>(x, w, bias, y, n, k, y_f32, mode, pp, pb, s);
+    case 1: return launch<1>(x, w, bias, y, n, k, y_f32, mode, s);
+    case 2: return launch<2>(x, w, bias, y, n, k, y_f32, mode, s);
+    case 3: return launch<3>(x, w, bias, y, n, k, y_f32, mode, s);
+    case 4: return launch<4>(x, w, bias, y, n, k, y_f32, mode, s);
+    case 5: return launch<5>(x, w, bias, y, n, k, y_f32, mode, s);
+    case 6: return launch<6>(x, w, bias, y, n, k, y_f32, mode, s);
+    case 7: return launch<7>(x, w, bias, y, n, k, y_f32, mode, s);
+    default: return launch<8>(x, w, bias, y, n, k, y_f32, mode, s);
   }
 }
 
 cudaError_t gemv_silu_mul(const bf16* x, const bf16* w, const bf16* bias, bf16* y, int64_t m, int64_t inter,
-                          int64_t k, cudaStream_t s, bool overlap_prologue, bool programmatic, L2Prefetch next) {
-  const void* pp = next.ptr;
-  const int64_t pb = contiguous_bytes(next);
+                          int64_t k, cudaStream_t s, bool overlap_prologue, bool programmatic) {
   if (!gemv_supported(m, k, x, w)) return cudaErrorInvalidValue;
   if (inter <= 0) return cudaSuccess;
   const int mode = overlap_prologue ? kPrologueLoads : programmatic ? kWaitFirst : kOrdinary;
   if ((inter + kWarps - 1) / kWarps > 0x7fffffff) return cudaErrorInvalidValue;
   switch (m) {
-    case 1: return launch_silu<1>(x, w, bias, y, inter, k, mode, pp, pb, s);
-    case 2: return launch_silu<2>(x, w, bias, y, inter, k, mode, pp, pb, s);
-    case 3: return launch_silu<3>(x, w, bias, y, inter, k, mode, pp, pb, s);
-    case 4: return launch_silu<4>(x, w, bias, y, inter, k, mode, pp, pb, s);
-    case 5: return launch_silu<5>(x, w, bias, y, inter, k, mode, pp, pb, s);
-    case 6: return launch_silu<6>(x, w, bias, y, inter, k, mode, pp, pb, s);
-    case 7: return launch_silu<7>(x, w, bias, y, inter, k, mode, pp, pb, s);
-    default: return launch_silu<8>(x, w, bias, y, inter, k, mode, pp, pb, s);
+    case 1: return launch_silu<1>(x, w, bias, y, inter, k, mode, s);
+    case 2: return launch_silu<2>(x, w, bias, y, inter, k, mode, s);
+    case 3: return launch_silu<3>(x, w, bias, y, inter, k, mode, s);
+    case 4: return launch_silu<4>(x, w, bias, y, inter, k, mode, s);
+    case 5: return launch_silu<5>(x, w, bias, y, inter, k, mode, s);
+    case 6: return launch_silu<6>(x, w, bias, y, inter, k, mode, s);
+    case 7: return launch_silu<7>(x, w, bias, y, inter, k, mode, s);
+    default: return launch_silu<8>(x, w, bias, y, inter, k, mode, s);
   }
 }
 
