@@ -192,8 +192,8 @@ class CudaBackendImpl final : public CudaBackend {
   bool after_small_ = false;  // the last op launched a decode attention or add+RMSNorm (prelaunch_gemv)
   // The weights of the op after the one run_op launches (one row of all its
   // bytes), when that op is a linear of ≤ l2_prefetch_max_rows rows (else
-  // empty): what a decode
-  // attention or add+RMSNorm pulls into L2 (CudaBackendOptions::l2_prefetch_*).
+  // empty): what a decode attention or add+RMSNorm pulls into L2
+  // (CudaBackendOptions::l2_prefetch_*).
   kc::L2Prefetch next_linear_weights_;
   std::vector<std::pair<cudaEvent_t, cudaEvent_t>> ev_pool_;
   std::vector<std::pair<std::string, size_t>> ev_used_;  // (op name, index into ev_pool_)
