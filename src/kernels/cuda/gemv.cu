@@ -7,6 +7,8 @@
 // bf16, lane-contiguous so a warp reads 512 contiguous bytes), U = 4 pieces
 // in flight per lane before the first use, marked evict-first (the weights
 // will not be re-read this step); x (≤ 8 rows, a few KB) is read through L1.
+// (That the U pieces really are in flight at once is up to ptxas's schedule:
+// see gemv_kernel_m1.)
 // Each lane keeps m partial dots; a xor-shuffle tree sums them and lane 0
 // writes y[·, n]. 8 warps per block, one row each.
 // gemv_silu_mul (the MLP's gate|up linear fused with silu·up): the warp of
@@ -35,6 +37,15 @@ using namespace detail;
 constexpr int kWarps = 8;
 constexpr int kUnroll = 4;
 
+// x as one 16-byte load a piece through the read-only path (x is the input,
+// never written by this kernel). A member-wise copy of Bf16x8 compiled to four
+// 4-byte loads, and their registers are what pushed the weight loads apart
+// (gemv_kernel_m1 below).
+__device__ __forceinline__ Bf16x8 load_x8(const bf16* p) {
+  const uint4 v = __ldg(reinterpret_cast<const uint4*>(p));
+  return *reinterpret_cast<const Bf16x8*>(&v);
+}
+
 // How a gemv is launched: ordinarily (it lets the next kernel be scheduled at
 // once); programmatically with its first weights requested before the wait;
 // programmatically, waiting first (behind a latency-bound kernel: its blocks
@@ -44,10 +55,9 @@ enum LaunchMode : int { kOrdinary = 0, kPrologueLoads = 1, kWaitFirst = 2 };
 // kRows = 1: y[·, row] = x·w[row]ᵀ. kRows = 2 (kSiLU): rows row and n + row
 // of w, y[·, row] = silu(gate)·up; y is [m, n] with n = inter.
 // kMode: how the kernel was launched (LaunchMode above).
-template <int M, bool kF32Out, int kMode, bool kSiLU = false>
-__global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w,
-                                                           const bf16* __restrict__ bias, void* __restrict__ y,
-                                                           int64_t n, int64_t k) {
+template <int M, bool kF32Out, int kMode, bool kSiLU>
+__device__ __forceinline__ void gemv_body(const bf16* __restrict__ x, const bf16* __restrict__ w,
+                                          const bf16* __restrict__ bias, void* __restrict__ y, int64_t n, int64_t k) {
   constexpr int kRows = kSiLU ? 2 : 1;
   // An ordinary launch (everything before it has finished): the kernel after
   // it, when launched programmatically (a decode attention or add+RMSNorm),
@@ -104,7 +114,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const bf16* __restric
     for (int u = 0; u < kUnroll; ++u)
 #pragma unroll
       for (int m = 0; m < M; ++m) {
-        const Bf16x8 xv = *reinterpret_cast<const Bf16x8*>(x + m * k + (p + 32 * u) * 8);
+        const Bf16x8 xv = load_x8(x + m * k + (p + 32 * u) * 8);
 #pragma unroll
         for (int r = 0; r < kRows; ++r) dot8(wv[r][u], xv, acc[r][m]);
       }
@@ -115,7 +125,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const bf16* __restric
       const uint4 raw = __ldcs(reinterpret_cast<const uint4*>(wr[r] + p));
       const Bf16x8 wv = *reinterpret_cast<const Bf16x8*>(&raw);
 #pragma unroll
-      for (int m = 0; m < M; ++m) dot8(wv, *reinterpret_cast<const Bf16x8*>(x + m * k + p * 8), acc[r][m]);
+      for (int m = 0; m < M; ++m) dot8(wv, load_x8(x + m * k + p * 8), acc[r][m]);
     }
   }
 #pragma unroll
@@ -144,20 +154,51 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const bf16* __restric
   }
 }
 
+// Why a min-blocks bound of 1 at m = 1: with the threads bound alone, ptxas
+// packed the kernel into 32 registers (8 blocks an SM, full occupancy) and to
+// fit it issued the kUnroll weight loads of a step one after another, each
+// behind the FMAs of the one before: ~1.5 of the 4 pieces in flight per lane
+// instead of 4 (the SASS showed it; the kernel-timeline build, whose extra
+// entry code changed that schedule, ran batch 1 1.6 % faster on an H200 for
+// that reason). Bounded at 1 block, ptxas keeps every load of a step ahead of
+// its first use (56 registers, 4 blocks an SM; 80 with silu). bench/NOTES.md
+// run 22: the layer's four linears 4 % faster in `bench gemv`, batch 1 2.4 %
+// faster (H100). m ≥ 2 (not the default path: gemv_max_rows is 1) keeps the
+// threads bound alone (46–64 registers now that x is one load a piece); a
+// bound of 1 there was not timed, and capping registers lower spills.
+template <int M, bool kF32Out, int kMode, bool kSiLU>
+__global__ void __launch_bounds__(kWarps * 32, 1)
+    gemv_kernel_m1(const bf16* __restrict__ x, const bf16* __restrict__ w, const bf16* __restrict__ bias,
+                   void* __restrict__ y, int64_t n, int64_t k) {
+  gemv_body<M, kF32Out, kMode, kSiLU>(x, w, bias, y, n, k);
+}
+template <int M, bool kF32Out, int kMode, bool kSiLU>
+__global__ void __launch_bounds__(kWarps * 32)
+    gemv_kernel_mn(const bf16* __restrict__ x, const bf16* __restrict__ w, const bf16* __restrict__ bias,
+                   void* __restrict__ y, int64_t n, int64_t k) {
+  gemv_body<M, kF32Out, kMode, kSiLU>(x, w, bias, y, n, k);
+}
+// The kernel for m rows.
+template <int M, bool kF32Out, int kMode, bool kSiLU>
+constexpr auto gemv_kernel() {
+  if constexpr (M == 1) return gemv_kernel_m1<M, kF32Out, kMode, kSiLU>;
+  else return gemv_kernel_mn<M, kF32Out, kMode, kSiLU>;
+}
+
 template <int M, bool kF32Out, bool kSiLU = false>
 cudaError_t launch2(const bf16* x, const bf16* w, const bf16* bias, void* y, int64_t n, int64_t k, int mode,
                     cudaStream_t s) {
   const unsigned grid = static_cast<unsigned>((n + kWarps - 1) / kWarps);
   if (mode == kOrdinary) {
-    gemv_kernel<M, kF32Out, kOrdinary, kSiLU><<<grid, kWarps * 32, 0, s>>>(x, w, bias, y, n, k);
+    gemv_kernel<M, kF32Out, kOrdinary, kSiLU>()<<<grid, kWarps * 32, 0, s>>>(x, w, bias, y, n, k);
     return cudaGetLastError();
   }
   // Programmatic dependent launch: blocks may start before the previous kernel
   // in the stream has finished; the kernel waits (griddepcontrol.wait) before reading x.
   return mode == kPrologueLoads
-             ? launch_k_as(true, gemv_kernel<M, kF32Out, kPrologueLoads, kSiLU>, dim3(grid), dim3(kWarps * 32), 0, s,
+             ? launch_k_as(true, gemv_kernel<M, kF32Out, kPrologueLoads, kSiLU>(), dim3(grid), dim3(kWarps * 32), 0, s,
                            x, w, bias, y, n, k)
-             : launch_k_as(true, gemv_kernel<M, kF32Out, kWaitFirst, kSiLU>, dim3(grid), dim3(kWarps * 32), 0, s, x,
+             : launch_k_as(true, gemv_kernel<M, kF32Out, kWaitFirst, kSiLU>(), dim3(grid), dim3(kWarps * 32), 0, s, x,
                            w, bias, y, n, k);
 }
 
