@@ -35,7 +35,12 @@ namespace {
 using namespace detail;
 
 constexpr int kWarps = 8;
-constexpr int kUnroll = 4;
+// Pieces of 16 bytes in flight per lane and weight row: 8 at m = 1 (with the
+// m = 1 kernel's launch bound below; 0.4 % faster at batch 1 than 4 on an H100,
+// bench/NOTES.md run 22), 4 above. The order of each lane's sums does not
+// depend on it (increasing piece).
+template <int M>
+constexpr int kUnrollFor = M == 1 ? 8 : 4;
 
 // x as one 16-byte load a piece through the read-only path (x is the input,
 // never written by this kernel). A member-wise copy of Bf16x8 compiled to four
@@ -59,6 +64,7 @@ template <int M, bool kF32Out, int kMode, bool kSiLU>
 __device__ __forceinline__ void gemv_body(const bf16* __restrict__ x, const bf16* __restrict__ w,
                                           const bf16* __restrict__ bias, void* __restrict__ y, int64_t n, int64_t k) {
   constexpr int kRows = kSiLU ? 2 : 1;
+  constexpr int kUnroll = kUnrollFor<M>;
   // An ordinary launch (everything before it has finished): the kernel after
   // it, when launched programmatically (a decode attention or add+RMSNorm),
   // may take SM slots now and read its inputs that this gemv does not write.
@@ -156,13 +162,14 @@ __device__ __forceinline__ void gemv_body(const bf16* __restrict__ x, const bf16
 
 // Why a min-blocks bound of 1 at m = 1: with the threads bound alone, ptxas
 // packed the kernel into 32 registers (8 blocks an SM, full occupancy) and to
-// fit it issued the kUnroll weight loads of a step one after another, each
+// fit it issued the 4 weight loads of a step one after another, each
 // behind the FMAs of the one before: ~1.5 of the 4 pieces in flight per lane
 // instead of 4 (the SASS showed it; the kernel-timeline build, whose extra
 // entry code changed that schedule, ran batch 1 1.6 % faster on an H200 for
 // that reason). Bounded at 1 block, ptxas keeps every load of a step ahead of
-// its first use (56 registers, 4 blocks an SM; 80 with silu). bench/NOTES.md
-// run 22: the layer's four linears 4 % faster in `bench gemv`, batch 1 2.4 %
+// its first use (56 registers at 4 pieces, 4 blocks an SM; at the 8 pieces
+// used, 90 registers, 113 with silu, 2 blocks an SM). bench/NOTES.md run 22:
+// the layer's four linears 3.5 % faster in `bench gemv`, batch 1 1.6–2.4 %
 // faster (H100). m ≥ 2 (not the default path: gemv_max_rows is 1) keeps the
 // threads bound alone (46–64 registers now that x is one load a piece); a
 // bound of 1 there was not timed, and capping registers lower spills.
