@@ -4,9 +4,10 @@
 // At m ≤ 8 a linear is a stream over the weight matrix: every weight byte is
 // read once and used m times, so the time is weight bytes / HBM bandwidth.
 // One warp owns one output row n: lanes read the row in 16-byte pieces (8
-// bf16, lane-contiguous so a warp reads 512 contiguous bytes), U = 4 pieces
-// in flight per lane before the first use, marked evict-first (the weights
-// will not be re-read this step); x (≤ 8 rows, a few KB) is read through L1.
+// bf16, lane-contiguous so a warp reads 512 contiguous bytes), U pieces (8 at
+// m = 1, 4 above) in flight per lane before the first use, marked evict-first
+// (the weights will not be re-read this step); x (≤ 8 rows, a few KB) is read
+// through L1.
 // (That the U pieces really are in flight at once is up to ptxas's schedule:
 // see gemv_kernel_m1.)
 // Each lane keeps m partial dots; a xor-shuffle tree sums them and lane 0
@@ -163,8 +164,8 @@ __device__ __forceinline__ void gemv_body(const bf16* __restrict__ x, const bf16
 // Why a min-blocks bound of 1 at m = 1: with the threads bound alone, ptxas
 // packed the kernel into 32 registers (8 blocks an SM, full occupancy) and to
 // fit it issued the 4 weight loads of a step one after another, each
-// behind the FMAs of the one before: ~1.5 of the 4 pieces in flight per lane
-// instead of 4 (the SASS showed it; the kernel-timeline build, whose extra
+// behind the FMAs of the one before: about one of the 4 pieces in flight per
+// lane (the SASS showed it; the kernel-timeline build, whose extra
 // entry code changed that schedule, ran batch 1 1.6 % faster on an H200 for
 // that reason). Bounded at 1 block, ptxas keeps every load of a step ahead of
 // its first use (56 registers at 4 pieces, 4 blocks an SM; at the 8 pieces
@@ -202,11 +203,12 @@ cudaError_t launch2(const bf16* x, const bf16* w, const bf16* bias, void* y, int
   }
   // Programmatic dependent launch: blocks may start before the previous kernel
   // in the stream has finished; the kernel waits (griddepcontrol.wait) before reading x.
+  const dim3 block(kWarps * 32);
   return mode == kPrologueLoads
-             ? launch_k_as(true, gemv_kernel<M, kF32Out, kPrologueLoads, kSiLU>(), dim3(grid), dim3(kWarps * 32), 0, s,
-                           x, w, bias, y, n, k)
-             : launch_k_as(true, gemv_kernel<M, kF32Out, kWaitFirst, kSiLU>(), dim3(grid), dim3(kWarps * 32), 0, s, x,
-                           w, bias, y, n, k);
+             ? launch_k_as(true, gemv_kernel<M, kF32Out, kPrologueLoads, kSiLU>(), dim3(grid), block, 0, s, x, w,
+                           bias, y, n, k)
+             : launch_k_as(true, gemv_kernel<M, kF32Out, kWaitFirst, kSiLU>(), dim3(grid), block, 0, s, x, w, bias,
+                           y, n, k);
 }
 
 template <int M>
