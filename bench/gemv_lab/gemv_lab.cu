@@ -9,7 +9,7 @@
 // (weights rotate over copies that together exceed the L2 several times).
 // What wins moves into src/kernels/cuda/gemv.cu with its CPU-reference tests.
 //
-// Built by CMake as `gemv_lab` (CUDA builds); by hand: nvcc -O3 -std=c++17 -arch=sm_90a -o gemv_lab
+// Built by CMake as `gemv_lab` (CUDA builds); by hand: nvcc -O3 -std=c++17 -arch=sm_90a -Isrc -o gemv_lab
 // bench/gemv_lab/gemv_lab.cu. Run it on the GPU machine: ./gemv_lab
 // Options: --rounds N (interleaved rounds, default 2), --reps N (graph replays, default 10).
 //
@@ -27,6 +27,8 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cuda/common.cuh"
+
 #define CK(x)                                                                                  \
   do {                                                                                         \
     cudaError_t e_ = (x);                                                                      \
@@ -36,25 +38,13 @@
     }                                                                                          \
   } while (0)
 
-using bf16 = __nv_bfloat16;
-struct alignas(16) Bf16x8 {
-  __nv_bfloat162 h[4];
-};
-
-__device__ __forceinline__ void dot8(const Bf16x8& w, const Bf16x8& x, float& acc) {
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 a = __bfloat1622float2(w.h[i]);
-    const float2 b = __bfloat1622float2(x.h[i]);
-    acc = fmaf(a.x, b.x, acc);
-    acc = fmaf(a.y, b.y, acc);
-  }
-}
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
+// The dot and the warp reduction are gemv.cu's own (kernels/cuda/common.cuh, a
+// kernel-layer header with no engine dependencies), so a variant differs from
+// the engine's gemv only in what it is meant to test.
+using shardlm::kernels::cuda::detail::bf16;
+using shardlm::kernels::cuda::detail::Bf16x8;
+using shardlm::kernels::cuda::detail::dot8;
+using shardlm::kernels::cuda::detail::warp_sum;
 
 // Load kinds: 0 = ld.global.cs (evict-first, what gemv.cu uses); 1 = the
 // non-coherent path with a 256-byte L2 sector prefetch hint; 2 = plain __ldg.
