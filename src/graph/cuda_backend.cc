@@ -89,6 +89,7 @@ CudaBackendImpl::~CudaBackendImpl() {
   cudaFree(inv_freq_);
   cudaFree(attn_ws_);
   cudaFree(chain_ws_);
+  cudaFree(gemv_norm_counter_);
   cudaFree(stage_f32_);
   cudaFree(gather_);
   cudaFree(meta_dev_);
@@ -121,6 +122,8 @@ Status CudaBackendImpl::init() {
   SHARDLM_CUDA_TRY(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
   SHARDLM_CUDA_TRY(cudaMalloc(&chain_ws_, kc::kLinearChainWorkspaceBytes), "linear chain workspace");
   SHARDLM_CUDA_TRY(cudaMemsetAsync(chain_ws_, 0, kc::kLinearChainWorkspaceBytes, stream_), "linear chain workspace");
+  SHARDLM_CUDA_TRY(cudaMalloc(&gemv_norm_counter_, sizeof(int32_t)), "gemv_add_rmsnorm counter");
+  SHARDLM_CUDA_TRY(cudaMemsetAsync(gemv_norm_counter_, 0, sizeof(int32_t), stream_), "gemv_add_rmsnorm counter");
   kc::set_programmatic_launch(opt_.programmatic_launch);
   std::string err;
   gemm_ = kc::Gemm::create(static_cast<size_t>(opt_.gemm_workspace_bytes), &err);

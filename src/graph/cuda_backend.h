@@ -70,6 +70,11 @@ struct CudaBackendOptions {
   // before the wait instead (gemv_overlap_prologue's kernel) measured slower
   // there as well: 5.50 vs 5.46 ms.
   bool prelaunch_gemv = true;
+  // A batch-1 linear followed by the add+RMSNorm of its output (o_proj and
+  // down at tp 1) runs as one gemv_add_rmsnorm kernel: the gemv's last block
+  // does the norm (kernels/cuda/gemv.cu). Bitwise the two kernels; a decode
+  // layer launches two kernels fewer. Off: the two kernels (A/B).
+  bool fuse_gemv_norm = true;
   // A decode attention / add+RMSNorm followed by a linear of ≤
   // l2_prefetch_max_rows rows pulls up to these many bytes of that linear's
   // weights into L2 while it runs: HBM idles through those latency-bound

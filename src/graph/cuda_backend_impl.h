@@ -123,6 +123,10 @@ class CudaBackendImpl final : public CudaBackend {
   Status run_ops(const Program& p, const RunShape& rs);
   Status capture(const Program& p, const RunShape& rs, cudaGraphExec_t* exec);
   Status run_op(const Program& p, const Op& op, const RunShape& rs);
+  // A batch-1 linear whose output the next op (add+RMSNorm) takes as x: one
+  // gemv_add_rmsnorm kernel for both (CudaBackendOptions::fuse_gemv_norm).
+  bool gemv_norm_fusable(const Program& p, const Op& lin, const Op& norm, const RunShape& rs) const;
+  Status run_gemv_add_rmsnorm(const Program& p, const Op& lin, const Op& norm, const RunShape& rs);
   // Linear chains (cuda_backend_chain.cc): a run of ops i … i + n_ops − 1 that
   // is linear, then (add+RMSNorm?, linear)+, each taking the previous output.
   struct ChainPlan {
@@ -201,6 +205,7 @@ class CudaBackendImpl final : public CudaBackend {
 
   std::map<size_t, ChainPlan> chains_;  // by first op index, for checked_
   unsigned* chain_ws_ = nullptr;        // the chain kernel's barrier counters (kLinearChainWorkspaceBytes)
+  int32_t* gemv_norm_counter_ = nullptr;  // gemv_add_rmsnorm's arrival counter (one int32, left zero)
 };
 
 }  // namespace shardlm::graph::cuda_detail

@@ -65,6 +65,12 @@ Status CudaBackendImpl::run_ops(const Program& p, const RunShape& rs) {
         continue;
       }
     }
+    if (i + 1 < p.ops.size() && gemv_norm_fusable(p, op, p.ops[i + 1], rs)) {
+      Status st = run_gemv_add_rmsnorm(p, op, p.ops[i + 1], rs);
+      if (!st.ok()) return st.with_context("gemv_add_rmsnorm at op " + std::to_string(i) + " layer " + std::to_string(op.layer));
+      ++i;
+      continue;
+    }
     size_t ev = 0;
     if (profiling_) {
       // Linears are split into the LM head and the rest (prefill FLOP/s of the layers).
@@ -85,6 +91,36 @@ Status CudaBackendImpl::run_ops(const Program& p, const RunShape& rs) {
     if (!st.ok()) return st.with_context(std::string("op ") + op_kind_name(op.kind) + " layer " + std::to_string(op.layer));
     if (profiling_) cudaEventRecord(ev_pool_[ev].second, stream_);
   }
+  return Status::Ok();
+}
+
+bool CudaBackendImpl::gemv_norm_fusable(const Program& p, const Op& lin, const Op& norm, const RunShape& rs) const {
+  // Not on profiled steps (the per-op profile times the two apart) nor with
+  // ops left out for timing.
+  if (!opt_.fuse_gemv_norm || profiling_ || !opt_.timing_skip_ops.empty()) return false;
+  if (lin.kind != OpKind::kLinear ||
+      !(norm.kind == OpKind::kAddRMSNorm || (norm.kind == OpKind::kAllReduceAddRMSNorm && p.mapping.tp == 1)))
+    return false;
+  if (norm.in != lin.out || norm.in2 == lin.in || norm.in2 == lin.out || opt_.gemv_max_rows < 1) return false;
+  if (rows_of(p, lin.in, rs) != 1 || rows_of(p, norm.in2, rs) != 1 || buffer_is_f32(p, lin.out)) return false;
+  const DevWeight& wt = weights_[lin.weights[0]];
+  return p.buffers[norm.in2].width == wt.shape[0] &&
+         kc::gemv_add_rmsnorm_supported(wt.shape[0], wt.shape[1], bufs_[lin.in], wt.ptr, bufs_[lin.out],
+                                        bufs_[norm.in2], w(norm, 0), bufs_[norm.out]);
+}
+
+Status CudaBackendImpl::run_gemv_add_rmsnorm(const Program& p, const Op& lin, const Op& norm, const RunShape& rs) {
+  // Launched as run_op launches the gemv; what follows is launched as it
+  // would be behind the add+RMSNorm (a gemv there: programmatic, waiting first).
+  const bool programmatic = opt_.prelaunch_gemv && after_small_;
+  const DevWeight& wt = weights_[lin.weights[0]];
+  SHARDLM_CUDA_TRY(kc::gemv_add_rmsnorm(cbf(bufs_[lin.in]), cbf(wt.ptr), cbf(w(lin, 1)), bf(bufs_[lin.out]),
+                                        wt.shape[0], wt.shape[1], bf(bufs_[norm.in2]), cbf(w(norm, 0)),
+                                        bf(bufs_[norm.out]), norm.eps, gemv_norm_counter_, stream_, programmatic),
+                   "gemv_add_rmsnorm");
+  after_gemv_ = false;
+  after_small_ = true;
+  gemv_out_ = -1;
   return Status::Ok();
 }
 

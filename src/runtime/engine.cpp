@@ -32,6 +32,7 @@ Expected<std::unique_ptr<Engine>> Engine::create_cuda(const std::string& model_d
   bo.linear_chain = cuda.linear_chain;
   bo.prelaunch_after_gemv = cuda.prelaunch_after_gemv;
   bo.prelaunch_gemv = cuda.prelaunch_gemv;
+  bo.fuse_gemv_norm = cuda.fuse_gemv_norm;
   if (!cuda.l2_prefetch) bo.l2_prefetch_attention_bytes = bo.l2_prefetch_norm_bytes = 0;
   SHARDLM_ASSIGN_OR_RETURN(std::unique_ptr<graph::CudaBackend> backend, graph::make_cuda_backend(bo));
   SHARDLM_ASSIGN_OR_RETURN(ModelConfig mc, load_model_config(model_dir));

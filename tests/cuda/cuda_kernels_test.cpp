@@ -252,6 +252,72 @@ TEST(CudaGatherRows, CopiesSelectedRows) {
     for (int64_t c = 0; c < width; ++c) ASSERT_EQ(got[r * width + c], in[sel[r] * width + c]);
 }
 
+// gemv_add_rmsnorm (the norm done by the gemv's last block) against gemv then
+// add_rmsnorm: twenty layers of [fused or the pair] → gemv on one stream, one
+// shared counter, launched ordinarily and programmatically; the outputs, the
+// residual and each layer's normalised row must be bit for bit the pair's.
+// Widths 4096 (the 8B hidden), 72 (k below one warp's pieces: the tail loop),
+// 8192 (the largest the registers hold); 8200 and 1004 are refused.
+TEST(CudaGemvAddRMSNorm, IsGemvThenAddRMSNormBitwise) {
+  SHARDLM_REQUIRE_GPU();
+  for (const int64_t cols : {4096, 72, 8192}) {
+    const int64_t n = cols, k = cols;
+    auto x0 = random_bf16_values(k, 70, -1, 1);
+    auto res0 = random_bf16_values(n, 71, -1, 1);
+    auto w1 = random_bf16_values(n * k, 72, -0.05f, 0.05f), w2 = random_bf16_values(n * k, 73, -0.05f, 0.05f);
+    auto g = random_bf16_values(n, 74, 0.5, 1.5);
+    for (int programmatic = 0; programmatic < 2; ++programmatic) {
+      std::vector<float> out[2], resid[2], normed[2], lin[2];
+      for (int fused = 0; fused < 2; ++fused) {
+        DeviceBuffer<bf16> dx(k), da(n), dr(n), dy(n), dw1(n * k), dw2(n * k), dg(n);
+        DeviceBuffer<int32_t> counter(1);
+        CUDA_OK(cudaMemset(counter.get(), 0, sizeof(int32_t)));
+        upload_bf16(dx, x0);
+        upload_bf16(dr, res0);
+        upload_bf16(dw1, w1);
+        upload_bf16(dw2, w2);
+        upload_bf16(dg, g);
+        cudaStream_t s;
+        ASSERT_EQ(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
+        const bool pl = programmatic == 1;
+        for (int layer = 0; layer < 20; ++layer) {
+          if (fused) {
+            CUDA_OK(kc::gemv_add_rmsnorm(dx.get(), dw1.get(), nullptr, da.get(), n, k, dr.get(), dg.get(), dy.get(),
+                                         1e-5f, counter.get(), s, pl && layer > 0));
+          } else {
+            CUDA_OK(kc::gemv(dx.get(), dw1.get(), nullptr, da.get(), false, 1, n, k, s, false, pl && layer > 0));
+            CUDA_OK(kc::add_rmsnorm(da.get(), dr.get(), dg.get(), dy.get(), 1, n, 1e-5f, s, pl));
+          }
+          CUDA_OK(kc::gemv(dy.get(), dw2.get(), nullptr, dx.get(), false, 1, n, k, s, false, pl));
+        }
+        CUDA_OK(cudaStreamSynchronize(s));
+        cudaStreamDestroy(s);
+        out[fused] = download_bf16(dx, k);
+        resid[fused] = download_bf16(dr, n);
+        normed[fused] = download_bf16(dy, n);
+        lin[fused] = download_bf16(da, n);
+        int32_t left = -1;
+        CUDA_OK(cudaMemcpy(&left, counter.get(), sizeof(left), cudaMemcpyDeviceToHost));
+        EXPECT_EQ(left, 0) << "the counter is left zero";
+      }
+      const std::string tag = "cols " + std::to_string(cols) + (programmatic ? ", programmatic" : "");
+      for (auto* v : {out, resid, normed, lin})
+        EXPECT_EQ(0, std::memcmp(v[0].data(), v[1].data(), v[0].size() * sizeof(float))) << tag;
+      bool finite = true;
+      for (float v : out[1]) finite = finite && std::isfinite(v);
+      EXPECT_TRUE(finite) << tag;
+    }
+  }
+  DeviceBuffer<bf16> big(8200 * 8), small(1004 * 8);
+  DeviceBuffer<int32_t> counter(1);
+  EXPECT_EQ(kc::gemv_add_rmsnorm(big.get(), big.get(), nullptr, big.get(), 8200, 8, big.get(), big.get(), big.get(),
+                                 1e-5f, counter.get(), nullptr),
+            cudaErrorInvalidValue);
+  EXPECT_EQ(kc::gemv_add_rmsnorm(small.get(), small.get(), nullptr, small.get(), 1004, 8, small.get(), small.get(),
+                                 small.get(), 1e-5f, counter.get(), nullptr),
+            cudaErrorInvalidValue);
+}
+
 }  // namespace
 }  // namespace shardlm
 

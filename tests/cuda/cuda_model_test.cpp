@@ -129,7 +129,8 @@ TEST_P(CudaHfParity, GreedyDecodeOnGraphsMatchesEager) {
 
 // The opt-in linear chain (one persistent kernel per stretch of batch-1
 // linears, kernels/cuda/linear_chain.cu) and the programmatic launches behind
-// and before each gemv (prelaunch_after_gemv, prelaunch_gemv) are bit for bit
+// and before each gemv (prelaunch_after_gemv, prelaunch_gemv) with the
+// add+RMSNorms done by the gemvs before them (fuse_gemv_norm) are bit for bit
 // the kernel-per-op decode with ordinary launches, so greedy generation one
 // prompt at a time (decode steps of one row, eager then graph replay) gives
 // the same tokens with each of them.
@@ -137,15 +138,15 @@ TEST_P(CudaHfParity, LinearChainAndPrelaunchDecodeAreTheKernelPerOpDecode) {
   const std::string why = graph::cuda_unavailable_reason();
   if (!why.empty()) GTEST_SKIP() << why;
   auto g = read_json(golden_dir(GetParam()) + "/goldens.json");
-  // Every launch ordinary and no L2 prefetch; linear chain; the default
-  // (programmatic launches around the gemvs, the next linear's weights
-  // prefetched into L2).
+  // Every launch ordinary, no L2 prefetch, no norm inside a gemv; linear
+  // chain; the default (programmatic launches around the gemvs, the next
+  // linear's weights prefetched into L2, the norms in the gemvs before them).
   constexpr int kVariants = 3;
   std::vector<std::vector<int32_t>> outs[kVariants];
   for (int chain = 0; chain < kVariants; ++chain) {
     CudaEngineOptions o;
     o.linear_chain = chain == 1;
-    o.prelaunch_after_gemv = o.prelaunch_gemv = o.l2_prefetch = chain != 0;
+    o.prelaunch_after_gemv = o.prelaunch_gemv = o.l2_prefetch = o.fuse_gemv_norm = chain != 0;
     auto engine = Engine::create_cuda(testing::golden_model_dir(GetParam()), gpu_config(), o);
     ASSERT_TRUE(engine.ok()) << engine.status().to_string();
     for (const auto& p : g["prompts"]) {

@@ -17,8 +17,24 @@ struct alignas(16) Bf16x8 {
   __nv_bfloat162 h[4];
 };
 
+// One 16-byte access each (a member-wise copy of Bf16x8 compiled to four
+// 4-byte ones); p is 16-byte aligned, as for any Bf16x8.
 __device__ __forceinline__ void load8(const bf16* p, float (&f)[8]) {
-  const Bf16x8 v = *reinterpret_cast<const Bf16x8*>(p);
+  const uint4 raw = *reinterpret_cast<const uint4*>(p);
+  const Bf16x8 v = *reinterpret_cast<const Bf16x8*>(&raw);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 t = __bfloat1622float2(v.h[i]);
+    f[2 * i] = t.x;
+    f[2 * i + 1] = t.y;
+  }
+}
+
+// load8 through L2 only (ld.global.cg): for data other blocks of the running
+// kernel wrote, which this SM's L1 must not serve.
+__device__ __forceinline__ void load8_l2(const bf16* p, float (&f)[8]) {
+  const uint4 raw = __ldcg(reinterpret_cast<const uint4*>(p));
+  const Bf16x8 v = *reinterpret_cast<const Bf16x8*>(&raw);
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
     const float2 t = __bfloat1622float2(v.h[i]);
@@ -31,7 +47,7 @@ __device__ __forceinline__ void store8(bf16* p, const float (&f)[8]) {
   Bf16x8 v;
 #pragma unroll
   for (int i = 0; i < 4; ++i) v.h[i] = __floats2bfloat162_rn(f[2 * i], f[2 * i + 1]);
-  *reinterpret_cast<Bf16x8*>(p) = v;
+  *reinterpret_cast<uint4*>(p) = *reinterpret_cast<const uint4*>(&v);
 }
 
 __device__ __forceinline__ float round_bf16(float x) { return __bfloat162float(__float2bfloat16(x)); }
@@ -132,6 +148,17 @@ __device__ __forceinline__ void rope_rotate(float a, float b, int32_t pos, float
 inline bool& programmatic_launch_flag() {
   static bool on = false;
   return on;
+}
+
+// *p += v as one gpu-scope acq_rel atomic; returns the old value. The
+// arrival of a block at a counter (its stores before it, by every thread
+// when a block barrier precedes it; what the other arrivals stored visible
+// after it): one instruction where __threadfence() + atomicAdd is a full
+// sequentially consistent fence (MEMBAR.SC) in every thread that runs it.
+__device__ __forceinline__ int atomic_add_acq_rel_gpu(int* p, int v) {
+  int old;
+  asm volatile("atom.acq_rel.gpu.global.add.s32 %0, [%1], %2;" : "=r"(old) : "l"(p), "r"(v) : "memory");
+  return old;
 }
 
 // Waits for the previous kernel (a no-op when not launched programmatically),

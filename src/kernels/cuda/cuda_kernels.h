@@ -141,6 +141,18 @@ cudaError_t gemv(const bf16* x, const bf16* w, const bf16* bias, void* y, bool y
 // followed by silu_mul, without the [m, 2·inter] intermediate.
 cudaError_t gemv_silu_mul(const bf16* x, const bf16* w, const bf16* bias, bf16* y, int64_t m, int64_t inter, int64_t k,
                           cudaStream_t stream, bool overlap_prologue = false, bool programmatic = false);
+// One row (m = 1): y[n] = x·wᵀ (+ bias), bf16, then add_rmsnorm(y, residual,
+// norm_w) → norm_out done by the kernel's last block, bit for bit gemv
+// followed by add_rmsnorm, one launch. counter: one int32 of device memory,
+// zero before the launch and left zero (launches on one stream may share it).
+// Supported (else cudaErrorInvalidValue): gemv_supported, n % 8 == 0,
+// n ≤ 8192, 16-byte aligned y, residual, norm_w and norm_out.
+// programmatic: as gemv's (waits for the previous kernel before reading).
+bool gemv_add_rmsnorm_supported(int64_t n, int64_t k, const void* x, const void* w, const void* y,
+                                const void* residual, const void* norm_w, const void* norm_out);
+cudaError_t gemv_add_rmsnorm(const bf16* x, const bf16* w, const bf16* bias, bf16* y, int64_t n, int64_t k,
+                             bf16* residual, const bf16* norm_w, bf16* norm_out, float eps, int32_t* counter,
+                             cudaStream_t stream, bool programmatic = false);
 
 // ---- a chain of skinny linears in one launch (linear_chain.cu) -------------
 // Runs stages 0..n-1 in order in one cooperative kernel, a grid barrier

@@ -26,9 +26,16 @@
 // starts (griddepcontrol.launch_dependents): a latency-bound kernel launched
 // programmatically behind it (decode attention, add+RMSNorm) then issues its
 // first loads during this gemv's last wave instead of after its launch gap.
+// gemv_add_rmsnorm (m = 1): the gemv, then add+RMSNorm of its output row done
+// by the gemv's last block. Each block, once its warps have stored their
+// rows, counts itself in (one acq_rel atomic); the block that arrives last
+// sees every row and normalises the whole output as the add_rmsnorm kernel
+// would (norm_row.cuh, the same sums in the same order). A decode layer's two
+// norms then cost no launch, and no grid drain + release of their own.
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/kernel_timeline.cuh"
+#include "kernels/cuda/norm_row.cuh"
 
 namespace shardlm::kernels::cuda {
 namespace {
@@ -58,11 +65,23 @@ __device__ __forceinline__ Bf16x8 load_x8(const bf16* p) {
 // are resident when that kernel ends, and request nothing while it runs).
 enum LaunchMode : int { kOrdinary = 0, kPrologueLoads = 1, kWaitFirst = 2 };
 
+// The add+RMSNorm after gemv_add_rmsnorm's linear (GemvNorm::counter null:
+// none). Shapes: the gemv's output row y [n] is the norm's x.
+struct GemvNorm {
+  bf16* residual;    // [n], updated in place
+  const bf16* w;     // [n] norm weight
+  bf16* out;         // [n] normalised row
+  float eps;
+  int32_t* counter;  // blocks arrived; zero before the kernel, left zero
+};
+// Rows of ≤ kNormRegVecs · 8 · 256 columns: the norm's row in registers.
+constexpr int kNormRegVecs = 4;
+
 // kRows = 1: y[·, row] = x·w[row]ᵀ. kRows = 2 (kSiLU): rows row and n + row
 // of w, y[·, row] = silu(gate)·up; y is [m, n] with n = inter.
 // kMode: how the kernel was launched (LaunchMode above).
 template <int M, bool kF32Out, int kMode, bool kSiLU>
-__device__ __forceinline__ void gemv_body(const bf16* __restrict__ x, const bf16* __restrict__ w,
+__device__ __forceinline__ void gemv_rows(const bf16* __restrict__ x, const bf16* __restrict__ w,
                                           const bf16* __restrict__ bias, void* __restrict__ y, int64_t n, int64_t k) {
   constexpr int kRows = kSiLU ? 2 : 1;
   constexpr int kUnroll = kUnrollFor<M>;
@@ -161,6 +180,32 @@ __device__ __forceinline__ void gemv_body(const bf16* __restrict__ x, const bf16
   }
 }
 
+// The gemv, then (kNorm: gemv_add_rmsnorm, m = 1, bf16 y) the
+// add+RMSNorm of y by the block that finishes last. The barrier orders the
+// warps' row stores before thread 0's release; its acquire, passed on by the
+// second barrier, makes every block's rows visible to the last block, which
+// reads them through L2.
+template <int M, bool kF32Out, int kMode, bool kSiLU, bool kNorm>
+__device__ __forceinline__ void gemv_body(const bf16* __restrict__ x, const bf16* __restrict__ w,
+                                          const bf16* __restrict__ bias, void* __restrict__ y, int64_t n, int64_t k,
+                                          const GemvNorm& nrm) {
+  gemv_rows<M, kF32Out, kMode, kSiLU>(x, w, bias, y, n, k);
+  if constexpr (kNorm) {
+    static_assert(M == 1 && !kF32Out && !kSiLU, "gemv_add_rmsnorm: one bf16 row");
+    __shared__ int is_last;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      is_last = atomic_add_acq_rel_gpu(nrm.counter, 1) == static_cast<int>(gridDim.x) - 1;
+      if (is_last) *nrm.counter = 0;  // every block has arrived: ready for the next launch
+    }
+    __syncthreads();
+    if (!is_last) return;
+    NormRow<true, kNormRegVecs> nr;
+    nr.load_weight_residual(nrm.w, nrm.residual, n);
+    nr.template finish<true>(static_cast<const bf16*>(y), nrm.residual, nrm.out, n, nrm.eps);
+  }
+}
+
 // Why a min-blocks bound of 1 at m = 1: with the threads bound alone, ptxas
 // packed the kernel into 32 registers (8 blocks an SM, full occupancy) and to
 // fit it issued the 4 weight loads of a step one after another, each
@@ -174,41 +219,41 @@ __device__ __forceinline__ void gemv_body(const bf16* __restrict__ x, const bf16
 // faster (H100). m ≥ 2 (not the default path: gemv_max_rows is 1) keeps the
 // threads bound alone (46–64 registers now that x is one load a piece); a
 // bound of 1 there was not timed, and capping registers lower spills.
-template <int M, bool kF32Out, int kMode, bool kSiLU>
+template <int M, bool kF32Out, int kMode, bool kSiLU, bool kNorm>
 __global__ void __launch_bounds__(kWarps * 32, 1)
     gemv_kernel_m1(const bf16* __restrict__ x, const bf16* __restrict__ w, const bf16* __restrict__ bias,
-                   void* __restrict__ y, int64_t n, int64_t k) {
-  gemv_body<M, kF32Out, kMode, kSiLU>(x, w, bias, y, n, k);
+                   void* __restrict__ y, int64_t n, int64_t k, GemvNorm nrm) {
+  gemv_body<M, kF32Out, kMode, kSiLU, kNorm>(x, w, bias, y, n, k, nrm);
 }
-template <int M, bool kF32Out, int kMode, bool kSiLU>
+template <int M, bool kF32Out, int kMode, bool kSiLU, bool kNorm>
 __global__ void __launch_bounds__(kWarps * 32)
     gemv_kernel_mn(const bf16* __restrict__ x, const bf16* __restrict__ w, const bf16* __restrict__ bias,
-                   void* __restrict__ y, int64_t n, int64_t k) {
-  gemv_body<M, kF32Out, kMode, kSiLU>(x, w, bias, y, n, k);
+                   void* __restrict__ y, int64_t n, int64_t k, GemvNorm nrm) {
+  gemv_body<M, kF32Out, kMode, kSiLU, kNorm>(x, w, bias, y, n, k, nrm);
 }
 // The kernel for m rows.
-template <int M, bool kF32Out, int kMode, bool kSiLU>
+template <int M, bool kF32Out, int kMode, bool kSiLU, bool kNorm>
 constexpr auto gemv_kernel() {
-  if constexpr (M == 1) return gemv_kernel_m1<M, kF32Out, kMode, kSiLU>;
-  else return gemv_kernel_mn<M, kF32Out, kMode, kSiLU>;
+  if constexpr (M == 1) return gemv_kernel_m1<M, kF32Out, kMode, kSiLU, kNorm>;
+  else return gemv_kernel_mn<M, kF32Out, kMode, kSiLU, kNorm>;
 }
 
-template <int M, bool kF32Out, bool kSiLU = false>
+template <int M, bool kF32Out, bool kSiLU = false, bool kNorm = false>
 cudaError_t launch2(const bf16* x, const bf16* w, const bf16* bias, void* y, int64_t n, int64_t k, int mode,
-                    cudaStream_t s) {
+                    cudaStream_t s, const GemvNorm& nrm = {}) {
   const unsigned grid = static_cast<unsigned>((n + kWarps - 1) / kWarps);
   if (mode == kOrdinary) {
-    gemv_kernel<M, kF32Out, kOrdinary, kSiLU>()<<<grid, kWarps * 32, 0, s>>>(x, w, bias, y, n, k);
+    gemv_kernel<M, kF32Out, kOrdinary, kSiLU, kNorm>()<<<grid, kWarps * 32, 0, s>>>(x, w, bias, y, n, k, nrm);
     return cudaGetLastError();
   }
   // Programmatic dependent launch: blocks may start before the previous kernel
   // in the stream has finished; the kernel waits (griddepcontrol.wait) before reading x.
   const dim3 block(kWarps * 32);
   return mode == kPrologueLoads
-             ? launch_k_as(true, gemv_kernel<M, kF32Out, kPrologueLoads, kSiLU>(), dim3(grid), block, 0, s, x, w,
-                           bias, y, n, k)
-             : launch_k_as(true, gemv_kernel<M, kF32Out, kWaitFirst, kSiLU>(), dim3(grid), block, 0, s, x, w, bias,
-                           y, n, k);
+             ? launch_k_as(true, gemv_kernel<M, kF32Out, kPrologueLoads, kSiLU, kNorm>(), dim3(grid), block, 0, s, x, w,
+                           bias, y, n, k, nrm)
+             : launch_k_as(true, gemv_kernel<M, kF32Out, kWaitFirst, kSiLU, kNorm>(), dim3(grid), block, 0, s, x, w, bias,
+                           y, n, k, nrm);
 }
 
 template <int M>
@@ -246,6 +291,22 @@ cudaError_t gemv(const bf16* x, const bf16* w, const bf16* bias, void* y, bool y
     case 7: return launch<7>(x, w, bias, y, n, k, y_f32, mode, s);
     default: return launch<8>(x, w, bias, y, n, k, y_f32, mode, s);
   }
+}
+
+bool gemv_add_rmsnorm_supported(int64_t n, int64_t k, const void* x, const void* w, const void* y,
+                                const void* residual, const void* norm_w, const void* norm_out) {
+  const auto a16 = [](const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; };
+  return gemv_supported(1, k, x, w) && n > 0 && n % 8 == 0 && n <= int64_t{kNormRegVecs} * 8 * kWarps * 32 &&
+         a16(y) && a16(residual) && a16(norm_w) && a16(norm_out);
+}
+
+cudaError_t gemv_add_rmsnorm(const bf16* x, const bf16* w, const bf16* bias, bf16* y, int64_t n, int64_t k,
+                             bf16* residual, const bf16* norm_w, bf16* norm_out, float eps, int32_t* counter,
+                             cudaStream_t s, bool programmatic) {
+  if (!gemv_add_rmsnorm_supported(n, k, x, w, y, residual, norm_w, norm_out) || counter == nullptr)
+    return cudaErrorInvalidValue;
+  const GemvNorm nrm{residual, norm_w, norm_out, eps, counter};
+  return launch2<1, false, false, true>(x, w, bias, y, n, k, programmatic ? kWaitFirst : kOrdinary, s, nrm);
 }
 
 cudaError_t gemv_silu_mul(const bf16* x, const bf16* w, const bf16* bias, bf16* y, int64_t m, int64_t inter,

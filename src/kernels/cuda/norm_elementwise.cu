@@ -18,6 +18,7 @@
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/kernel_timeline.cuh"
+#include "kernels/cuda/norm_row.cuh"
 
 namespace shardlm::kernels::cuda {
 namespace {
@@ -52,43 +53,11 @@ __global__ void rmsnorm_kernel(const bf16* __restrict__ x, bf16* __restrict__ re
   const bf16* xr = x + row * cols;
   bf16* rr = kAdd ? residual + row * cols : nullptr;
   if constexpr (kRegVecs > 0) {
-    float v[kRegVecs][8], g[kRegVecs][8], rs[kAdd ? kRegVecs : 1][8];
-#pragma unroll
-    for (int i = 0; i < kRegVecs; ++i) {
-      const int64_t c = (static_cast<int64_t>(i) * blockDim.x + threadIdx.x) * 8;
-      if (c < cols) {
-        load8(w + c, g[i]);  // the weight's load overlaps the reduction
-        if constexpr (kAdd) load8(rr + c, rs[i]);
-      }
-    }
+    NormRow<kAdd, kRegVecs> nr;
+    nr.load_weight_residual(w, rr, cols);
     if (kAdd && pre_wait) griddep_wait();
     if (kTl && threadIdx.x == 0) SHARDLM_TL_STAMP(kTlNorm, blockIdx.x, 1);
-    float ss = 0.0f;
-#pragma unroll
-    for (int i = 0; i < kRegVecs; ++i) {
-      const int64_t c = (static_cast<int64_t>(i) * blockDim.x + threadIdx.x) * 8;
-      if (c < cols) {
-        load8(xr + c, v[i]);
-        if constexpr (kAdd) {
-#pragma unroll
-          for (int e = 0; e < 8; ++e) v[i][e] = round_bf16(rs[i][e] + v[i][e]);
-          store8(rr + c, v[i]);
-        }
-#pragma unroll
-        for (int e = 0; e < 8; ++e) ss += v[i][e] * v[i][e];
-      }
-    }
-    const float r = rsqrtf(block_sum(ss) / static_cast<float>(cols) + eps);
-    bf16* yr = y + row * cols;
-#pragma unroll
-    for (int i = 0; i < kRegVecs; ++i) {
-      const int64_t c = (static_cast<int64_t>(i) * blockDim.x + threadIdx.x) * 8;
-      if (c < cols) {
-#pragma unroll
-        for (int e = 0; e < 8; ++e) v[i][e] = g[i][e] * round_bf16(v[i][e] * r);
-        store8(yr + c, v[i]);
-      }
-    }
+    nr.template finish<false>(xr, rr, y + row * cols, cols, eps);
     if (kTl && threadIdx.x == 0) SHARDLM_TL_STAMP(kTlNorm, blockIdx.x, 2);
     return;
   }
