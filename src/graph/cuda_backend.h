@@ -39,7 +39,7 @@ struct CudaBackendOptions {
   // first weights while the previous kernel drains (kernels/cuda/gemv.cu), and
   // all hot-path kernels as programmatic dependent launches. Off: measured
   // slower at batch 1 (4.96 vs 4.38 ms/step on H200; bench/NOTES_runs_01-12.md
-  // run 4, bench/NOTES.md runs 13 and 15) and no faster at batch ≥ 8; kept,
+  // run 4, bench/NOTES_runs_13-17.md runs 13 and 15) and no faster at batch ≥ 8; kept,
   // tested, for later tuning.
   bool gemv_overlap_prologue = false;
   bool programmatic_launch = false;
@@ -52,7 +52,7 @@ struct CudaBackendOptions {
   // down at tp > 1) as one persistent kernel (kernels/cuda/linear_chain.cu),
   // bit for bit the per-op kernels. Off by default: its grid barriers (~2.5 µs
   // each) and stage tails cost about what the kernel boundaries did; batch 1
-  // measured 5.56 vs 5.52 ms on H100, 4.39 vs 4.41–4.44 on H200 (NOTES run 17).
+  // measured 5.56 vs 5.52 ms on H100, 4.39 vs 4.41–4.44 on H200 (bench/NOTES_runs_13-17.md run 17).
   bool linear_chain = false;
   // The decode attention (with the RoPE fusion) and the add+RMSNorm that
   // directly follow a gemv are launched as programmatic dependents of it: the

@@ -316,7 +316,7 @@ bool make_plan(const PagedAttentionParams& p, Plan* out) {
   // Split only while (rows × kv heads × head groups) do not fill one wave of
   // the tensor-core decode kernel (3 blocks per SM): at batch 64 × 8 kv heads
   // (512 blocks) one split and no combine kernel measured 5.59 vs 5.75 ms a
-  // step at contexts 129–256 and the same at 512 (bench/NOTES.md run 15).
+  // step at contexts 129–256 and the same at 512 (bench/NOTES_runs_13-17.md run 15).
   const int64_t target = 3LL * num_sms();
   int64_t want = base >= target ? 1 : (target + base - 1) / base;
   want = std::min<int64_t>({want, kMaxSplits, (max_ctx + kTile - 1) / kTile});

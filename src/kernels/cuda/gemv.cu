@@ -21,7 +21,7 @@
 // their first weight pieces into registers, and only then wait for that
 // kernel's output x — the first DRAM round trip of each small linear overlaps
 // the kernel before it. (An L2 prefetch of whole rows here doubled the L2
-// traffic and was slower: bench/NOTES_runs_01-12.md run 4, NOTES.md run 13.)
+// traffic and was slower: bench/NOTES_runs_01-12.md run 4, NOTES_runs_13-17.md run 13.)
 // Launched ordinarily, the kernel lets the next one be scheduled as soon as it
 // starts (griddepcontrol.launch_dependents): a latency-bound kernel launched
 // programmatically behind it (decode attention, add+RMSNorm) then issues its

@@ -5,14 +5,14 @@
 //
 // Status: opt-in (CudaBackendOptions::linear_chain). At batch 1 it measured
 // within 1 % of the kernel per op (H100 0.8 % slower, H200 0.7 % faster;
-// bench/NOTES.md run 17): a grid barrier costs ~2.5 µs, the input fetch + norm
+// bench/NOTES_runs_13-17.md run 17): a grid barrier costs ~2.5 µs, the input fetch + norm
 // after it 0.5–1.5 µs and the stage tails 1–4 µs, about what kernel boundaries
 // cost (with the norm in registers: parity with the per-op kernels on H100).
 //
 // Why: at batch 1 a linear is a stream over its weights, and each kernel
 // boundary costs ~3 µs of ramp (the first DRAM round trip of the next kernel)
 // and drain (the last rows of this one) whatever the matrix size
-// (bench/NOTES_runs_01-12.md run 10, bench/NOTES.md run 13): ~12 µs a layer
+// (bench/NOTES_runs_01-12.md run 10, bench/NOTES_runs_13-17.md run 13): ~12 µs a layer
 // on the H200, the part of batch 1's distance to the roofline the per-op
 // kernels cannot remove.
 //
