@@ -63,7 +63,7 @@ struct DecodeBenchOptions {
   bool no_rope_fusion = false;
   bool linear_chain = false;
   bool no_prelaunch = false;
-  bool no_gemv_norm = false;
+  bool gemv_norm = false;
   std::vector<double> l2_prefetch_mb;  // {attention, norm}; empty: the backend's defaults
   std::vector<std::string> skip_ops;  // timing diagnostics: op kinds left out (outputs wrong)
   std::vector<int64_t> workload_batches = {64};  // empty: no workload run
@@ -216,7 +216,7 @@ int run_decode_bench(const DecodeBenchOptions& o, DistContext* ctx) {
   bo.fuse_rope_attention = !o.no_rope_fusion;
   bo.linear_chain = o.linear_chain;
   bo.prelaunch_after_gemv = bo.prelaunch_gemv = !o.no_prelaunch;
-  bo.fuse_gemv_norm = !o.no_gemv_norm;
+  bo.fuse_gemv_norm = o.gemv_norm;
   if (!o.l2_prefetch_mb.empty()) {
     bo.l2_prefetch_attention_bytes = static_cast<int64_t>(o.l2_prefetch_mb[0] * (1 << 20));
     bo.l2_prefetch_norm_bytes = static_cast<int64_t>(o.l2_prefetch_mb.back() * (1 << 20));
@@ -584,9 +584,9 @@ void register_bench_decode(CLI::App& bench, CommandRunner* run) {
   cmd->add_flag("--no-prelaunch", opts->no_prelaunch,
                 "Launch every kernel ordinarily (A/B): by default the decode attention and add+RMSNorm behind a gemv "
                 "start early and load what it does not write before waiting, and the gemv behind them starts early");
-  cmd->add_flag("--no-gemv-norm", opts->no_gemv_norm,
-                "Run a batch-1 linear and the add+RMSNorm after it as two kernels (A/B): by default the linear's "
-                "last block does the norm");
+  cmd->add_flag("--gemv-norm", opts->gemv_norm,
+                "Experimental (not yet timed on a GPU): a batch-1 linear's last block does the add+RMSNorm after it, "
+                "one kernel instead of two");
   cmd->add_option("--l2-prefetch-mb", opts->l2_prefetch_mb,
                   "MiB of the next linear's weights that a decode attention and an add+RMSNorm pull into L2 while "
                   "they run, at batches <= 8 (ATTN,NORM or one value for both; 0 turns it off; default 16,0)")

@@ -139,8 +139,9 @@ TEST_P(CudaHfParity, LinearChainAndPrelaunchDecodeAreTheKernelPerOpDecode) {
   if (!why.empty()) GTEST_SKIP() << why;
   auto g = read_json(golden_dir(GetParam()) + "/goldens.json");
   // Every launch ordinary, no L2 prefetch, no norm inside a gemv; linear
-  // chain; the default (programmatic launches around the gemvs, the next
-  // linear's weights prefetched into L2, the norms in the gemvs before them).
+  // chain; the defaults (programmatic launches around the gemvs, the next
+  // linear's weights prefetched into L2) with the opt-in fuse_gemv_norm (the
+  // norms done by the gemvs before them).
   constexpr int kVariants = 3;
   std::vector<std::vector<int32_t>> outs[kVariants];
   for (int chain = 0; chain < kVariants; ++chain) {

@@ -325,25 +325,21 @@ __global__ void __launch_bounds__(kThreads) decode_tc_kernel(const TcDecodeArgs 
   if (a.nsplits == 1 || !a.counters) return;  // no counters: the caller's combine kernel merges
 
   // Split-K merge without a second kernel: each block publishes its partials
-  // and counts itself in; the last of the row's active splits merges
+  // (fence), counts itself in; the last of the row's active splits merges
   // out = Σ e^{m_i−M} acc_i / Σ e^{m_i−M} l_i and resets the counter.
-  // The arrival is one acq_rel atomic by thread 0 between two block barriers:
-  // the barrier orders the other threads' partial stores before its release
-  // (release is cumulative), and its acquire, passed on by the second
-  // barrier, makes the other splits' partials visible to the whole merging
-  // block. (Two __threadfence()s by every thread did the same with 256
-  // MEMBAR.SC.GPU a block on the batch-1 critical path; bench/NOTES.md run 23.)
   __shared__ int is_last;
+  __threadfence();
   __syncthreads();
   const int nact = static_cast<int>((pos - lo + 1 + a.P - 1) / a.P);  // splits that ran for this row
   if (tid == 0) {
     int32_t* c = a.counters + t * a.nkv + g;
-    is_last = atomic_add_acq_rel_gpu(c, 1) == nact - 1;
+    is_last = atomicAdd(c, 1) == nact - 1;
     if (is_last) *c = 0;  // every split has arrived: ready for the next call
   }
   __syncthreads();
   if (threadIdx.x == 0) SHARDLM_TL_STAMP(kTlAttention, tl_slot, 5);  // arrival counted
   if (!is_last) return;
+  __threadfence();
   // The merge is on the step's critical path (the o_proj gemv waits for it),
   // so each thread takes 4 adjacent outputs of one head and requests all its
   // splits' (m, l) pairs and float4 partials at once: one L2 round trip for
