@@ -67,7 +67,8 @@ Status CudaBackendImpl::run_ops(const Program& p, const RunShape& rs) {
     }
     if (i + 1 < p.ops.size() && gemv_norm_fusable(p, op, p.ops[i + 1], rs)) {
       Status st = run_gemv_add_rmsnorm(p, op, p.ops[i + 1], rs);
-      if (!st.ok()) return st.with_context("gemv_add_rmsnorm at op " + std::to_string(i) + " layer " + std::to_string(op.layer));
+      if (!st.ok())
+        return st.with_context("gemv_add_rmsnorm at op " + std::to_string(i) + " layer " + std::to_string(op.layer));
       ++i;
       continue;
     }

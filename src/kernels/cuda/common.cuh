@@ -17,10 +17,7 @@ struct alignas(16) Bf16x8 {
   __nv_bfloat162 h[4];
 };
 
-// One 16-byte access each (a member-wise copy of Bf16x8 compiled to four
-// 4-byte ones); p is 16-byte aligned, as for any Bf16x8.
-__device__ __forceinline__ void load8(const bf16* p, float (&f)[8]) {
-  const uint4 raw = *reinterpret_cast<const uint4*>(p);
+__device__ __forceinline__ void bf16x8_to_floats(const uint4 raw, float (&f)[8]) {
   const Bf16x8 v = *reinterpret_cast<const Bf16x8*>(&raw);
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
@@ -30,17 +27,16 @@ __device__ __forceinline__ void load8(const bf16* p, float (&f)[8]) {
   }
 }
 
+// One 16-byte access each (a member-wise copy of Bf16x8 compiled to four
+// 4-byte ones); p is 16-byte aligned, as for any Bf16x8.
+__device__ __forceinline__ void load8(const bf16* p, float (&f)[8]) {
+  bf16x8_to_floats(*reinterpret_cast<const uint4*>(p), f);
+}
+
 // load8 through L2 only (ld.global.cg): for data other blocks of the running
 // kernel wrote, which this SM's L1 must not serve.
 __device__ __forceinline__ void load8_l2(const bf16* p, float (&f)[8]) {
-  const uint4 raw = __ldcg(reinterpret_cast<const uint4*>(p));
-  const Bf16x8 v = *reinterpret_cast<const Bf16x8*>(&raw);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 t = __bfloat1622float2(v.h[i]);
-    f[2 * i] = t.x;
-    f[2 * i + 1] = t.y;
-  }
+  bf16x8_to_floats(__ldcg(reinterpret_cast<const uint4*>(p)), f);
 }
 
 __device__ __forceinline__ void store8(bf16* p, const float (&f)[8]) {

@@ -74,8 +74,6 @@ struct GemvNorm {
   float eps;
   int32_t* counter;  // blocks arrived; zero before the kernel, left zero
 };
-// Rows of ≤ kNormRegVecs · 8 · 256 columns: the norm's row in registers.
-constexpr int kNormRegVecs = 4;
 
 // kRows = 1: y[·, row] = x·w[row]ᵀ. kRows = 2 (kSiLU): rows row and n + row
 // of w, y[·, row] = silu(gate)·up; y is [m, n] with n = inter.
@@ -200,7 +198,7 @@ __device__ __forceinline__ void gemv_body(const bf16* __restrict__ x, const bf16
     }
     __syncthreads();
     if (!is_last) return;
-    NormRow<true, kNormRegVecs> nr;
+    NormRow<true, kNormRowRegVecs> nr;
     nr.load_weight_residual(nrm.w, nrm.residual, n);
     nr.template finish<true>(static_cast<const bf16*>(y), nrm.residual, nrm.out, n, nrm.eps);
   }
@@ -250,10 +248,10 @@ cudaError_t launch2(const bf16* x, const bf16* w, const bf16* bias, void* y, int
   // in the stream has finished; the kernel waits (griddepcontrol.wait) before reading x.
   const dim3 block(kWarps * 32);
   return mode == kPrologueLoads
-             ? launch_k_as(true, gemv_kernel<M, kF32Out, kPrologueLoads, kSiLU, kNorm>(), dim3(grid), block, 0, s, x, w,
-                           bias, y, n, k, nrm)
-             : launch_k_as(true, gemv_kernel<M, kF32Out, kWaitFirst, kSiLU, kNorm>(), dim3(grid), block, 0, s, x, w, bias,
-                           y, n, k, nrm);
+             ? launch_k_as(true, gemv_kernel<M, kF32Out, kPrologueLoads, kSiLU, kNorm>(), dim3(grid), block, 0, s, x,
+                           w, bias, y, n, k, nrm)
+             : launch_k_as(true, gemv_kernel<M, kF32Out, kWaitFirst, kSiLU, kNorm>(), dim3(grid), block, 0, s, x, w,
+                           bias, y, n, k, nrm);
 }
 
 template <int M>
@@ -296,7 +294,7 @@ cudaError_t gemv(const bf16* x, const bf16* w, const bf16* bias, void* y, bool y
 bool gemv_add_rmsnorm_supported(int64_t n, int64_t k, const void* x, const void* w, const void* y,
                                 const void* residual, const void* norm_w, const void* norm_out) {
   const auto a16 = [](const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; };
-  return gemv_supported(1, k, x, w) && n > 0 && n % 8 == 0 && n <= int64_t{kNormRegVecs} * 8 * kWarps * 32 &&
+  return gemv_supported(1, k, x, w) && n > 0 && n % 8 == 0 && n <= int64_t{kNormRowRegVecs} * 8 * kWarps * 32 &&
          a16(y) && a16(residual) && a16(norm_w) && a16(norm_out);
 }
 

@@ -26,7 +26,6 @@ namespace {
 using namespace detail;
 
 constexpr int kNormThreads = 256;  // 8 warps: a 4096-wide row is 2 vectors of 8 per thread
-constexpr int kNormRegVecs = 4;    // vectors of 8 a thread holds in registers: rows ≤ 8192
 
 // kRegVecs > 0: the row (≤ kRegVecs · 8 · blockDim columns, cols % 8 == 0)
 // stays in registers between the two passes.
@@ -213,10 +212,10 @@ cudaError_t launch_norm(const bf16* x, bf16* residual, const bf16* w, bf16* y, i
   const bool vec = cols % 8 == 0 && aligned16(x) && aligned16(w) && aligned16(y) && (!kAdd || aligned16(residual));
   const dim3 grid(static_cast<unsigned>(rows));
   cudaError_t e;
-  if (vec && cols <= static_cast<int64_t>(kNormRegVecs) * 8 * kNormThreads) {
+  if (vec && cols <= static_cast<int64_t>(kNormRowRegVecs) * 8 * kNormThreads) {
     // Only this path loads before its wait (and prefetches); the others are launched as usual.
     const dim3 grid_pf(static_cast<unsigned>(rows + (pf.valid() ? kL2PrefetchBlocks : 0)));
-    e = launch_k_as(programmatic || programmatic_launch_flag(), rmsnorm_kernel<true, kAdd, kNormRegVecs>, grid_pf,
+    e = launch_k_as(programmatic || programmatic_launch_flag(), rmsnorm_kernel<true, kAdd, kNormRowRegVecs>, grid_pf,
                     kNormThreads, 0, s, x, residual, w, y, cols, eps, programmatic, rows,
                     pf.valid() ? pf : L2Prefetch{});
   } else if (vec) {

@@ -14,6 +14,10 @@
 
 namespace shardlm::kernels::cuda::detail {
 
+// Vectors of 8 a thread holds in registers: rows ≤ 8192 at 256 threads (the
+// decode rows of every model we serve), both users' limit.
+constexpr int kNormRowRegVecs = 4;
+
 template <bool kAdd, int kRegVecs>
 struct NormRow {
   float v[kRegVecs][8];                    // x, then (with kAdd) the new residual, then y
