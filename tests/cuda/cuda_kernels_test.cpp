@@ -252,6 +252,31 @@ TEST(CudaGatherRows, CopiesSelectedRows) {
     for (int64_t c = 0; c < width; ++c) ASSERT_EQ(got[r * width + c], in[sel[r] * width + c]);
 }
 
+// The operands of the twenty-layer gemv → add+RMSNorm → gemv chains below.
+// Host values, made once per shape: x [m, k], residual [m, n], w1 and w2
+// [n, k], the norm weight g [n] (seeds seed … seed + 4).
+struct NormGemvInputs {
+  std::vector<float> x, res, w1, w2, g;
+  NormGemvInputs(int64_t m, int64_t n, int64_t k, uint64_t seed)
+      : x(random_bf16_values(m * k, seed, -1, 1)),
+        res(random_bf16_values(m * n, seed + 1, -1, 1)),
+        w1(random_bf16_values(n * k, seed + 2, -0.05f, 0.05f)),
+        w2(random_bf16_values(n * k, seed + 3, -0.05f, 0.05f)),
+        g(random_bf16_values(n, seed + 4, 0.5, 1.5)) {}
+};
+// Their device copies, and a the first gemv's output, y the norm's.
+struct NormGemvBuffers {
+  DeviceBuffer<bf16> x, a, r, y, w1, w2, g;
+  NormGemvBuffers(const NormGemvInputs& in, int64_t m, int64_t n, int64_t k)
+      : x(m * k), a(m * n), r(m * n), y(m * n), w1(n * k), w2(n * k), g(n) {
+    upload_bf16(x, in.x);
+    upload_bf16(r, in.res);
+    upload_bf16(w1, in.w1);
+    upload_bf16(w2, in.w2);
+    upload_bf16(g, in.g);
+  }
+};
+
 // gemv_add_rmsnorm (the norm done by the gemv's last block) against gemv then
 // add_rmsnorm: twenty layers of [fused or the pair] → gemv on one stream, one
 // shared counter, launched ordinarily and programmatically; the outputs, the
@@ -262,21 +287,14 @@ TEST(CudaGemvAddRMSNorm, IsGemvThenAddRMSNormBitwise) {
   SHARDLM_REQUIRE_GPU();
   for (const int64_t cols : {4096, 72, 8192}) {
     const int64_t n = cols, k = cols;
-    auto x0 = random_bf16_values(k, 70, -1, 1);
-    auto res0 = random_bf16_values(n, 71, -1, 1);
-    auto w1 = random_bf16_values(n * k, 72, -0.05f, 0.05f), w2 = random_bf16_values(n * k, 73, -0.05f, 0.05f);
-    auto g = random_bf16_values(n, 74, 0.5, 1.5);
+    const NormGemvInputs in(1, n, k, 70);
     for (int programmatic = 0; programmatic < 2; ++programmatic) {
       std::vector<float> out[2], resid[2], normed[2], lin[2];
       for (int fused = 0; fused < 2; ++fused) {
-        DeviceBuffer<bf16> dx(k), da(n), dr(n), dy(n), dw1(n * k), dw2(n * k), dg(n);
+        NormGemvBuffers d(in, 1, n, k);
+        auto &dx = d.x, &da = d.a, &dr = d.r, &dy = d.y, &dw1 = d.w1, &dw2 = d.w2, &dg = d.g;
         DeviceBuffer<int32_t> counter(1);
         CUDA_OK(cudaMemset(counter.get(), 0, sizeof(int32_t)));
-        upload_bf16(dx, x0);
-        upload_bf16(dr, res0);
-        upload_bf16(dw1, w1);
-        upload_bf16(dw2, w2);
-        upload_bf16(dg, g);
         cudaStream_t s;
         ASSERT_EQ(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
         const bool pl = programmatic == 1;
@@ -367,18 +385,11 @@ TEST(CudaProgrammaticLaunch, NormAndGemvBehindAGemvAreBitwiseTheOrdinaryLaunches
   for (const int64_t m : {1, 3})
     for (const int64_t cols : {4096, 72, 8200}) {
       const int64_t n = cols, k = cols;  // square weights: the output feeds the next layer
-      auto x0 = random_bf16_values(m * k, 60, -1, 1);
-      auto res0 = random_bf16_values(m * n, 61, -1, 1);
-      auto w1 = random_bf16_values(n * k, 62, -0.05f, 0.05f), w2 = random_bf16_values(n * k, 63, -0.05f, 0.05f);
-      auto g = random_bf16_values(n, 64, 0.5, 1.5);
+      const NormGemvInputs in(m, n, k, 60);
       std::vector<float> out[2], resid[2];
       for (int programmatic = 0; programmatic < 2; ++programmatic) {
-        DeviceBuffer<bf16> dx(m * k), da(m * n), dr(m * n), dy(m * n), dw1(n * k), dw2(n * k), dg(n);
-        upload_bf16(dx, x0);
-        upload_bf16(dr, res0);
-        upload_bf16(dw1, w1);
-        upload_bf16(dw2, w2);
-        upload_bf16(dg, g);
+        NormGemvBuffers d(in, m, n, k);
+        auto &dx = d.x, &da = d.a, &dr = d.r, &dy = d.y, &dw1 = d.w1, &dw2 = d.w2, &dg = d.g;
         cudaStream_t s;
         ASSERT_EQ(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
         const bool pl = programmatic == 1;
