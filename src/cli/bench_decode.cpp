@@ -64,6 +64,7 @@ struct DecodeBenchOptions {
   bool linear_chain = false;
   bool no_prelaunch = false;
   bool gemv_norm = false;
+  bool gemv_prologue = false;
   std::vector<double> l2_prefetch_mb;  // {attention, norm}; empty: the backend's defaults
   std::vector<std::string> skip_ops;  // timing diagnostics: op kinds left out (outputs wrong)
   std::vector<int64_t> workload_batches = {64};  // empty: no workload run
@@ -211,7 +212,7 @@ int run_decode_bench(const DecodeBenchOptions& o, DistContext* ctx) {
   bo.device = device;
   bo.cuda_graphs = !o.no_graphs;
   if (o.no_gemv) bo.gemv_max_rows = 0;
-  bo.gemv_overlap_prologue = o.pdl;
+  bo.gemv_overlap_prologue = o.pdl || o.gemv_prologue;
   bo.programmatic_launch = o.pdl;
   bo.fuse_rope_attention = !o.no_rope_fusion;
   bo.linear_chain = o.linear_chain;
@@ -587,6 +588,9 @@ void register_bench_decode(CLI::App& bench, CommandRunner* run) {
   cmd->add_flag("--gemv-norm", opts->gemv_norm,
                 "Experimental (not yet timed on a GPU): a batch-1 linear's last block does the add+RMSNorm after it, "
                 "one kernel instead of two");
+  cmd->add_flag("--gemv-prologue", opts->gemv_prologue,
+                "Experimental: every batch-1 gemv is launched programmatically and requests its first weights before "
+                "waiting for the kernel before it (the gemv half of --pdl)");
   cmd->add_option("--l2-prefetch-mb", opts->l2_prefetch_mb,
                   "MiB of the next linear's weights that a decode attention and an add+RMSNorm pull into L2 while "
                   "they run, at batches <= 8 (ATTN,NORM or one value for both; 0 turns it off; default 16,0)")
