@@ -78,6 +78,14 @@ struct CudaBackendOptions {
   // until it is tested and timed on a GPU (written in a session that got no
   // device: bench/NOTES.md run 23); `bench decode --gemv-norm` turns it on.
   bool fuse_gemv_norm = false;
+  // Batch-1 gemvs have the first ≤ 64 KB of each block's weight rows
+  // bulk-copied into shared memory before they wait for the kernel before
+  // them (kernels/cuda/gemv.cu, kSmemPrologue), and a gemv behind a gemv is
+  // launched programmatically too: the blocks made resident during a decode
+  // attention, an add+RMSNorm or the previous gemv's last wave fetch their
+  // weights while HBM would idle. Bitwise the other modes. Off by default until
+  // timed (bench/NOTES.md run 24); `bench decode --gemv-smem` turns it on.
+  bool gemv_smem_prologue = false;
   // A decode attention / add+RMSNorm followed by a linear of ≤
   // l2_prefetch_max_rows rows pulls up to these many bytes of that linear's
   // weights into L2 while it runs: HBM idles through those latency-bound

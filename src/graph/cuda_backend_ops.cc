@@ -117,7 +117,8 @@ Status CudaBackendImpl::run_gemv_add_rmsnorm(const Program& p, const Op& lin, co
   const DevWeight& wt = weights_[lin.weights[0]];
   SHARDLM_CUDA_TRY(kc::gemv_add_rmsnorm(cbf(bufs_[lin.in]), cbf(wt.ptr), cbf(w(lin, 1)), bf(bufs_[lin.out]),
                                         wt.shape[0], wt.shape[1], bf(bufs_[norm.in2]), cbf(w(norm, 0)),
-                                        bf(bufs_[norm.out]), norm.eps, gemv_norm_counter_, stream_, programmatic),
+                                        bf(bufs_[norm.out]), norm.eps, gemv_norm_counter_, stream_, programmatic,
+                                        opt_.gemv_smem_prologue),
                    "gemv_add_rmsnorm");
   after_gemv_ = false;
   after_small_ = true;
@@ -137,6 +138,9 @@ Status CudaBackendImpl::run_op(const Program& p, const Op& op, const RunShape& r
   const int prev_out = gemv_out_;
   bool prelaunch_norm = prelaunch;
   const bool gemv_behind_small = opt_.prelaunch_gemv && after_small_ && !profiling_;
+  // With the shared-memory prologue a gemv behind a gemv starts early too.
+  const bool smem_prologue = opt_.gemv_smem_prologue && !profiling_;
+  const bool gemv_programmatic = gemv_behind_small || (smem_prologue && after_gemv_);
   after_gemv_ = after_small_ = false;
   // The first ≤ cap bytes of the next linear's weights, its first rows whole
   // (the first part of every row instead measured slower, bench/NOTES.md run
@@ -212,11 +216,12 @@ Status CudaBackendImpl::run_op(const Program& p, const Op& op, const RunShape& r
         if (silu)
           SHARDLM_CUDA_TRY(kc::gemv_silu_mul(cbf(bufs_[op.in]), cbf(wt.ptr), cbf(w(op, 1)), bf(bufs_[op.out]), rows,
                                              wt.shape[0] / 2, wt.shape[1], s, opt_.gemv_overlap_prologue,
-                                             gemv_behind_small),
+                                             gemv_programmatic, smem_prologue),
                            "gemv_silu_mul");
         else
           SHARDLM_CUDA_TRY(kc::gemv(cbf(bufs_[op.in]), cbf(wt.ptr), cbf(w(op, 1)), bufs_[op.out], f32, rows,
-                                    wt.shape[0], wt.shape[1], s, opt_.gemv_overlap_prologue, gemv_behind_small),
+                                    wt.shape[0], wt.shape[1], s, opt_.gemv_overlap_prologue, gemv_programmatic,
+                                    smem_prologue),
                            "gemv");
         break;
       }

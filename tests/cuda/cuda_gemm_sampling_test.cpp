@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstring>
 #include <map>
 
 #include "cuda_test_util.h"
@@ -158,6 +159,53 @@ TEST(CudaGemv, SiluMulFusedIsBitwiseGemvThenSiluMul) {
       const std::string tag = "m" + std::to_string(c.m) + " inter " + std::to_string(c.inter) + " k " +
                               std::to_string(c.k) + (pdl ? " (programmatic launch)" : "");
       expect_close(download_bf16(dy, c.m * c.inter), download_bf16(dref, c.m * c.inter), 0, 0, "gemv_silu_mul " + tag);
+    }
+  }
+}
+
+// The shared-memory prologue (m = 1: each block's first ≤ 64 KB of weight rows
+// bulk-copied to shared memory before the wait) against the register stream,
+// bit for bit: whole rows in shared memory (k 4096), part of them (k 14336,
+// and silu's two rows a warp at k 4096), one piece over (k 264: 32 pieces
+// copied, one streamed), too short a row (k 72: no prologue), a partial last
+// block (n 13), bias, f32 out; launched ordinarily and programmatically behind
+// a kernel that writes x.
+TEST(CudaGemv, SmemPrologueIsBitwiseTheRegisterStream) {
+  SHARDLM_REQUIRE_GPU();
+  struct Case { int64_t n, k; bool bias, f32, silu; };
+  for (const Case c : {Case{4096, 4096, false, false, false}, Case{13, 14336, true, false, false},
+                       Case{301, 264, false, true, false}, Case{77, 72, true, false, false},
+                       Case{3000, 4096, false, false, true}, Case{9, 7168, true, false, true},
+                       Case{50021, 256, false, true, false}}) {
+    const int64_t rows = c.silu ? 2 * c.n : c.n;
+    auto x = random_bf16_values(c.k, 41), w = random_bf16_values(rows * c.k, 42), b = random_bf16_values(rows, 43);
+    DeviceBuffer<bf16> dx(c.k), dx2(c.k), dw(w.size()), db(rows);
+    upload_bf16(dx, x);
+    upload_bf16(dw, w);
+    upload_bf16(db, b);
+    const bf16* bias = c.bias ? db.get() : nullptr;
+    const int64_t bytes = c.n * (c.f32 ? 4 : 2);
+    DeviceBuffer<unsigned char> ref(bytes), got(bytes);
+    auto run = [&](void* y, bool programmatic, bool smem) {
+      CUDA_OK(cudaMemset(dx2.get(), 0, c.k * 2));
+      CUDA_OK(kc::add(dx.get(), dx2.get(), dx2.get(), c.k, nullptr));  // x written by the kernel before
+      CUDA_OK(cudaMemset(y, 0xff, bytes));                                // NaN until written
+      if (c.silu) {
+        CUDA_OK(kc::gemv_silu_mul(dx2.get(), dw.get(), bias, static_cast<bf16*>(y), 1, c.n, c.k, nullptr, false,
+                                  programmatic, smem));
+      } else {
+        CUDA_OK(kc::gemv(dx2.get(), dw.get(), bias, y, c.f32, 1, c.n, c.k, nullptr, false, programmatic, smem));
+      }
+      CUDA_OK(cudaDeviceSynchronize());
+    };
+    run(ref.get(), false, false);
+    std::vector<unsigned char> want(bytes), have(bytes);
+    CUDA_OK(cudaMemcpy(want.data(), ref.get(), bytes, cudaMemcpyDeviceToHost));
+    for (bool programmatic : {false, true}) {
+      run(got.get(), programmatic, true);
+      CUDA_OK(cudaMemcpy(have.data(), got.get(), bytes, cudaMemcpyDeviceToHost));
+      EXPECT_EQ(0, std::memcmp(want.data(), have.data(), bytes))
+          << "n " << c.n << " k " << c.k << (c.silu ? " silu" : "") << (programmatic ? " programmatic" : "");
     }
   }
 }

@@ -279,17 +279,20 @@ struct NormGemvBuffers {
 
 // gemv_add_rmsnorm (the norm done by the gemv's last block) against gemv then
 // add_rmsnorm: twenty layers of [fused or the pair] → gemv on one stream, one
-// shared counter, launched ordinarily and programmatically; the outputs, the
-// residual and each layer's normalised row must be bit for bit the pair's.
-// Widths 4096 (the 8B hidden), 72 (k below one warp's pieces: the tail loop),
-// 8192 (the largest the registers hold); 8200 and 1004 are refused.
+// shared counter, launched ordinarily, programmatically, and programmatically
+// with the shared-memory prologue (every gemv and the fused kernel); the
+// outputs, the residual and each layer's normalised row must be bit for bit
+// the ordinarily launched pair's. Widths 4096 (the 8B hidden: whole rows in
+// shared memory), 72 (k below one warp's pieces: the tail loop, no prologue),
+// 8192 (the largest the registers hold; half of each row in shared memory);
+// 8200 and 1004 are refused.
 TEST(CudaGemvAddRMSNorm, IsGemvThenAddRMSNormBitwise) {
   SHARDLM_REQUIRE_GPU();
   for (const int64_t cols : {4096, 72, 8192}) {
     const int64_t n = cols, k = cols;
     const NormGemvInputs in(1, n, k, 70);
-    for (int programmatic = 0; programmatic < 2; ++programmatic) {
-      std::vector<float> out[2], resid[2], normed[2], lin[2];
+    std::vector<float> ref[4];  // the ordinarily launched pair: out, residual, normalised row, linear's output
+    for (int mode = 0; mode < 3; ++mode) {
       for (int fused = 0; fused < 2; ++fused) {
         NormGemvBuffers d(in, 1, n, k);
         auto &dx = d.x, &da = d.a, &dr = d.r, &dy = d.y, &dw1 = d.w1, &dw2 = d.w2, &dg = d.g;
@@ -297,33 +300,38 @@ TEST(CudaGemvAddRMSNorm, IsGemvThenAddRMSNormBitwise) {
         CUDA_OK(cudaMemset(counter.get(), 0, sizeof(int32_t)));
         cudaStream_t s;
         ASSERT_EQ(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
-        const bool pl = programmatic == 1;
+        const bool pl = mode >= 1, smem = mode == 2;
         for (int layer = 0; layer < 20; ++layer) {
           if (fused) {
             CUDA_OK(kc::gemv_add_rmsnorm(dx.get(), dw1.get(), nullptr, da.get(), n, k, dr.get(), dg.get(), dy.get(),
-                                         1e-5f, counter.get(), s, pl && layer > 0));
+                                         1e-5f, counter.get(), s, pl && layer > 0, smem));
           } else {
-            CUDA_OK(kc::gemv(dx.get(), dw1.get(), nullptr, da.get(), false, 1, n, k, s, false, pl && layer > 0));
+            CUDA_OK(
+                kc::gemv(dx.get(), dw1.get(), nullptr, da.get(), false, 1, n, k, s, false, pl && layer > 0, smem));
             CUDA_OK(kc::add_rmsnorm(da.get(), dr.get(), dg.get(), dy.get(), 1, n, 1e-5f, s, pl));
           }
-          CUDA_OK(kc::gemv(dy.get(), dw2.get(), nullptr, dx.get(), false, 1, n, k, s, false, pl));
+          CUDA_OK(kc::gemv(dy.get(), dw2.get(), nullptr, dx.get(), false, 1, n, k, s, false, pl, smem));
         }
         CUDA_OK(cudaStreamSynchronize(s));
         cudaStreamDestroy(s);
-        out[fused] = download_bf16(dx, k);
-        resid[fused] = download_bf16(dr, n);
-        normed[fused] = download_bf16(dy, n);
-        lin[fused] = download_bf16(da, n);
+        const std::vector<float> got[4] = {download_bf16(dx, k), download_bf16(dr, n), download_bf16(dy, n),
+                                           download_bf16(da, n)};
         int32_t left = -1;
         CUDA_OK(cudaMemcpy(&left, counter.get(), sizeof(left), cudaMemcpyDeviceToHost));
         EXPECT_EQ(left, 0) << "the counter is left zero";
+        const std::string tag = "cols " + std::to_string(cols) + (fused ? ", fused" : ", pair") +
+                                (mode == 1 ? ", programmatic" : mode == 2 ? ", programmatic + smem prologue" : "");
+        if (mode == 0 && fused == 0) {
+          for (int i = 0; i < 4; ++i) ref[i] = got[i];
+          bool finite = true;
+          for (float v : got[0]) finite = finite && std::isfinite(v);
+          EXPECT_TRUE(finite) << tag;
+          continue;
+        }
+        for (int i = 0; i < 4; ++i)
+          EXPECT_EQ(0, std::memcmp(ref[i].data(), got[i].data(), ref[i].size() * sizeof(float))) << tag << ", output "
+                                                                                                 << i;
       }
-      const std::string tag = "cols " + std::to_string(cols) + (programmatic ? ", programmatic" : "");
-      for (auto* v : {out, resid, normed, lin})
-        EXPECT_EQ(0, std::memcmp(v[0].data(), v[1].data(), v[0].size() * sizeof(float))) << tag;
-      bool finite = true;
-      for (float v : out[1]) finite = finite && std::isfinite(v);
-      EXPECT_TRUE(finite) << tag;
     }
   }
   DeviceBuffer<bf16> big(8200 * 8), small(1004 * 8);

@@ -5,7 +5,6 @@
 // copy (anonymous namespace): the kernels live in one file each.
 #pragma once
 
-#include <atomic>
 
 #include "kernels/cuda/common.cuh"
 
@@ -140,20 +139,6 @@ __device__ __forceinline__ void online_softmax_step(float (&sc)[NT][4], float (&
     o[d][2] *= alpha[1];
     o[d][3] *= alpha[1];
   }
-}
-
-// > 48 KB of dynamic shared memory needs an opt-in per kernel and device:
-// done once per (kernel, device), not on every launch of a hot-path kernel.
-template <auto Kernel>  // the kernel itself, so every kernel has its own flags
-cudaError_t allow_dynamic_smem(size_t bytes) {
-  static std::atomic<uint64_t> done{0};  // bit d: set on device d
-  int dev = 0;
-  if (const cudaError_t e = cudaGetDevice(&dev); e != cudaSuccess) return e;
-  const uint64_t bit = dev < 64 ? 1ull << dev : 0;
-  if (bit && (done.load(std::memory_order_acquire) & bit)) return cudaSuccess;
-  const cudaError_t e = cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
-  if (e == cudaSuccess) done.fetch_or(bit, std::memory_order_release);
-  return e;
 }
 
 // The gather's view of the cache: log2(block_size) (-1: not a power of two,

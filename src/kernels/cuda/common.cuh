@@ -5,6 +5,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstdint>
 #include <utility>
 
@@ -207,6 +208,51 @@ __device__ __forceinline__ void l2_prefetch_part(const void* p, int64_t rows, in
 #endif
 }
 
+// A one-shot shared-memory barrier for Hopper bulk copies (TMA without a
+// tensor map): thread 0 inits it (bulk_barrier_init, then a block barrier
+// before anyone waits), announces the bytes and issues the copies
+// (bulk_expect_bytes, bulk_copy_g2s); every thread that reads the copied
+// bytes waits for phase 0 (bulk_wait). The copies bypass the registers: a
+// block's weight rows stream into shared memory while its threads wait for
+// the previous kernel.
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+__device__ __forceinline__ void bulk_barrier_init(uint64_t* bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_addr(bar)) : "memory");
+  // The copy engine (the async proxy) must see the initialised barrier.
+  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void bulk_expect_bytes(uint64_t* bar, uint32_t bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_addr(bar)), "r"(bytes) : "memory");
+#endif
+}
+// bytes (a multiple of 16, 16-byte aligned src and dst) from global memory to
+// this block's shared memory, marked evict-first in L2 (weights read once).
+__device__ __forceinline__ void bulk_copy_g2s(void* dst, const void* src, uint32_t bytes, uint64_t* bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  uint64_t policy;
+  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], %4;" ::"r"(
+          smem_addr(dst)),
+      "l"(src), "r"(bytes), "r"(smem_addr(bar)), "l"(policy)
+      : "memory");
+#endif
+}
+__device__ __forceinline__ void bulk_wait(uint64_t* bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile(
+      "{\n .reg .pred done;\n"
+      "bulk_wait_%=:\n mbarrier.try_wait.parity.shared::cta.b64 done, [%0], 0;\n"
+      " @!done bra bulk_wait_%=;\n}" ::"r"(smem_addr(bar))
+      : "memory");
+#endif
+}
+
 // Launches `kernel` as a programmatic dependent of the previous kernel in the
 // stream when `programmatic` holds, as an ordinary launch otherwise.
 template <typename... KArgs, typename... Args>
@@ -229,6 +275,25 @@ template <typename... KArgs, typename... Args>
 inline cudaError_t launch_k(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
                             Args&&... args) {
   return launch_k_as(programmatic_launch_flag(), kernel, grid, block, smem, s, std::forward<Args>(args)...);
+}
+
+// > 48 KB of dynamic shared memory needs an opt-in per kernel and device:
+// done once per (kernel, device), not on every launch of a hot-path kernel.
+// prefer_max_shared: also ask for the largest shared-memory carveout, so that
+// the SM's configuration does not depend on which kernel reached it first (an
+// SM is reconfigured only when idle; blocks that want another split wait).
+template <auto Kernel>  // the kernel itself, so every kernel has its own flags
+inline cudaError_t allow_dynamic_smem(size_t bytes, bool prefer_max_shared = false) {
+  static std::atomic<uint64_t> done{0};  // bit d: set on device d
+  int dev = 0;
+  if (const cudaError_t e = cudaGetDevice(&dev); e != cudaSuccess) return e;
+  const uint64_t bit = dev < 64 ? 1ull << dev : 0;
+  if (bit && (done.load(std::memory_order_acquire) & bit)) return cudaSuccess;
+  cudaError_t e = cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+  if (e == cudaSuccess && prefer_max_shared)
+    e = cudaFuncSetAttribute(Kernel, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
+  if (e == cudaSuccess) done.fetch_or(bit, std::memory_order_release);
+  return e;
 }
 
 inline int grid_for(int64_t n, int threads, int64_t cap = 65535LL * 8) {

@@ -134,25 +134,32 @@ bool gemv_supported(int64_t m, int64_t k, const void* x, const void* w);
 // that waits for the previous kernel before reading anything. Launched
 // ordinarily, the kernel lets the next one start at once (add_rmsnorm's and
 // PagedAttentionParams' `programmatic`).
+// smem_prologue (m = 1; launched programmatically when overlap_prologue or
+// programmatic holds): each block has the first ≤ 64 KB of its weight rows
+// bulk-copied into shared memory before it waits, so that blocks made
+// resident behind a latency-bound kernel fetch their weights while it runs.
+// The same sums in the same order: bit for bit the other modes.
 cudaError_t gemv(const bf16* x, const bf16* w, const bf16* bias, void* y, bool y_f32, int64_t m, int64_t n, int64_t k,
-                 cudaStream_t stream, bool overlap_prologue = false, bool programmatic = false);
+                 cudaStream_t stream, bool overlap_prologue = false, bool programmatic = false,
+                 bool smem_prologue = false);
 // The gated MLP's first half: y[m, inter] = silu(x·w[0:inter]ᵀ + b) · (x·w[inter:2·inter]ᵀ + b)
 // with w = [gate rows | up rows] ([2·inter, k]); bit for bit gemv (bf16 out)
 // followed by silu_mul, without the [m, 2·inter] intermediate.
 cudaError_t gemv_silu_mul(const bf16* x, const bf16* w, const bf16* bias, bf16* y, int64_t m, int64_t inter, int64_t k,
-                          cudaStream_t stream, bool overlap_prologue = false, bool programmatic = false);
+                          cudaStream_t stream, bool overlap_prologue = false, bool programmatic = false,
+                          bool smem_prologue = false);
 // One row (m = 1): y[n] = x·wᵀ (+ bias), bf16, then add_rmsnorm(y, residual,
 // norm_w) → norm_out done by the kernel's last block, bit for bit gemv
 // followed by add_rmsnorm, one launch. counter: one int32 of device memory,
 // zero before the launch and left zero (launches on one stream may share it).
 // Supported (else cudaErrorInvalidValue): gemv_supported, n % 8 == 0,
 // n ≤ 8192, 16-byte aligned y, residual, norm_w and norm_out.
-// programmatic: as gemv's (waits for the previous kernel before reading).
+// programmatic, smem_prologue: as gemv's.
 bool gemv_add_rmsnorm_supported(int64_t n, int64_t k, const void* x, const void* w, const void* y,
                                 const void* residual, const void* norm_w, const void* norm_out);
 cudaError_t gemv_add_rmsnorm(const bf16* x, const bf16* w, const bf16* bias, bf16* y, int64_t n, int64_t k,
                              bf16* residual, const bf16* norm_w, bf16* norm_out, float eps, int32_t* counter,
-                             cudaStream_t stream, bool programmatic = false);
+                             cudaStream_t stream, bool programmatic = false, bool smem_prologue = false);
 
 // ---- a chain of skinny linears in one launch (linear_chain.cu) -------------
 // Runs stages 0..n-1 in order in one cooperative kernel, a grid barrier

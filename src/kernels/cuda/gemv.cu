@@ -32,6 +32,8 @@
 // sees every row and normalises the whole output as the add_rmsnorm kernel
 // would (norm_row.cuh, the same sums in the same order). A decode layer's two
 // norms then cost no launch, and no grid drain + release of their own.
+#include <algorithm>
+
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/kernel_timeline.cuh"
@@ -63,7 +65,17 @@ __device__ __forceinline__ Bf16x8 load_x8(const bf16* p) {
 // once); programmatically with its first weights requested before the wait;
 // programmatically, waiting first (behind a latency-bound kernel: its blocks
 // are resident when that kernel ends, and request nothing while it runs).
-enum LaunchMode : int { kOrdinary = 0, kPrologueLoads = 1, kWaitFirst = 2 };
+// kSmemPrologue: programmatically or not, each block first has its rows'
+// first `pre` pieces bulk-copied into shared memory (one copy engine request a
+// row, no registers held), then waits (when programmatic) and dots them from
+// there before streaming the rest as kPrologueLoads does. Behind a
+// latency-bound kernel (the decode attention, an add+RMSNorm) the blocks made
+// resident early thus fetch up to a whole row each while HBM would idle.
+enum LaunchMode : int { kOrdinary = 0, kPrologueLoads = 1, kWaitFirst = 2, kSmemPrologue = 3 };
+
+// Shared memory a kSmemPrologue block may fill (two blocks an SM beside a
+// decode attention block's ~70 KB: 2 × 64 + 70 < 227 KB).
+constexpr int64_t kSmemPrologueMaxBytes = 64 << 10;
 
 // The add+RMSNorm after gemv_add_rmsnorm's linear (GemvNorm::counter null:
 // none). Shapes: the gemv's output row y [n] is the norm's x.
@@ -78,15 +90,19 @@ struct GemvNorm {
 // kRows = 1: y[·, row] = x·w[row]ᵀ. kRows = 2 (kSiLU): rows row and n + row
 // of w, y[·, row] = silu(gate)·up; y is [m, n] with n = inter.
 // kMode: how the kernel was launched (LaunchMode above).
+// pre (kSmemPrologue): pieces of each row read from shared memory, a multiple
+// of 32 (each lane keeps its pieces, so the sums keep their order).
 template <int M, bool kF32Out, int kMode, bool kSiLU>
 __device__ __forceinline__ void gemv_rows(const bf16* __restrict__ x, const bf16* __restrict__ w,
-                                          const bf16* __restrict__ bias, void* __restrict__ y, int64_t n, int64_t k) {
+                                          const bf16* __restrict__ bias, void* __restrict__ y, int64_t n, int64_t k,
+                                          int64_t pre) {
   constexpr int kRows = kSiLU ? 2 : 1;
   constexpr int kUnroll = kUnrollFor<M>;
+  constexpr bool kSmem = kMode == kSmemPrologue;
   // An ordinary launch (everything before it has finished): the kernel after
   // it, when launched programmatically (a decode attention or add+RMSNorm),
   // may take SM slots now and read its inputs that this gemv does not write.
-  constexpr bool kPrologue = kMode == kPrologueLoads;
+  constexpr bool kPrologue = kMode == kPrologueLoads || kSmem;
   SHARDLM_TL_BEGIN();
   [[maybe_unused]] const int tl_region = kSiLU ? kTlGemvSiLU : k > 8192 ? kTlGemvWide : n > 16384 ? kTlGemvHead
                                         : n > 4096                      ? kTlGemvQkv
@@ -95,8 +111,23 @@ __device__ __forceinline__ void gemv_rows(const bf16* __restrict__ x, const bf16
   if constexpr (kMode == kOrdinary) griddep_trigger();
   if constexpr (kMode == kWaitFirst) griddep_wait();
   if (kMode == kWaitFirst && threadIdx.x == 0) SHARDLM_TL_STAMP(tl_region, blockIdx.x, 1);
-  const int lane = threadIdx.x & 31;
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kWarps, row = row0 + warp;
+  [[maybe_unused]] __shared__ uint64_t pre_bar;
+  extern __shared__ __align__(16) uint4 pre_w[];  // kSmem: [kRows][kWarps][pre] pieces
+  if constexpr (kSmem) {
+    if (threadIdx.x == 0) bulk_barrier_init(&pre_bar);
+    __syncthreads();
+    if (threadIdx.x == 0 && pre > 0) {
+      const int here = static_cast<int>(min(static_cast<int64_t>(kWarps), n - row0));
+      bulk_expect_bytes(&pre_bar, static_cast<uint32_t>(here * kRows * pre * 16));
+#pragma unroll
+      for (int r = 0; r < kRows; ++r)
+        for (int i = 0; i < here; ++i)
+          bulk_copy_g2s(pre_w + (r * kWarps + i) * pre, w + (row0 + i + r * n) * k, static_cast<uint32_t>(pre * 16),
+                        &pre_bar);
+    }
+  }
   if (row >= n) return;
   const Bf16x8* wr[kRows];
 #pragma unroll
@@ -111,7 +142,7 @@ __device__ __forceinline__ void gemv_rows(const bf16* __restrict__ x, const bf16
   // griddep_wait() (they do not depend on the previous kernel), so a block
   // made resident early has its first DRAM round trip under way while that
   // kernel drains; x, which that kernel writes, is read only after the wait.
-  int64_t p = lane;
+  int64_t p = lane + (kSmem ? pre : 0);
   Bf16x8 wv[kRows][kUnroll];
   auto load_step = [&](int64_t at) {
 #pragma unroll
@@ -130,6 +161,28 @@ __device__ __forceinline__ void gemv_rows(const bf16* __restrict__ x, const bf16
     }
     griddep_wait();
     if (threadIdx.x == 0) SHARDLM_TL_STAMP(tl_region, blockIdx.x, 1);
+  }
+  if constexpr (kSmem) {
+    // The pieces before `pre` from shared memory, in each lane's order.
+    if (pre > 0) bulk_wait(&pre_bar);
+    const uint4* sw[kRows];
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) sw[r] = pre_w + (r * kWarps + warp) * pre;
+#pragma unroll 4
+    for (int64_t q = lane; q < pre; q += 32) {
+      Bf16x8 ws[kRows];
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) {
+        const uint4 raw = sw[r][q];
+        ws[r] = *reinterpret_cast<const Bf16x8*>(&raw);
+      }
+#pragma unroll
+      for (int m = 0; m < M; ++m) {
+        const Bf16x8 xv = load_x8(x + m * k + q * 8);
+#pragma unroll
+        for (int r = 0; r < kRows; ++r) dot8(ws[r], xv, acc[r][m]);
+      }
+    }
   }
   for (; p + 32 * (kUnroll - 1) < pieces; p += 32 * kUnroll) {
     if (!loaded) load_step(p);
@@ -186,8 +239,8 @@ __device__ __forceinline__ void gemv_rows(const bf16* __restrict__ x, const bf16
 template <int M, bool kF32Out, int kMode, bool kSiLU, bool kNorm>
 __device__ __forceinline__ void gemv_body(const bf16* __restrict__ x, const bf16* __restrict__ w,
                                           const bf16* __restrict__ bias, void* __restrict__ y, int64_t n, int64_t k,
-                                          const GemvNorm& nrm) {
-  gemv_rows<M, kF32Out, kMode, kSiLU>(x, w, bias, y, n, k);
+                                          int64_t pre, const GemvNorm& nrm) {
+  gemv_rows<M, kF32Out, kMode, kSiLU>(x, w, bias, y, n, k, pre);
   if constexpr (kNorm) {
     static_assert(M == 1 && !kF32Out && !kSiLU, "gemv_add_rmsnorm: one bf16 row");
     __shared__ int is_last;
@@ -220,14 +273,14 @@ __device__ __forceinline__ void gemv_body(const bf16* __restrict__ x, const bf16
 template <int M, bool kF32Out, int kMode, bool kSiLU, bool kNorm>
 __global__ void __launch_bounds__(kWarps * 32, 1)
     gemv_kernel_m1(const bf16* __restrict__ x, const bf16* __restrict__ w, const bf16* __restrict__ bias,
-                   void* __restrict__ y, int64_t n, int64_t k, GemvNorm nrm) {
-  gemv_body<M, kF32Out, kMode, kSiLU, kNorm>(x, w, bias, y, n, k, nrm);
+                   void* __restrict__ y, int64_t n, int64_t k, int64_t pre, GemvNorm nrm) {
+  gemv_body<M, kF32Out, kMode, kSiLU, kNorm>(x, w, bias, y, n, k, pre, nrm);
 }
 template <int M, bool kF32Out, int kMode, bool kSiLU, bool kNorm>
 __global__ void __launch_bounds__(kWarps * 32)
     gemv_kernel_mn(const bf16* __restrict__ x, const bf16* __restrict__ w, const bf16* __restrict__ bias,
-                   void* __restrict__ y, int64_t n, int64_t k, GemvNorm nrm) {
-  gemv_body<M, kF32Out, kMode, kSiLU, kNorm>(x, w, bias, y, n, k, nrm);
+                   void* __restrict__ y, int64_t n, int64_t k, int64_t pre, GemvNorm nrm) {
+  gemv_body<M, kF32Out, kMode, kSiLU, kNorm>(x, w, bias, y, n, k, pre, nrm);
 }
 // The kernel for m rows.
 template <int M, bool kF32Out, int kMode, bool kSiLU, bool kNorm>
@@ -236,34 +289,60 @@ constexpr auto gemv_kernel() {
   else return gemv_kernel_mn<M, kF32Out, kMode, kSiLU, kNorm>;
 }
 
+// Pieces of each row a kSmemPrologue block copies to shared memory: as many
+// as kSmemPrologueMaxBytes holds for its kWarps · kRows rows, a multiple of 32
+// (0: too short a row for the mode).
+int64_t smem_prologue_pieces(int64_t k, int rows_per_warp) {
+  const int64_t fit = kSmemPrologueMaxBytes / (kWarps * rows_per_warp * 16);
+  return std::min(k / 8, fit) / 32 * 32;
+}
+
 template <int M, bool kF32Out, bool kSiLU = false, bool kNorm = false>
 cudaError_t launch2(const bf16* x, const bf16* w, const bf16* bias, void* y, int64_t n, int64_t k, int mode,
-                    cudaStream_t s, const GemvNorm& nrm = {}) {
+                    bool programmatic, cudaStream_t s, const GemvNorm& nrm = {}) {
   const unsigned grid = static_cast<unsigned>((n + kWarps - 1) / kWarps);
+  const dim3 block(kWarps * 32);
+  if constexpr (M == 1) {
+    const int64_t pre = mode == kSmemPrologue ? smem_prologue_pieces(k, kSiLU ? 2 : 1) : 0;
+    if (pre > 0) {
+      constexpr auto kernel = gemv_kernel<M, kF32Out, kSmemPrologue, kSiLU, kNorm>();
+      if (const cudaError_t e = allow_dynamic_smem<kernel>(kSmemPrologueMaxBytes, /*prefer_max_shared=*/true);
+          e != cudaSuccess)
+        return e;
+      const size_t smem = static_cast<size_t>(kWarps * (kSiLU ? 2 : 1) * pre * 16);
+      return launch_k_as(programmatic, kernel, dim3(grid), block, smem, s, x, w, bias, y, n, k, pre, nrm);
+    }
+  }
+  if (mode == kSmemPrologue) mode = programmatic ? kWaitFirst : kOrdinary;  // m > 1 or rows too short
   if (mode == kOrdinary) {
-    gemv_kernel<M, kF32Out, kOrdinary, kSiLU, kNorm>()<<<grid, kWarps * 32, 0, s>>>(x, w, bias, y, n, k, nrm);
+    gemv_kernel<M, kF32Out, kOrdinary, kSiLU, kNorm>()<<<grid, block, 0, s>>>(x, w, bias, y, n, k, 0, nrm);
     return cudaGetLastError();
   }
   // Programmatic dependent launch: blocks may start before the previous kernel
   // in the stream has finished; the kernel waits (griddepcontrol.wait) before reading x.
-  const dim3 block(kWarps * 32);
   return mode == kPrologueLoads
              ? launch_k_as(true, gemv_kernel<M, kF32Out, kPrologueLoads, kSiLU, kNorm>(), dim3(grid), block, 0, s, x,
-                           w, bias, y, n, k, nrm)
+                           w, bias, y, n, k, int64_t{0}, nrm)
              : launch_k_as(true, gemv_kernel<M, kF32Out, kWaitFirst, kSiLU, kNorm>(), dim3(grid), block, 0, s, x, w,
-                           bias, y, n, k, nrm);
+                           bias, y, n, k, int64_t{0}, nrm);
 }
 
 template <int M>
 cudaError_t launch(const bf16* x, const bf16* w, const bf16* bias, void* y, int64_t n, int64_t k, bool f32, int mode,
-                   cudaStream_t s) {
-  return f32 ? launch2<M, true>(x, w, bias, y, n, k, mode, s) : launch2<M, false>(x, w, bias, y, n, k, mode, s);
+                   bool programmatic, cudaStream_t s) {
+  return f32 ? launch2<M, true>(x, w, bias, y, n, k, mode, programmatic, s)
+             : launch2<M, false>(x, w, bias, y, n, k, mode, programmatic, s);
 }
 
 template <int M>
 cudaError_t launch_silu(const bf16* x, const bf16* w, const bf16* bias, bf16* y, int64_t inter, int64_t k, int mode,
-                        cudaStream_t s) {
-  return launch2<M, false, true>(x, w, bias, y, inter, k, mode, s);
+                        bool programmatic, cudaStream_t s) {
+  return launch2<M, false, true>(x, w, bias, y, inter, k, mode, programmatic, s);
+}
+
+// The launch mode from the public flags (cuda_kernels.h).
+int launch_mode(bool overlap_prologue, bool programmatic, bool smem_prologue) {
+  return smem_prologue ? kSmemPrologue : overlap_prologue ? kPrologueLoads : programmatic ? kWaitFirst : kOrdinary;
 }
 
 }  // namespace
@@ -274,20 +353,21 @@ bool gemv_supported(int64_t m, int64_t k, const void* x, const void* w) {
 }
 
 cudaError_t gemv(const bf16* x, const bf16* w, const bf16* bias, void* y, bool y_f32, int64_t m, int64_t n, int64_t k,
-                 cudaStream_t s, bool overlap_prologue, bool programmatic) {
+                 cudaStream_t s, bool overlap_prologue, bool programmatic, bool smem_prologue) {
   if (!gemv_supported(m, k, x, w)) return cudaErrorInvalidValue;
   if (n <= 0) return cudaSuccess;
-  const int mode = overlap_prologue ? kPrologueLoads : programmatic ? kWaitFirst : kOrdinary;
+  const int mode = launch_mode(overlap_prologue, programmatic, smem_prologue);
+  const bool pdl = overlap_prologue || programmatic;
   if ((n + kWarps - 1) / kWarps > 0x7fffffff) return cudaErrorInvalidValue;
   switch (m) {
-    case 1: return launch<1>(x, w, bias, y, n, k, y_f32, mode, s);
-    case 2: return launch<2>(x, w, bias, y, n, k, y_f32, mode, s);
-    case 3: return launch<3>(x, w, bias, y, n, k, y_f32, mode, s);
-    case 4: return launch<4>(x, w, bias, y, n, k, y_f32, mode, s);
-    case 5: return launch<5>(x, w, bias, y, n, k, y_f32, mode, s);
-    case 6: return launch<6>(x, w, bias, y, n, k, y_f32, mode, s);
-    case 7: return launch<7>(x, w, bias, y, n, k, y_f32, mode, s);
-    default: return launch<8>(x, w, bias, y, n, k, y_f32, mode, s);
+    case 1: return launch<1>(x, w, bias, y, n, k, y_f32, mode, pdl, s);
+    case 2: return launch<2>(x, w, bias, y, n, k, y_f32, mode, pdl, s);
+    case 3: return launch<3>(x, w, bias, y, n, k, y_f32, mode, pdl, s);
+    case 4: return launch<4>(x, w, bias, y, n, k, y_f32, mode, pdl, s);
+    case 5: return launch<5>(x, w, bias, y, n, k, y_f32, mode, pdl, s);
+    case 6: return launch<6>(x, w, bias, y, n, k, y_f32, mode, pdl, s);
+    case 7: return launch<7>(x, w, bias, y, n, k, y_f32, mode, pdl, s);
+    default: return launch<8>(x, w, bias, y, n, k, y_f32, mode, pdl, s);
   }
 }
 
@@ -300,28 +380,30 @@ bool gemv_add_rmsnorm_supported(int64_t n, int64_t k, const void* x, const void*
 
 cudaError_t gemv_add_rmsnorm(const bf16* x, const bf16* w, const bf16* bias, bf16* y, int64_t n, int64_t k,
                              bf16* residual, const bf16* norm_w, bf16* norm_out, float eps, int32_t* counter,
-                             cudaStream_t s, bool programmatic) {
+                             cudaStream_t s, bool programmatic, bool smem_prologue) {
   if (!gemv_add_rmsnorm_supported(n, k, x, w, y, residual, norm_w, norm_out) || counter == nullptr)
     return cudaErrorInvalidValue;
   const GemvNorm nrm{residual, norm_w, norm_out, eps, counter};
-  return launch2<1, false, false, true>(x, w, bias, y, n, k, programmatic ? kWaitFirst : kOrdinary, s, nrm);
+  return launch2<1, false, false, true>(x, w, bias, y, n, k, launch_mode(false, programmatic, smem_prologue),
+                                        programmatic, s, nrm);
 }
 
 cudaError_t gemv_silu_mul(const bf16* x, const bf16* w, const bf16* bias, bf16* y, int64_t m, int64_t inter,
-                          int64_t k, cudaStream_t s, bool overlap_prologue, bool programmatic) {
+                          int64_t k, cudaStream_t s, bool overlap_prologue, bool programmatic, bool smem_prologue) {
   if (!gemv_supported(m, k, x, w)) return cudaErrorInvalidValue;
   if (inter <= 0) return cudaSuccess;
-  const int mode = overlap_prologue ? kPrologueLoads : programmatic ? kWaitFirst : kOrdinary;
+  const int mode = launch_mode(overlap_prologue, programmatic, smem_prologue);
+  const bool pdl = overlap_prologue || programmatic;
   if ((inter + kWarps - 1) / kWarps > 0x7fffffff) return cudaErrorInvalidValue;
   switch (m) {
-    case 1: return launch_silu<1>(x, w, bias, y, inter, k, mode, s);
-    case 2: return launch_silu<2>(x, w, bias, y, inter, k, mode, s);
-    case 3: return launch_silu<3>(x, w, bias, y, inter, k, mode, s);
-    case 4: return launch_silu<4>(x, w, bias, y, inter, k, mode, s);
-    case 5: return launch_silu<5>(x, w, bias, y, inter, k, mode, s);
-    case 6: return launch_silu<6>(x, w, bias, y, inter, k, mode, s);
-    case 7: return launch_silu<7>(x, w, bias, y, inter, k, mode, s);
-    default: return launch_silu<8>(x, w, bias, y, inter, k, mode, s);
+    case 1: return launch_silu<1>(x, w, bias, y, inter, k, mode, pdl, s);
+    case 2: return launch_silu<2>(x, w, bias, y, inter, k, mode, pdl, s);
+    case 3: return launch_silu<3>(x, w, bias, y, inter, k, mode, pdl, s);
+    case 4: return launch_silu<4>(x, w, bias, y, inter, k, mode, pdl, s);
+    case 5: return launch_silu<5>(x, w, bias, y, inter, k, mode, pdl, s);
+    case 6: return launch_silu<6>(x, w, bias, y, inter, k, mode, pdl, s);
+    case 7: return launch_silu<7>(x, w, bias, y, inter, k, mode, pdl, s);
+    default: return launch_silu<8>(x, w, bias, y, inter, k, mode, pdl, s);
   }
 }
 
