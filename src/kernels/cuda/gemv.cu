@@ -65,12 +65,15 @@ __device__ __forceinline__ Bf16x8 load_x8(const bf16* p) {
 // once); programmatically with its first weights requested before the wait;
 // programmatically, waiting first (behind a latency-bound kernel: its blocks
 // are resident when that kernel ends, and request nothing while it runs).
-// kSmemPrologue: programmatically or not, each block first has its rows'
-// first `pre` pieces bulk-copied into shared memory (one copy engine request a
-// row, no registers held), then waits (when programmatic) and dots them from
-// there before streaming the rest as kPrologueLoads does. Behind a
-// latency-bound kernel (the decode attention, an add+RMSNorm) the blocks made
-// resident early thus fetch up to a whole row each while HBM would idle.
+// kSmemPrologue: programmatically or not, each block of the first wave (as
+// many as can be resident at once) first has its rows' first `pre` pieces
+// bulk-copied into shared memory (one copy engine request a row, no
+// registers held), then waits (when programmatic) and dots them from there
+// before streaming the rest as kPrologueLoads does. Behind a latency-bound
+// kernel (the decode attention, an add+RMSNorm) the blocks made resident
+// early thus fetch up to a whole row each while HBM would idle. Later blocks
+// stream from the start: copying a block's rows whole before any use measured
+// 9 % slower at batch 1 when every block did it (bench/NOTES.md run 24).
 enum LaunchMode : int { kOrdinary = 0, kPrologueLoads = 1, kWaitFirst = 2, kSmemPrologue = 3 };
 
 // Shared memory a kSmemPrologue block may fill (two blocks an SM beside a
@@ -91,11 +94,13 @@ struct GemvNorm {
 // of w, y[·, row] = silu(gate)·up; y is [m, n] with n = inter.
 // kMode: how the kernel was launched (LaunchMode above).
 // pre (kSmemPrologue): pieces of each row read from shared memory, a multiple
-// of 32 (each lane keeps its pieces, so the sums keep their order).
+// of 32 (each lane keeps its pieces, so the sums keep their order), in blocks
+// below pre_blocks only (the first wave: the blocks that can be resident
+// before the previous kernel ends; the later ones stream from the start).
 template <int M, bool kF32Out, int kMode, bool kSiLU>
 __device__ __forceinline__ void gemv_rows(const bf16* __restrict__ x, const bf16* __restrict__ w,
                                           const bf16* __restrict__ bias, void* __restrict__ y, int64_t n, int64_t k,
-                                          int64_t pre) {
+                                          int64_t pre, int64_t pre_blocks) {
   constexpr int kRows = kSiLU ? 2 : 1;
   constexpr int kUnroll = kUnrollFor<M>;
   constexpr bool kSmem = kMode == kSmemPrologue;
@@ -116,9 +121,12 @@ __device__ __forceinline__ void gemv_rows(const bf16* __restrict__ x, const bf16
   [[maybe_unused]] __shared__ uint64_t pre_bar;
   extern __shared__ __align__(16) uint4 pre_w[];  // kSmem: [kRows][kWarps][pre] pieces
   if constexpr (kSmem) {
+    if (blockIdx.x >= pre_blocks) pre = 0;
+  }
+  if (kSmem && pre > 0) {
     if (threadIdx.x == 0) bulk_barrier_init(&pre_bar);
     __syncthreads();
-    if (threadIdx.x == 0 && pre > 0) {
+    if (threadIdx.x == 0) {
       const int here = static_cast<int>(min(static_cast<int64_t>(kWarps), n - row0));
       bulk_expect_bytes(&pre_bar, static_cast<uint32_t>(here * kRows * pre * 16));
 #pragma unroll
@@ -239,8 +247,8 @@ __device__ __forceinline__ void gemv_rows(const bf16* __restrict__ x, const bf16
 template <int M, bool kF32Out, int kMode, bool kSiLU, bool kNorm>
 __device__ __forceinline__ void gemv_body(const bf16* __restrict__ x, const bf16* __restrict__ w,
                                           const bf16* __restrict__ bias, void* __restrict__ y, int64_t n, int64_t k,
-                                          int64_t pre, const GemvNorm& nrm) {
-  gemv_rows<M, kF32Out, kMode, kSiLU>(x, w, bias, y, n, k, pre);
+                                          int64_t pre, int64_t pre_blocks, const GemvNorm& nrm) {
+  gemv_rows<M, kF32Out, kMode, kSiLU>(x, w, bias, y, n, k, pre, pre_blocks);
   if constexpr (kNorm) {
     static_assert(M == 1 && !kF32Out && !kSiLU, "gemv_add_rmsnorm: one bf16 row");
     __shared__ int is_last;
@@ -273,14 +281,14 @@ __device__ __forceinline__ void gemv_body(const bf16* __restrict__ x, const bf16
 template <int M, bool kF32Out, int kMode, bool kSiLU, bool kNorm>
 __global__ void __launch_bounds__(kWarps * 32, 1)
     gemv_kernel_m1(const bf16* __restrict__ x, const bf16* __restrict__ w, const bf16* __restrict__ bias,
-                   void* __restrict__ y, int64_t n, int64_t k, int64_t pre, GemvNorm nrm) {
-  gemv_body<M, kF32Out, kMode, kSiLU, kNorm>(x, w, bias, y, n, k, pre, nrm);
+                   void* __restrict__ y, int64_t n, int64_t k, int64_t pre, int64_t pre_blocks, GemvNorm nrm) {
+  gemv_body<M, kF32Out, kMode, kSiLU, kNorm>(x, w, bias, y, n, k, pre, pre_blocks, nrm);
 }
 template <int M, bool kF32Out, int kMode, bool kSiLU, bool kNorm>
 __global__ void __launch_bounds__(kWarps * 32)
     gemv_kernel_mn(const bf16* __restrict__ x, const bf16* __restrict__ w, const bf16* __restrict__ bias,
-                   void* __restrict__ y, int64_t n, int64_t k, int64_t pre, GemvNorm nrm) {
-  gemv_body<M, kF32Out, kMode, kSiLU, kNorm>(x, w, bias, y, n, k, pre, nrm);
+                   void* __restrict__ y, int64_t n, int64_t k, int64_t pre, int64_t pre_blocks, GemvNorm nrm) {
+  gemv_body<M, kF32Out, kMode, kSiLU, kNorm>(x, w, bias, y, n, k, pre, pre_blocks, nrm);
 }
 // The kernel for m rows.
 template <int M, bool kF32Out, int kMode, bool kSiLU, bool kNorm>
@@ -297,6 +305,23 @@ int64_t smem_prologue_pieces(int64_t k, int rows_per_warp) {
   return std::min(k / 8, fit) / 32 * 32;
 }
 
+// Blocks of `Kernel` resident on the whole device at once (its first wave),
+// per device, computed once; -1 on a CUDA error.
+template <auto Kernel>
+int64_t resident_blocks(int threads, size_t smem) {
+  static std::atomic<int64_t> cached[64] = {};
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return -1;
+  if (dev < 64 && cached[dev].load(std::memory_order_relaxed) > 0) return cached[dev].load(std::memory_order_relaxed);
+  int per_sm = 0, sms = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, Kernel, threads, smem) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+    return -1;
+  const int64_t blocks = static_cast<int64_t>(per_sm) * sms;
+  if (dev < 64) cached[dev].store(blocks, std::memory_order_relaxed);
+  return blocks;
+}
+
 template <int M, bool kF32Out, bool kSiLU = false, bool kNorm = false>
 cudaError_t launch2(const bf16* x, const bf16* w, const bf16* bias, void* y, int64_t n, int64_t k, int mode,
                     bool programmatic, cudaStream_t s, const GemvNorm& nrm = {}) {
@@ -310,21 +335,23 @@ cudaError_t launch2(const bf16* x, const bf16* w, const bf16* bias, void* y, int
           e != cudaSuccess)
         return e;
       const size_t smem = static_cast<size_t>(kWarps * (kSiLU ? 2 : 1) * pre * 16);
-      return launch_k_as(programmatic, kernel, dim3(grid), block, smem, s, x, w, bias, y, n, k, pre, nrm);
+      const int64_t first_wave = resident_blocks<kernel>(block.x, kSmemPrologueMaxBytes);
+      if (first_wave < 0) return cudaErrorUnknown;
+      return launch_k_as(programmatic, kernel, dim3(grid), block, smem, s, x, w, bias, y, n, k, pre, first_wave, nrm);
     }
   }
   if (mode == kSmemPrologue) mode = programmatic ? kWaitFirst : kOrdinary;  // m > 1 or rows too short
   if (mode == kOrdinary) {
-    gemv_kernel<M, kF32Out, kOrdinary, kSiLU, kNorm>()<<<grid, block, 0, s>>>(x, w, bias, y, n, k, 0, nrm);
+    gemv_kernel<M, kF32Out, kOrdinary, kSiLU, kNorm>()<<<grid, block, 0, s>>>(x, w, bias, y, n, k, 0, 0, nrm);
     return cudaGetLastError();
   }
   // Programmatic dependent launch: blocks may start before the previous kernel
   // in the stream has finished; the kernel waits (griddepcontrol.wait) before reading x.
   return mode == kPrologueLoads
              ? launch_k_as(true, gemv_kernel<M, kF32Out, kPrologueLoads, kSiLU, kNorm>(), dim3(grid), block, 0, s, x,
-                           w, bias, y, n, k, int64_t{0}, nrm)
+                           w, bias, y, n, k, int64_t{0}, int64_t{0}, nrm)
              : launch_k_as(true, gemv_kernel<M, kF32Out, kWaitFirst, kSiLU, kNorm>(), dim3(grid), block, 0, s, x, w,
-                           bias, y, n, k, int64_t{0}, nrm);
+                           bias, y, n, k, int64_t{0}, int64_t{0}, nrm);
 }
 
 template <int M>
