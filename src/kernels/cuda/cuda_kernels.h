@@ -135,9 +135,10 @@ bool gemv_supported(int64_t m, int64_t k, const void* x, const void* w);
 // ordinarily, the kernel lets the next one start at once (add_rmsnorm's and
 // PagedAttentionParams' `programmatic`).
 // smem_prologue (m = 1; launched programmatically when overlap_prologue or
-// programmatic holds): each block has the first ≤ 64 KB of its weight rows
-// bulk-copied into shared memory before it waits, so that blocks made
-// resident behind a latency-bound kernel fetch their weights while it runs.
+// programmatic holds): each block of the first wave has the first ≤ 64 KB of
+// its weight rows bulk-copied into shared memory before it waits, so that
+// blocks made resident behind a latency-bound kernel fetch their weights
+// while it runs.
 // The same sums in the same order: bit for bit the other modes.
 cudaError_t gemv(const bf16* x, const bf16* w, const bf16* bias, void* y, bool y_f32, int64_t m, int64_t n, int64_t k,
                  cudaStream_t stream, bool overlap_prologue = false, bool programmatic = false,
