@@ -66,6 +66,7 @@ struct DecodeBenchOptions {
   bool gemv_norm = false;
   bool gemv_prologue = false;
   bool gemv_smem = false;
+  bool early_trigger = false;
   std::vector<double> l2_prefetch_mb;  // {attention, norm}; empty: the backend's defaults
   std::vector<std::string> skip_ops;  // timing diagnostics: op kinds left out (outputs wrong)
   std::vector<int64_t> workload_batches = {64};  // empty: no workload run
@@ -220,6 +221,7 @@ int run_decode_bench(const DecodeBenchOptions& o, DistContext* ctx) {
   bo.prelaunch_after_gemv = bo.prelaunch_gemv = !o.no_prelaunch;
   bo.fuse_gemv_norm = o.gemv_norm;
   bo.gemv_smem_prologue = o.gemv_smem;
+  bo.trigger_dependents_early = o.early_trigger;
   if (!o.l2_prefetch_mb.empty()) {
     bo.l2_prefetch_attention_bytes = static_cast<int64_t>(o.l2_prefetch_mb[0] * (1 << 20));
     bo.l2_prefetch_norm_bytes = static_cast<int64_t>(o.l2_prefetch_mb.back() * (1 << 20));
@@ -596,6 +598,9 @@ void register_bench_decode(CLI::App& bench, CommandRunner* run) {
   cmd->add_flag("--gemv-smem", opts->gemv_smem,
                 "Experimental: batch-1 gemvs bulk-copy their first weights into shared memory before waiting for the "
                 "kernel before them, and a gemv behind a gemv starts early too");
+  cmd->add_flag("--early-trigger", opts->early_trigger,
+                "Experimental: the decode attention and add+RMSNorm let the next kernel start when they start, not "
+                "after their wait (with --gemv-smem: the next gemv's first wave copies its weights earlier)");
   cmd->add_option("--l2-prefetch-mb", opts->l2_prefetch_mb,
                   "MiB of the next linear's weights that a decode attention and an add+RMSNorm pull into L2 while "
                   "they run, at batches <= 8 (ATTN,NORM or one value for both; 0 turns it off; default 16,0)")

@@ -86,6 +86,11 @@ struct CudaBackendOptions {
   // weights while HBM would idle. Bitwise the other modes. Off by default until
   // timed (bench/NOTES.md run 24); `bench decode --gemv-smem` turns it on.
   bool gemv_smem_prologue = false;
+  // The decode attention and the add+RMSNorm let the next kernel be
+  // scheduled when they start rather than after their wait, so that with
+  // gemv_smem_prologue the next gemv's first wave is resident (and copying)
+  // earlier: through the previous gemv's tail. Off by default until timed.
+  bool trigger_dependents_early = false;
   // A decode attention / add+RMSNorm followed by a linear of ≤
   // l2_prefetch_max_rows rows pulls up to these many bytes of that linear's
   // weights into L2 while it runs: HBM idles through those latency-bound

@@ -195,7 +195,8 @@ Status CudaBackendImpl::run_op(const Program& p, const Op& op, const RunShape& r
       SHARDLM_CUDA_TRY(kc::add_rmsnorm(cbf(bufs_[op.in]), bf(bufs_[op.in2]), cbf(w(op, 0)), bf(bufs_[op.out]),
                                        rows_of(p, op.in2, rs), p.buffers[op.in2].width, op.eps, s,
                                        prelaunch_norm && op.in2 != prev_out,
-                                       prefetch_part(opt_.l2_prefetch_norm_bytes)),
+                                       prefetch_part(opt_.l2_prefetch_norm_bytes),
+                                       opt_.trigger_dependents_early && !profiling_),
                        "add_rmsnorm");
       after_small_ = p.mapping.tp == 1 || op.kind == OpKind::kAddRMSNorm;
       break;
@@ -271,6 +272,7 @@ Status CudaBackendImpl::run_op(const Program& p, const Op& op, const RunShape& r
       ap.max_q_len = rs.max_q_len;
       ap.slot_mapping = meta_dev_ + M.slots;
       ap.l2_prefetch = prefetch_part(opt_.l2_prefetch_attention_bytes);
+      ap.trigger_dependents_early = opt_.trigger_dependents_early && !profiling_;
       if (op.kind == OpKind::kRoPEAttention && opt_.fuse_rope_attention && kc::decode_rope_fusable(ap)) {
         ap.rope_inv_freq = inv_freq_;  // decode rows: the attention kernel rotates and writes the new k/v
         ap.programmatic = prelaunch;

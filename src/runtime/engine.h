@@ -57,7 +57,9 @@ struct CudaEngineOptions {
   bool linear_chain = false;  // batch-1 linears as one persistent kernel per stretch (graph/cuda_backend.h)
   bool prelaunch_after_gemv = true;  // attention / add+RMSNorm launched programmatically behind a gemv
   bool prelaunch_gemv = true;        // gemvs launched programmatically behind attention / add+RMSNorm
-  bool fuse_gemv_norm = false;       // batch-1 o_proj / down with their add+RMSNorm in one kernel (untimed: off)
+  bool fuse_gemv_norm = false;       // batch-1 o_proj / down with their add+RMSNorm in one kernel (slower: off)
+  bool gemv_smem_prologue = false;   // batch-1 gemvs' first wave bulk-copies its weights before waiting (off)
+  bool trigger_dependents_early = false;  // attention / add+RMSNorm let the next kernel start at their start (off)
   bool l2_prefetch = true;  // attention / add+RMSNorm pull the next linear's first weights into L2 (small batches)
 };
 

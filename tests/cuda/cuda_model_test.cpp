@@ -130,7 +130,9 @@ TEST_P(CudaHfParity, GreedyDecodeOnGraphsMatchesEager) {
 // The opt-in linear chain (one persistent kernel per stretch of batch-1
 // linears, kernels/cuda/linear_chain.cu) and the programmatic launches behind
 // and before each gemv (prelaunch_after_gemv, prelaunch_gemv) with the
-// add+RMSNorms done by the gemvs before them (fuse_gemv_norm) are bit for bit
+// add+RMSNorms done by the gemvs before them (fuse_gemv_norm), or with the
+// gemvs' shared-memory prologue and the early trigger of the kernels before
+// them (gemv_smem_prologue, trigger_dependents_early) are bit for bit
 // the kernel-per-op decode with ordinary launches, so greedy generation one
 // prompt at a time (decode steps of one row, eager then graph replay) gives
 // the same tokens with each of them.
@@ -141,13 +143,16 @@ TEST_P(CudaHfParity, LinearChainAndPrelaunchDecodeAreTheKernelPerOpDecode) {
   // Every launch ordinary, no L2 prefetch, no norm inside a gemv; linear
   // chain; the defaults (programmatic launches around the gemvs, the next
   // linear's weights prefetched into L2) with the opt-in fuse_gemv_norm (the
-  // norms done by the gemvs before them).
-  constexpr int kVariants = 3;
+  // norms done by the gemvs before them); the defaults with the opt-in
+  // shared-memory prologue and early trigger.
+  constexpr int kVariants = 4;
   std::vector<std::vector<int32_t>> outs[kVariants];
   for (int chain = 0; chain < kVariants; ++chain) {
     CudaEngineOptions o;
     o.linear_chain = chain == 1;
-    o.prelaunch_after_gemv = o.prelaunch_gemv = o.l2_prefetch = o.fuse_gemv_norm = chain != 0;
+    o.prelaunch_after_gemv = o.prelaunch_gemv = o.l2_prefetch = chain != 0;
+    o.fuse_gemv_norm = chain == 2;
+    o.gemv_smem_prologue = o.trigger_dependents_early = chain == 3;
     auto engine = Engine::create_cuda(testing::golden_model_dir(GetParam()), gpu_config(), o);
     ASSERT_TRUE(engine.ok()) << engine.status().to_string();
     for (const auto& p : g["prompts"]) {

@@ -69,6 +69,7 @@ struct TcDecodeArgs {
   // gathers its first cached tile before waiting for it (nothing in the step
   // writes those cache rows or the step inputs before this kernel).
   bool pre_wait;
+  bool trigger_early;  // PagedAttentionParams::trigger_dependents_early
   L2Prefetch pf;  // PagedAttentionParams::l2_prefetch (valid or empty): a share per block
 };
 
@@ -86,6 +87,7 @@ __global__ void __launch_bounds__(kThreads) decode_tc_kernel(const TcDecodeArgs 
   SHARDLM_TL_BEGIN();
   [[maybe_unused]] const int64_t tl_slot = blockIdx.x + gridDim.x * (blockIdx.y + static_cast<int64_t>(gridDim.y) * blockIdx.z);
   if (threadIdx.x == 0) SHARDLM_TL_STAMP(kTlAttention, tl_slot, 0);
+  if (a.trigger_early) griddep_trigger();
   if (!a.pre_wait) griddep_wait();
   constexpr int C = HD / 8;
   extern __shared__ __align__(128) unsigned char smem_raw[];
@@ -481,6 +483,7 @@ cudaError_t paged_decode_attention_tc(const bf16* q, int64_t q_stride, bf16* k_c
     a.pre_wait = p.programmatic;
   }
   if (p.l2_prefetch.valid()) a.pf = p.l2_prefetch;
+  a.trigger_early = p.trigger_dependents_early;
   return p.head_dim == 64 ? launch_decode<64>(a, p.num_tokens, stream) : launch_decode<128>(a, p.num_tokens, stream);
 }
 

@@ -60,9 +60,12 @@ struct L2Prefetch {
 // backend sets it behind a gemv, which lets its dependents start early).
 // prefetch (cols ≤ 8192): kL2PrefetchBlocks extra blocks wait for the previous
 // kernel, then pull it into L2 while the norm runs.
+// trigger_early: the next kernel may be scheduled as soon as the norm's blocks
+// start, not after their wait (PagedAttentionParams::trigger_dependents_early).
 constexpr int kL2PrefetchBlocks = 32;
 cudaError_t add_rmsnorm(const bf16* x, bf16* residual, const bf16* w, bf16* y, int64_t rows, int64_t cols,
-                        float eps, cudaStream_t stream, bool programmatic = false, L2Prefetch prefetch = {});
+                        float eps, cudaStream_t stream, bool programmatic = false, L2Prefetch prefetch = {},
+                        bool trigger_early = false);
 // Per-head RMSNorm of the q heads (weight wq[head_dim]) and k heads (wk) of packed qkv rows, in place.
 cudaError_t head_rmsnorm(bf16* qkv, int64_t row_stride, int64_t ntok, int64_t nq_heads, int64_t nkv_heads,
                          int64_t head_dim, const bf16* wq, const bf16* wk, float eps, cudaStream_t stream);
@@ -255,6 +258,13 @@ struct PagedAttentionParams {
   // Pulled into L2 by the tensor-core decode kernel's blocks once their K/V
   // tiles have landed (other kernels ignore it).
   L2Prefetch l2_prefetch;
+  // The tensor-core decode kernel lets the next kernel be scheduled as soon
+  // as its blocks start instead of after its wait: a gemv with the
+  // shared-memory prologue behind it then fills the SM slots the qkv gemv's
+  // last wave frees and fetches its weights through the attention (other
+  // kernels ignore it). The next kernel still waits for this one to finish
+  // before reading what it writes.
+  bool trigger_dependents_early = false;
 };
 // Every row a decode row (max_q_len 1), positions given, and the tensor-core
 // decode kernel serving the shape: the RoPE fusion above applies.

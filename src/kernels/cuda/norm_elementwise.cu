@@ -37,7 +37,8 @@ constexpr int kNormThreads = 256;  // 8 warps: a 4096-wide row is 2 vectors of 8
 template <bool kVec, bool kAdd, int kRegVecs = 0>
 __global__ void rmsnorm_kernel(const bf16* __restrict__ x, bf16* __restrict__ residual,
                                const bf16* __restrict__ w, bf16* y, int64_t cols, float eps, bool pre_wait,
-                               int64_t rows, L2Prefetch pf) {
+                               int64_t rows, L2Prefetch pf, bool trigger_early) {
+  if (trigger_early) griddep_trigger();  // add_rmsnorm's trigger_early (cuda_kernels.h)
   if (kRegVecs > 0 && blockIdx.x >= rows) {
     griddep_wait();
     if (threadIdx.x < 32)
@@ -206,7 +207,7 @@ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 
 
 template <bool kAdd>
 cudaError_t launch_norm(const bf16* x, bf16* residual, const bf16* w, bf16* y, int64_t rows, int64_t cols,
-                        float eps, bool programmatic, L2Prefetch pf, cudaStream_t s) {
+                        float eps, bool programmatic, L2Prefetch pf, cudaStream_t s, bool trigger_early = false) {
   if (rows <= 0) return cudaSuccess;
   if (cols <= 0 || rows > 0x7fffffff - kL2PrefetchBlocks) return cudaErrorInvalidValue;
   const bool vec = cols % 8 == 0 && aligned16(x) && aligned16(w) && aligned16(y) && (!kAdd || aligned16(residual));
@@ -217,13 +218,13 @@ cudaError_t launch_norm(const bf16* x, bf16* residual, const bf16* w, bf16* y, i
     const dim3 grid_pf(static_cast<unsigned>(rows + (pf.valid() ? kL2PrefetchBlocks : 0)));
     e = launch_k_as(programmatic || programmatic_launch_flag(), rmsnorm_kernel<true, kAdd, kNormRowRegVecs>, grid_pf,
                     kNormThreads, 0, s, x, residual, w, y, cols, eps, programmatic, rows,
-                    pf.valid() ? pf : L2Prefetch{});
+                    pf.valid() ? pf : L2Prefetch{}, trigger_early);
   } else if (vec) {
     e = launch_k(rmsnorm_kernel<true, kAdd>, grid, kNormThreads, 0, s, x, residual, w, y, cols, eps, false, rows,
-                 L2Prefetch{});
+                 L2Prefetch{}, trigger_early);
   } else {
     e = launch_k(rmsnorm_kernel<false, kAdd>, grid, kNormThreads, 0, s, x, residual, w, y, cols, eps, false, rows,
-                 L2Prefetch{});
+                 L2Prefetch{}, trigger_early);
   }
   return e != cudaSuccess ? e : cudaGetLastError();
 }
@@ -237,8 +238,8 @@ cudaError_t rmsnorm(const bf16* x, const bf16* w, bf16* y, int64_t rows, int64_t
 }
 
 cudaError_t add_rmsnorm(const bf16* x, bf16* residual, const bf16* w, bf16* y, int64_t rows, int64_t cols,
-                        float eps, cudaStream_t s, bool programmatic, L2Prefetch prefetch) {
-  return launch_norm<true>(x, residual, w, y, rows, cols, eps, programmatic, prefetch, s);
+                        float eps, cudaStream_t s, bool programmatic, L2Prefetch prefetch, bool trigger_early) {
+  return launch_norm<true>(x, residual, w, y, rows, cols, eps, programmatic, prefetch, s, trigger_early);
 }
 
 cudaError_t head_rmsnorm(bf16* qkv, int64_t row_stride, int64_t ntok, int64_t nq, int64_t nkv, int64_t hd,
