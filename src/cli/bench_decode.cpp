@@ -590,8 +590,8 @@ void register_bench_decode(CLI::App& bench, CommandRunner* run) {
                 "Launch every kernel ordinarily (A/B): by default the decode attention and add+RMSNorm behind a gemv "
                 "start early and load what it does not write before waiting, and the gemv behind them starts early");
   cmd->add_flag("--gemv-norm", opts->gemv_norm,
-                "Experimental (not yet timed on a GPU): a batch-1 linear's last block does the add+RMSNorm after it, "
-                "one kernel instead of two");
+                "Experimental (slower at batch 1 on H100): a batch-1 linear's last block does the add+RMSNorm after "
+                "it, one kernel instead of two");
   cmd->add_flag("--gemv-prologue", opts->gemv_prologue,
                 "Experimental: every batch-1 gemv is launched programmatically and requests its first weights before "
                 "waiting for the kernel before it (the gemv half of --pdl)");
