@@ -87,6 +87,13 @@ struct CudaBackendOptions {
   // weights while HBM would idle. Bitwise the other modes. Off by default until
   // timed (bench/NOTES.md run 24); `bench decode --gemv-smem` turns it on.
   bool gemv_smem_prologue = false;
+  // The same prologue for the gemv right behind a decode attention alone
+  // (o_proj): the one boundary where HBM idles longest (~9 µs a layer,
+  // bench/NOTES.md run 21), and the rest keep their defaults. The attention's
+  // L2 prefetch (l2_prefetch_attention_bytes) then starts at the rows the
+  // first wave does not copy. Off by default until timed
+  // (`bench decode --gemv-smem-oproj`).
+  bool gemv_smem_after_attention = false;
   // The decode attention and the add+RMSNorm let the next kernel be
   // scheduled when they start rather than after their wait, so that with
   // gemv_smem_prologue the next gemv's first wave is resident (and copying)

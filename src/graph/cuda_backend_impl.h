@@ -194,6 +194,7 @@ class CudaBackendImpl final : public CudaBackend {
   bool after_gemv_ = false;
   int gemv_out_ = -1;  // that gemv's output buffer
   bool after_small_ = false;  // the last op launched a decode attention or add+RMSNorm (prelaunch_gemv)
+  bool after_attention_ = false;  // the last op launched a decode attention (gemv_smem_after_attention)
   // The weights of the op after the one run_op launches (one row of all its
   // bytes), when that op is a linear of ≤ l2_prefetch_max_rows rows (else
   // empty): what a decode attention or add+RMSNorm pulls into L2

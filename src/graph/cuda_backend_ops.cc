@@ -39,11 +39,11 @@ Status CudaBackendImpl::run_ops(const Program& p, const RunShape& rs) {
     cudaEventRecord(ev_pool_[ev].first, stream_);
     return ev;
   };
-  after_gemv_ = after_small_ = false;
+  after_gemv_ = after_small_ = after_attention_ = false;
   for (size_t i = 0; i < p.ops.size(); ++i) {
     const Op& op = p.ops[i];
     if (auto c = chains_.find(i); c != chains_.end() && opt_.linear_chain) {
-      after_gemv_ = after_small_ = false;
+      after_gemv_ = after_small_ = after_attention_ = false;
       size_t ev = 0;
       if (profiling_) {
         SHARDLM_ASSIGN_OR_RETURN(ev, begin("linear_chain"));
@@ -61,7 +61,7 @@ Status CudaBackendImpl::run_ops(const Program& p, const RunShape& rs) {
     if (!opt_.timing_skip_ops.empty()) {
       const std::string name = op.kind == OpKind::kLinear && op.out == p.logits_buffer ? "lm_head" : op_kind_name(op.kind);
       if (std::find(opt_.timing_skip_ops.begin(), opt_.timing_skip_ops.end(), name) != opt_.timing_skip_ops.end()) {
-        after_gemv_ = after_small_ = false;
+        after_gemv_ = after_small_ = after_attention_ = false;
         continue;
       }
     }
@@ -84,8 +84,14 @@ Status CudaBackendImpl::run_ops(const Program& p, const RunShape& rs) {
       const Op& next = p.ops[i + 1];
       if (next.kind == OpKind::kLinear || next.kind == OpKind::kLinearSiLUMul) {
         const DevWeight& wt = weights_[next.weights[0]];
-        if (rows_of(p, next.in, rs) <= opt_.l2_prefetch_max_rows)
-          next_linear_weights_ = {wt.ptr, 1, wt.shape[0] * wt.shape[1] * 2, wt.shape[0] * wt.shape[1] * 2};
+        const int64_t rows = rows_of(p, next.in, rs), bytes = wt.shape[0] * wt.shape[1] * 2;
+        // The rows the smem prologue's first wave copies itself are left out.
+        const bool smem_next = next.kind == OpKind::kLinear && rows == 1 && !profiling_ &&
+                               (opt_.gemv_smem_prologue ||
+                                (opt_.gemv_smem_after_attention && (op.kind == OpKind::kAttention || op.kind == OpKind::kRoPEAttention)));
+        const int64_t skip = smem_next ? kc::gemv_smem_prologue_rows(wt.shape[0], wt.shape[1]) * wt.shape[1] * 2 : 0;
+        if (rows <= opt_.l2_prefetch_max_rows && skip < bytes)
+          next_linear_weights_ = {static_cast<const char*>(wt.ptr) + skip, 1, bytes - skip, bytes - skip};
       }
     }
     Status st = run_op(p, op, rs);
@@ -139,9 +145,10 @@ Status CudaBackendImpl::run_op(const Program& p, const Op& op, const RunShape& r
   bool prelaunch_norm = prelaunch;
   const bool gemv_behind_small = opt_.prelaunch_gemv && after_small_ && !profiling_;
   // With the shared-memory prologue a gemv behind a gemv starts early too.
-  const bool smem_prologue = opt_.gemv_smem_prologue && !profiling_;
-  const bool gemv_programmatic = gemv_behind_small || (smem_prologue && after_gemv_);
-  after_gemv_ = after_small_ = false;
+  const bool smem_prologue =
+      (opt_.gemv_smem_prologue || (opt_.gemv_smem_after_attention && after_attention_)) && !profiling_;
+  const bool gemv_programmatic = gemv_behind_small || (opt_.gemv_smem_prologue && smem_prologue && after_gemv_);
+  after_gemv_ = after_small_ = after_attention_ = false;
   // The first ≤ cap bytes of the next linear's weights, its first rows whole
   // (the first part of every row instead measured slower, bench/NOTES.md run
   // 20). Nothing on profiled steps: events between the kernels would time the
@@ -288,7 +295,7 @@ Status CudaBackendImpl::run_op(const Program& p, const Op& op, const RunShape& r
       SHARDLM_CUDA_TRY(kc::paged_attention(qkv, width, kcache, vcache, bf(bufs_[op.out]), ap, attn_ws_,
                                            attn_ws_bytes_, s),
                        "paged_attention");
-      after_small_ = true;
+      after_small_ = after_attention_ = true;
       break;
     }
     case OpKind::kSiLUMul:

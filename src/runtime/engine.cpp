@@ -34,6 +34,7 @@ Expected<std::unique_ptr<Engine>> Engine::create_cuda(const std::string& model_d
   bo.prelaunch_gemv = cuda.prelaunch_gemv;
   bo.fuse_gemv_norm = cuda.fuse_gemv_norm;
   bo.gemv_smem_prologue = cuda.gemv_smem_prologue;
+  bo.gemv_smem_after_attention = cuda.gemv_smem_after_attention;
   bo.trigger_dependents_early = cuda.trigger_dependents_early;
   if (!cuda.l2_prefetch) bo.l2_prefetch_attention_bytes = bo.l2_prefetch_norm_bytes = 0;
   SHARDLM_ASSIGN_OR_RETURN(std::unique_ptr<graph::CudaBackend> backend, graph::make_cuda_backend(bo));

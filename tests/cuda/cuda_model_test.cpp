@@ -144,8 +144,9 @@ TEST_P(CudaHfParity, LinearChainAndPrelaunchDecodeAreTheKernelPerOpDecode) {
   // chain; the defaults (programmatic launches around the gemvs, the next
   // linear's weights prefetched into L2) with the opt-in fuse_gemv_norm (the
   // norms done by the gemvs before them); the defaults with the opt-in
-  // shared-memory prologue and early trigger.
-  constexpr int kVariants = 4;
+  // shared-memory prologue and early trigger; the defaults with the prologue
+  // behind the attention alone (its L2 prefetch moved past the copied rows).
+  constexpr int kVariants = 5;
   std::vector<std::vector<int32_t>> outs[kVariants];
   for (int chain = 0; chain < kVariants; ++chain) {
     CudaEngineOptions o;
@@ -153,6 +154,7 @@ TEST_P(CudaHfParity, LinearChainAndPrelaunchDecodeAreTheKernelPerOpDecode) {
     o.prelaunch_after_gemv = o.prelaunch_gemv = o.l2_prefetch = chain != 0;
     o.fuse_gemv_norm = chain == 2;
     o.gemv_smem_prologue = o.trigger_dependents_early = chain == 3;
+    o.gemv_smem_after_attention = chain == 4;
     auto engine = Engine::create_cuda(testing::golden_model_dir(GetParam()), gpu_config(), o);
     ASSERT_TRUE(engine.ok()) << engine.status().to_string();
     for (const auto& p : g["prompts"]) {
