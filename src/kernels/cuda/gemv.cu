@@ -65,15 +65,12 @@ __device__ __forceinline__ Bf16x8 load_x8(const bf16* p) {
 // once); programmatically with its first weights requested before the wait;
 // programmatically, waiting first (behind a latency-bound kernel: its blocks
 // are resident when that kernel ends, and request nothing while it runs).
-// kSmemPrologue: programmatically or not, each block of the first wave (as
-// many as can be resident at once) first has its rows' first `pre` pieces
-// bulk-copied into shared memory (one copy engine request a row, no
-// registers held), then waits (when programmatic) and dots them from there
-// before streaming the rest as kPrologueLoads does. Behind a latency-bound
-// kernel (the decode attention, an add+RMSNorm) the blocks made resident
-// early thus fetch up to a whole row each while HBM would idle. Later blocks
-// stream from the start: copying a block's rows whole before any use measured
-// 9 % slower at batch 1 when every block did it (bench/NOTES.md run 24).
+// kSmemPrologue (m = 1): a grid of one wave whose blocks loop over the row
+// groups, each having its first group's rows bulk-copied into shared memory
+// before it waits (gemv_rows_smem below). Behind a latency-bound kernel
+// (the decode attention) the gemv's first wave thus fetches its weights while
+// HBM would idle. (Copying every block's rows whole before any use measured
+// 9 % slower at batch 1, bench/NOTES.md run 24.)
 enum LaunchMode : int { kOrdinary = 0, kPrologueLoads = 1, kWaitFirst = 2, kSmemPrologue = 3 };
 
 // Shared memory a kSmemPrologue block may fill (two blocks an SM beside a
@@ -90,89 +87,196 @@ struct GemvNorm {
   int32_t* counter;  // blocks arrived; zero before the kernel, left zero
 };
 
+// The pieces of one warp's weight row(s): wr[r] is row r's first piece.
+template <int kRows, int kUnroll>
+__device__ __forceinline__ void load_step(Bf16x8 (&wv)[kRows][kUnroll], const Bf16x8* const (&wr)[kRows], int64_t at) {
+#pragma unroll
+  for (int r = 0; r < kRows; ++r)
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const uint4 raw = __ldcs(reinterpret_cast<const uint4*>(wr[r] + at + 32 * u));
+      wv[r][u] = *reinterpret_cast<const Bf16x8*>(&raw);
+    }
+}
+
+// acc += the row(s) from piece p (this lane's first, p ≡ lane mod 32) to the
+// end, kUnroll pieces a lane in flight per step, then one at a time; with
+// `loaded` the first step's pieces are already in wv.
+template <int M, int kRows, int kUnroll>
+__device__ __forceinline__ void stream_rest(float (&acc)[kRows][M], Bf16x8 (&wv)[kRows][kUnroll],
+                                            const Bf16x8* const (&wr)[kRows], const bf16* __restrict__ x, int64_t k,
+                                            int64_t p, bool loaded) {
+  const int64_t pieces = k / 8;
+  for (; p + 32 * (kUnroll - 1) < pieces; p += 32 * kUnroll) {
+    if (!loaded) load_step<kRows, kUnroll>(wv, wr, p);
+    loaded = false;
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u)
+#pragma unroll
+      for (int m = 0; m < M; ++m) {
+        const Bf16x8 xv = load_x8(x + m * k + (p + 32 * u) * 8);
+#pragma unroll
+        for (int r = 0; r < kRows; ++r) dot8(wv[r][u], xv, acc[r][m]);
+      }
+  }
+  for (; p < pieces; p += 32) {
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+      const uint4 raw = __ldcs(reinterpret_cast<const uint4*>(wr[r] + p));
+      const Bf16x8 w1 = *reinterpret_cast<const Bf16x8*>(&raw);
+#pragma unroll
+      for (int m = 0; m < M; ++m) dot8(w1, load_x8(x + m * k + p * 8), acc[r][m]);
+    }
+  }
+}
+
+// The warp's sums reduced and y[·, row] written by lane 0 (kSiLU: rows row
+// and n + row of w gave gate and up).
+template <int M, bool kF32Out, bool kSiLU, int kRows>
+__device__ __forceinline__ void finish_row(float (&acc)[kRows][M], const bf16* __restrict__ bias, void* __restrict__ y,
+                                           int64_t n, int64_t row, int lane) {
+#pragma unroll
+  for (int r = 0; r < kRows; ++r)
+#pragma unroll
+    for (int m = 0; m < M; ++m) acc[r][m] = warp_sum(acc[r][m]);
+  if (lane != 0) return;
+  if constexpr (kSiLU) {
+    const float bg = bias ? __bfloat162float(bias[row]) : 0.0f;
+    const float bu = bias ? __bfloat162float(bias[n + row]) : 0.0f;
+#pragma unroll
+    for (int m = 0; m < M; ++m)  // gate and up rounded to bf16 first: the unfused linear's output
+      static_cast<bf16*>(y)[m * n + row] =
+          __float2bfloat16(silu_times(round_bf16(acc[0][m] + bg), round_bf16(acc[1][m] + bu)));
+  } else {
+    const float b = bias ? __bfloat162float(bias[row]) : 0.0f;
+#pragma unroll
+    for (int m = 0; m < M; ++m) {
+      if constexpr (kF32Out)
+        static_cast<float*>(y)[m * n + row] = acc[0][m] + b;
+      else
+        static_cast<bf16*>(y)[m * n + row] = __float2bfloat16(acc[0][m] + b);
+    }
+  }
+}
+
+template <int kRows, int M>
+__device__ __forceinline__ void zero(float (&acc)[kRows][M]) {
+#pragma unroll
+  for (int r = 0; r < kRows; ++r)
+#pragma unroll
+    for (int m = 0; m < M; ++m) acc[r][m] = 0.0f;
+}
+
+// The timeline region of a gemv of this shape (kernel_timeline.cuh).
+template <bool kSiLU>
+__device__ __forceinline__ int timeline_region(int64_t n, int64_t k) {
+  return kSiLU ? kTlGemvSiLU : k > 8192 ? kTlGemvWide : n > 16384 ? kTlGemvHead : n > 4096 ? kTlGemvQkv : kTlGemvSmall;
+}
+
 // kRows = 1: y[·, row] = x·w[row]ᵀ. kRows = 2 (kSiLU): rows row and n + row
 // of w, y[·, row] = silu(gate)·up; y is [m, n] with n = inter.
-// kMode: how the kernel was launched (LaunchMode above).
-// pre (kSmemPrologue): pieces of each row read from shared memory, a multiple
-// of 32 (each lane keeps its pieces, so the sums keep their order), in blocks
-// below pre_blocks only (the first wave: the blocks that can be resident
-// before the previous kernel ends; the later ones stream from the start).
+// kMode: how the kernel was launched (LaunchMode above; not kSmemPrologue).
 template <int M, bool kF32Out, int kMode, bool kSiLU>
 __device__ __forceinline__ void gemv_rows(const bf16* __restrict__ x, const bf16* __restrict__ w,
-                                          const bf16* __restrict__ bias, void* __restrict__ y, int64_t n, int64_t k,
-                                          int64_t pre, int64_t pre_blocks) {
+                                          const bf16* __restrict__ bias, void* __restrict__ y, int64_t n, int64_t k) {
   constexpr int kRows = kSiLU ? 2 : 1;
   constexpr int kUnroll = kUnrollFor<M>;
-  constexpr bool kSmem = kMode == kSmemPrologue;
   // An ordinary launch (everything before it has finished): the kernel after
   // it, when launched programmatically (a decode attention or add+RMSNorm),
   // may take SM slots now and read its inputs that this gemv does not write.
-  constexpr bool kPrologue = kMode == kPrologueLoads || kSmem;
+  constexpr bool kPrologue = kMode == kPrologueLoads;
   SHARDLM_TL_BEGIN();
-  [[maybe_unused]] const int tl_region = kSiLU ? kTlGemvSiLU : k > 8192 ? kTlGemvWide : n > 16384 ? kTlGemvHead
-                                        : n > 4096                      ? kTlGemvQkv
-                                                                        : kTlGemvSmall;
+  [[maybe_unused]] const int tl_region = timeline_region<kSiLU>(n, k);
   if (threadIdx.x == 0) SHARDLM_TL_STAMP(tl_region, blockIdx.x, 0);
   if constexpr (kMode == kOrdinary) griddep_trigger();
   if constexpr (kMode == kWaitFirst) griddep_wait();
   if (kMode == kWaitFirst && threadIdx.x == 0) SHARDLM_TL_STAMP(tl_region, blockIdx.x, 1);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kWarps, row = row0 + warp;
-  [[maybe_unused]] __shared__ uint64_t pre_bar;
-  extern __shared__ __align__(16) uint4 pre_w[];  // kSmem: [kRows][kWarps][pre] pieces
-  if constexpr (kSmem) {
-    if (blockIdx.x >= pre_blocks) pre = 0;
-  }
-  if (kSmem && pre > 0) {
-    if (threadIdx.x == 0) bulk_barrier_init(&pre_bar);
-    __syncthreads();
-    if (threadIdx.x == 0) {
-      const int here = static_cast<int>(min(static_cast<int64_t>(kWarps), n - row0));
-      bulk_expect_bytes(&pre_bar, static_cast<uint32_t>(here * kRows * pre * 16));
-#pragma unroll
-      for (int r = 0; r < kRows; ++r)
-        for (int i = 0; i < here; ++i)
-          bulk_copy_g2s(pre_w + (r * kWarps + i) * pre, w + (row0 + i + r * n) * k, static_cast<uint32_t>(pre * 16),
-                        &pre_bar);
-    }
-  }
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + warp;
   if (row >= n) return;
   const Bf16x8* wr[kRows];
 #pragma unroll
   for (int r = 0; r < kRows; ++r) wr[r] = reinterpret_cast<const Bf16x8*>(w + (row + r * n) * k);
-  const int64_t pieces = k / 8;
   float acc[kRows][M];
-#pragma unroll
-  for (int r = 0; r < kRows; ++r)
-#pragma unroll
-    for (int m = 0; m < M; ++m) acc[r][m] = 0.0f;
+  zero(acc);
   // With kPrologue the first step's weights are requested before
   // griddep_wait() (they do not depend on the previous kernel), so a block
   // made resident early has its first DRAM round trip under way while that
   // kernel drains; x, which that kernel writes, is read only after the wait.
-  int64_t p = lane + (kSmem ? pre : 0);
   Bf16x8 wv[kRows][kUnroll];
-  auto load_step = [&](int64_t at) {
-#pragma unroll
-    for (int r = 0; r < kRows; ++r)
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const uint4 raw = __ldcs(reinterpret_cast<const uint4*>(wr[r] + at + 32 * u));
-        wv[r][u] = *reinterpret_cast<const Bf16x8*>(&raw);
-      }
-  };
   bool loaded = false;
   if (kPrologue) {
-    if (p + 32 * (kUnroll - 1) < pieces) {
-      load_step(p);
+    if (lane + 32 * (kUnroll - 1) < k / 8) {
+      load_step<kRows, kUnroll>(wv, wr, lane);
       loaded = true;
     }
     griddep_wait();
     if (threadIdx.x == 0) SHARDLM_TL_STAMP(tl_region, blockIdx.x, 1);
   }
-  if constexpr (kSmem) {
-    // The pieces before `pre` from shared memory, in each lane's order.
-    if (pre > 0) bulk_wait(&pre_bar);
+  stream_rest<M, kRows, kUnroll>(acc, wv, wr, x, k, lane, loaded);
+  finish_row<M, kF32Out, kSiLU>(acc, bias, y, n, row, lane);
+  if (lane == 0) SHARDLM_TL_STAMP(tl_region, blockIdx.x, 2 + (threadIdx.x >> 5));  // this warp's row is done
+}
+
+// kSmemPrologue (m = 1): a grid of at most as many blocks as are resident at
+// once, each taking groups of kWarps rows blockIdx.x, + gridDim.x, … (so every
+// block is of the first wave). Before it waits for the kernel before it, a
+// block has the first `pre` pieces (a multiple of 32) of its first group's
+// rows bulk-copied into shared memory (one copy engine request a row, no
+// registers held) and, when that covers the rows whole, its warps request
+// the first step of their rows in the next group into registers. After the
+// wait: the first group from shared memory (then the rest of its rows from
+// HBM), the next group from the registers on. Behind a latency-bound kernel
+// (the decode attention) HBM thus streams the gemv's first wave and more
+// while that kernel runs, and no block launches after it. Each lane sums its
+// pieces in increasing order as gemv_rows does: bit for bit the other modes.
+template <int M, bool kF32Out, bool kSiLU>
+__device__ __forceinline__ void gemv_rows_smem(const bf16* __restrict__ x, const bf16* __restrict__ w,
+                                               const bf16* __restrict__ bias, void* __restrict__ y, int64_t n,
+                                               int64_t k, int64_t pre) {
+  constexpr int kRows = kSiLU ? 2 : 1;
+  constexpr int kUnroll = kUnrollFor<M>;
+  SHARDLM_TL_BEGIN();
+  [[maybe_unused]] const int tl_region = timeline_region<kSiLU>(n, k);
+  if (threadIdx.x == 0) SHARDLM_TL_STAMP(tl_region, blockIdx.x, 0);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t pieces = k / 8, groups = (n + kWarps - 1) / kWarps;
+  __shared__ uint64_t pre_bar;
+  extern __shared__ __align__(16) uint4 pre_w[];  // [kRows][kWarps][pre] pieces
+  int64_t g = blockIdx.x;
+  const int64_t row0 = g * kWarps;
+  if (threadIdx.x == 0) bulk_barrier_init(&pre_bar);
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    const int here = static_cast<int>(min(static_cast<int64_t>(kWarps), n - row0));
+    bulk_expect_bytes(&pre_bar, static_cast<uint32_t>(here * kRows * pre * 16));
+#pragma unroll
+    for (int r = 0; r < kRows; ++r)
+      for (int i = 0; i < here; ++i)
+        bulk_copy_g2s(pre_w + (r * kWarps + i) * pre, w + (row0 + i + r * n) * k, static_cast<uint32_t>(pre * 16),
+                      &pre_bar);
+  }
+  auto rows_of = [&](int64_t row, const Bf16x8* (&wr)[kRows]) {
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) wr[r] = reinterpret_cast<const Bf16x8*>(w + (row + r * n) * k);
+  };
+  // The next group's first step, while the copy is under way (rows whole in
+  // shared memory only: otherwise wv streams the first group's rest).
+  Bf16x8 wv[kRows][kUnroll];
+  bool loaded = false;
+  const int64_t next_row = (g + gridDim.x) * kWarps + warp;
+  if (pre == pieces && g + gridDim.x < groups && next_row < n && lane + 32 * (kUnroll - 1) < pieces) {
+    const Bf16x8* wr[kRows];
+    rows_of(next_row, wr);
+    load_step<kRows, kUnroll>(wv, wr, lane);
+    loaded = true;
+  }
+  griddep_wait();
+  if (threadIdx.x == 0) SHARDLM_TL_STAMP(tl_region, blockIdx.x, 1);
+  bulk_wait(&pre_bar);
+  if (const int64_t row = row0 + warp; row < n) {
+    float acc[kRows][M];
+    zero(acc);
     const uint4* sw[kRows];
 #pragma unroll
     for (int r = 0; r < kRows; ++r) sw[r] = pre_w + (r * kWarps + warp) * pre;
@@ -191,52 +295,25 @@ __device__ __forceinline__ void gemv_rows(const bf16* __restrict__ x, const bf16
         for (int r = 0; r < kRows; ++r) dot8(ws[r], xv, acc[r][m]);
       }
     }
+    if (pre < pieces) {  // the rest of the rows from HBM
+      const Bf16x8* wr[kRows];
+      rows_of(row, wr);
+      stream_rest<M, kRows, kUnroll>(acc, wv, wr, x, k, pre + lane, false);
+    }
+    finish_row<M, kF32Out, kSiLU>(acc, bias, y, n, row, lane);
   }
-  for (; p + 32 * (kUnroll - 1) < pieces; p += 32 * kUnroll) {
-    if (!loaded) load_step(p);
+  for (g += gridDim.x; g < groups; g += gridDim.x) {
+    const int64_t row = g * kWarps + warp;
+    if (row >= n) break;
+    const Bf16x8* wr[kRows];
+    rows_of(row, wr);
+    float acc[kRows][M];
+    zero(acc);
+    stream_rest<M, kRows, kUnroll>(acc, wv, wr, x, k, lane, loaded);
     loaded = false;
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u)
-#pragma unroll
-      for (int m = 0; m < M; ++m) {
-        const Bf16x8 xv = load_x8(x + m * k + (p + 32 * u) * 8);
-#pragma unroll
-        for (int r = 0; r < kRows; ++r) dot8(wv[r][u], xv, acc[r][m]);
-      }
+    finish_row<M, kF32Out, kSiLU>(acc, bias, y, n, row, lane);
   }
-  for (; p < pieces; p += 32) {
-#pragma unroll
-    for (int r = 0; r < kRows; ++r) {
-      const uint4 raw = __ldcs(reinterpret_cast<const uint4*>(wr[r] + p));
-      const Bf16x8 wv = *reinterpret_cast<const Bf16x8*>(&raw);
-#pragma unroll
-      for (int m = 0; m < M; ++m) dot8(wv, load_x8(x + m * k + p * 8), acc[r][m]);
-    }
-  }
-#pragma unroll
-  for (int r = 0; r < kRows; ++r)
-#pragma unroll
-    for (int m = 0; m < M; ++m) acc[r][m] = warp_sum(acc[r][m]);
-  if (lane == 0) {
-    if constexpr (kSiLU) {
-      const float bg = bias ? __bfloat162float(bias[row]) : 0.0f;
-      const float bu = bias ? __bfloat162float(bias[n + row]) : 0.0f;
-#pragma unroll
-      for (int m = 0; m < M; ++m)  // gate and up rounded to bf16 first: the unfused linear's output
-        static_cast<bf16*>(y)[m * n + row] =
-            __float2bfloat16(silu_times(round_bf16(acc[0][m] + bg), round_bf16(acc[1][m] + bu)));
-    } else {
-      const float b = bias ? __bfloat162float(bias[row]) : 0.0f;
-#pragma unroll
-      for (int m = 0; m < M; ++m) {
-        if constexpr (kF32Out)
-          static_cast<float*>(y)[m * n + row] = acc[0][m] + b;
-        else
-          static_cast<bf16*>(y)[m * n + row] = __float2bfloat16(acc[0][m] + b);
-      }
-    }
-    SHARDLM_TL_STAMP(tl_region, blockIdx.x, 2 + (threadIdx.x >> 5));  // this warp's row is done
-  }
+  if (lane == 0) SHARDLM_TL_STAMP(tl_region, blockIdx.x, 2 + (threadIdx.x >> 5));  // this warp's rows are done
 }
 
 // The gemv, then (kNorm: gemv_add_rmsnorm, m = 1, bf16 y) the
@@ -247,8 +324,11 @@ __device__ __forceinline__ void gemv_rows(const bf16* __restrict__ x, const bf16
 template <int M, bool kF32Out, int kMode, bool kSiLU, bool kNorm>
 __device__ __forceinline__ void gemv_body(const bf16* __restrict__ x, const bf16* __restrict__ w,
                                           const bf16* __restrict__ bias, void* __restrict__ y, int64_t n, int64_t k,
-                                          int64_t pre, int64_t pre_blocks, const GemvNorm& nrm) {
-  gemv_rows<M, kF32Out, kMode, kSiLU>(x, w, bias, y, n, k, pre, pre_blocks);
+                                          int64_t pre, const GemvNorm& nrm) {
+  if constexpr (kMode == kSmemPrologue)
+    gemv_rows_smem<M, kF32Out, kSiLU>(x, w, bias, y, n, k, pre);
+  else
+    gemv_rows<M, kF32Out, kMode, kSiLU>(x, w, bias, y, n, k);
   if constexpr (kNorm) {
     static_assert(M == 1 && !kF32Out && !kSiLU, "gemv_add_rmsnorm: one bf16 row");
     __shared__ int is_last;
@@ -281,19 +361,31 @@ __device__ __forceinline__ void gemv_body(const bf16* __restrict__ x, const bf16
 template <int M, bool kF32Out, int kMode, bool kSiLU, bool kNorm>
 __global__ void __launch_bounds__(kWarps * 32, 1)
     gemv_kernel_m1(const bf16* __restrict__ x, const bf16* __restrict__ w, const bf16* __restrict__ bias,
-                   void* __restrict__ y, int64_t n, int64_t k, int64_t pre, int64_t pre_blocks, GemvNorm nrm) {
-  gemv_body<M, kF32Out, kMode, kSiLU, kNorm>(x, w, bias, y, n, k, pre, pre_blocks, nrm);
+                   void* __restrict__ y, int64_t n, int64_t k, int64_t pre, GemvNorm nrm) {
+  gemv_body<M, kF32Out, kMode, kSiLU, kNorm>(x, w, bias, y, n, k, pre, nrm);
+}
+// The shared-memory prologue (one row a warp) capped at 88 registers: two
+// of its blocks (2 × 256 × 88) beside a decode attention block (128 × 160)
+// fill the 64 K registers of an SM exactly, so the whole first wave is
+// resident while the attention runs (at its natural 96, one block fewer on
+// each SM that holds an attention block). ptxas spills nothing at 88.
+template <int M, bool kF32Out, int kMode, bool kSiLU, bool kNorm>
+__global__ void __maxnreg__(88)
+    gemv_kernel_m1_smem(const bf16* __restrict__ x, const bf16* __restrict__ w, const bf16* __restrict__ bias,
+                        void* __restrict__ y, int64_t n, int64_t k, int64_t pre, GemvNorm nrm) {
+  gemv_body<M, kF32Out, kMode, kSiLU, kNorm>(x, w, bias, y, n, k, pre, nrm);
 }
 template <int M, bool kF32Out, int kMode, bool kSiLU, bool kNorm>
 __global__ void __launch_bounds__(kWarps * 32)
     gemv_kernel_mn(const bf16* __restrict__ x, const bf16* __restrict__ w, const bf16* __restrict__ bias,
-                   void* __restrict__ y, int64_t n, int64_t k, int64_t pre, int64_t pre_blocks, GemvNorm nrm) {
-  gemv_body<M, kF32Out, kMode, kSiLU, kNorm>(x, w, bias, y, n, k, pre, pre_blocks, nrm);
+                   void* __restrict__ y, int64_t n, int64_t k, int64_t pre, GemvNorm nrm) {
+  gemv_body<M, kF32Out, kMode, kSiLU, kNorm>(x, w, bias, y, n, k, pre, nrm);
 }
 // The kernel for m rows.
 template <int M, bool kF32Out, int kMode, bool kSiLU, bool kNorm>
 constexpr auto gemv_kernel() {
-  if constexpr (M == 1) return gemv_kernel_m1<M, kF32Out, kMode, kSiLU, kNorm>;
+  if constexpr (M == 1 && kMode == kSmemPrologue && !kSiLU) return gemv_kernel_m1_smem<M, kF32Out, kMode, kSiLU, kNorm>;
+  else if constexpr (M == 1) return gemv_kernel_m1<M, kF32Out, kMode, kSiLU, kNorm>;
   else return gemv_kernel_mn<M, kF32Out, kMode, kSiLU, kNorm>;
 }
 
@@ -336,22 +428,23 @@ cudaError_t launch2(const bf16* x, const bf16* w, const bf16* bias, void* y, int
         return e;
       const size_t smem = static_cast<size_t>(kWarps * (kSiLU ? 2 : 1) * pre * 16);
       const int64_t first_wave = resident_blocks<kernel>(block.x, kSmemPrologueMaxBytes);
-      if (first_wave < 0) return cudaErrorUnknown;
-      return launch_k_as(programmatic, kernel, dim3(grid), block, smem, s, x, w, bias, y, n, k, pre, first_wave, nrm);
+      if (first_wave <= 0) return cudaErrorUnknown;
+      const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(grid, first_wave));
+      return launch_k_as(programmatic, kernel, dim3(blocks), block, smem, s, x, w, bias, y, n, k, pre, nrm);
     }
   }
   if (mode == kSmemPrologue) mode = programmatic ? kWaitFirst : kOrdinary;  // m > 1 or rows too short
   if (mode == kOrdinary) {
-    gemv_kernel<M, kF32Out, kOrdinary, kSiLU, kNorm>()<<<grid, block, 0, s>>>(x, w, bias, y, n, k, 0, 0, nrm);
+    gemv_kernel<M, kF32Out, kOrdinary, kSiLU, kNorm>()<<<grid, block, 0, s>>>(x, w, bias, y, n, k, 0, nrm);
     return cudaGetLastError();
   }
   // Programmatic dependent launch: blocks may start before the previous kernel
   // in the stream has finished; the kernel waits (griddepcontrol.wait) before reading x.
   return mode == kPrologueLoads
              ? launch_k_as(true, gemv_kernel<M, kF32Out, kPrologueLoads, kSiLU, kNorm>(), dim3(grid), block, 0, s, x,
-                           w, bias, y, n, k, int64_t{0}, int64_t{0}, nrm)
+                           w, bias, y, n, k, int64_t{0}, nrm)
              : launch_k_as(true, gemv_kernel<M, kF32Out, kWaitFirst, kSiLU, kNorm>(), dim3(grid), block, 0, s, x, w,
-                           bias, y, n, k, int64_t{0}, int64_t{0}, nrm);
+                           bias, y, n, k, int64_t{0}, nrm);
 }
 
 template <int M>
