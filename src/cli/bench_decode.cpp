@@ -66,7 +66,7 @@ struct DecodeBenchOptions {
   bool gemv_norm = false;
   bool gemv_prologue = false;
   bool gemv_smem = false;
-  bool gemv_smem_oproj = false;
+  bool no_gemv_smem_oproj = false;
   bool early_trigger = false;
   std::vector<double> l2_prefetch_mb;  // {attention, norm}; empty: the backend's defaults
   std::vector<std::string> skip_ops;  // timing diagnostics: op kinds left out (outputs wrong)
@@ -222,7 +222,7 @@ int run_decode_bench(const DecodeBenchOptions& o, DistContext* ctx) {
   bo.prelaunch_after_gemv = bo.prelaunch_gemv = !o.no_prelaunch;
   bo.fuse_gemv_norm = o.gemv_norm;
   bo.gemv_smem_prologue = o.gemv_smem;
-  bo.gemv_smem_after_attention = o.gemv_smem_oproj;
+  bo.gemv_smem_after_attention = !o.no_gemv_smem_oproj;
   bo.trigger_dependents_early = o.early_trigger;
   if (!o.l2_prefetch_mb.empty()) {
     bo.l2_prefetch_attention_bytes = static_cast<int64_t>(o.l2_prefetch_mb[0] * (1 << 20));
@@ -598,11 +598,13 @@ void register_bench_decode(CLI::App& bench, CommandRunner* run) {
                 "Experimental: every batch-1 gemv is launched programmatically and requests its first weights before "
                 "waiting for the kernel before it (the gemv half of --pdl)");
   cmd->add_flag("--gemv-smem", opts->gemv_smem,
-                "Experimental: batch-1 gemvs bulk-copy their first weights into shared memory before waiting for the "
-                "kernel before them, and a gemv behind a gemv starts early too");
-  cmd->add_flag("--gemv-smem-oproj", opts->gemv_smem_oproj,
-                "Experimental: --gemv-smem for the gemv behind the decode attention (o_proj) alone; the attention's "
-                "L2 prefetch then takes the rows after the ones its first wave copies");
+                "Experimental (slower at batch 1 on H100): every batch-1 gemv, not only o_proj, bulk-copies its first "
+                "weights into shared memory before waiting for the kernel before it, and a gemv behind a gemv starts "
+                "early too");
+  cmd->add_flag("--no-gemv-smem-oproj", opts->no_gemv_smem_oproj,
+                "A/B: the batch-1 gemv behind the decode attention (o_proj) streams its weights after the attention "
+                "like the others (by default its first wave copies them into shared memory while the attention runs, "
+                "instead of the attention's L2 prefetch of them)");
   cmd->add_flag("--early-trigger", opts->early_trigger,
                 "Experimental: the decode attention and add+RMSNorm let the next kernel start when they start, not "
                 "after their wait (with --gemv-smem: the next gemv's first wave copies its weights earlier)");

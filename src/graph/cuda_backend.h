@@ -84,16 +84,19 @@ struct CudaBackendOptions {
   // them (kernels/cuda/gemv.cu, kSmemPrologue), and a gemv behind a gemv is
   // launched programmatically too: the blocks made resident during a decode
   // attention, an add+RMSNorm or the previous gemv's last wave fetch their
-  // weights while HBM would idle. Bitwise the other modes. Off by default until
-  // timed (bench/NOTES.md run 24); `bench decode --gemv-smem` turns it on.
+  // weights while HBM would idle. Bitwise the other modes. Off: slower at
+  // batch 1, 5.48 vs 5.32 ms on an H100 (bench/NOTES.md run 25: the copies
+  // behind the norms and gemvs gain nothing there and take SM slots);
+  // `bench decode --gemv-smem` turns it on.
   bool gemv_smem_prologue = false;
   // The same prologue for the gemv right behind a decode attention alone
-  // (o_proj): the one boundary where HBM idles longest (~9 µs a layer,
-  // bench/NOTES.md run 21), and the rest keep their defaults. The attention's
-  // L2 prefetch (l2_prefetch_attention_bytes) then starts at the rows the
-  // first wave does not copy. Off by default until timed
-  // (`bench decode --gemv-smem-oproj`).
-  bool gemv_smem_after_attention = false;
+  // (o_proj at tp 1), the boundary where HBM idles longest (~9 µs a layer,
+  // bench/NOTES.md run 21); that gemv then gets no L2 prefetch from the
+  // attention. Measured at batch 1 (H100, interleaved, three calls): 5.28 vs
+  // 5.32 ms (−0.7 %), with the attention's 16 MiB prefetch of the rows after
+  // the copied ones 5.38 (bench/NOTES.md run 25). `bench decode
+  // --no-gemv-smem-oproj` turns it off (A/B).
+  bool gemv_smem_after_attention = true;
   // The decode attention and the add+RMSNorm let the next kernel be
   // scheduled when they start rather than after their wait, so that with
   // gemv_smem_prologue the next gemv's first wave is resident (and copying)

@@ -85,13 +85,14 @@ Status CudaBackendImpl::run_ops(const Program& p, const RunShape& rs) {
       if (next.kind == OpKind::kLinear || next.kind == OpKind::kLinearSiLUMul) {
         const DevWeight& wt = weights_[next.weights[0]];
         const int64_t rows = rows_of(p, next.in, rs), bytes = wt.shape[0] * wt.shape[1] * 2;
-        // The rows the smem prologue's first wave copies itself are left out.
-        const bool smem_next = next.kind == OpKind::kLinear && rows == 1 && !profiling_ &&
-                               (opt_.gemv_smem_prologue ||
-                                (opt_.gemv_smem_after_attention && (op.kind == OpKind::kAttention || op.kind == OpKind::kRoPEAttention)));
-        const int64_t skip = smem_next ? kc::gemv_smem_prologue_rows(wt.shape[0], wt.shape[1]) * wt.shape[1] * 2 : 0;
-        if (rows <= opt_.l2_prefetch_max_rows && skip < bytes)
-          next_linear_weights_ = {static_cast<const char*>(wt.ptr) + skip, 1, bytes - skip, bytes - skip};
+        // A gemv that copies its first wave's weights into shared memory
+        // itself gets no L2 prefetch: one of the rows after those measured
+        // slower (16 MiB) or no faster (4–8 MiB) at batch 1 (bench/NOTES.md run 25).
+        const bool smem_next =
+            rows == 1 && (opt_.gemv_smem_prologue ||
+                          (opt_.gemv_smem_after_attention &&
+                           (op.kind == OpKind::kAttention || op.kind == OpKind::kRoPEAttention)));
+        if (rows <= opt_.l2_prefetch_max_rows && !smem_next) next_linear_weights_ = {wt.ptr, 1, bytes, bytes};
       }
     }
     Status st = run_op(p, op, rs);

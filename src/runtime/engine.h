@@ -59,7 +59,7 @@ struct CudaEngineOptions {
   bool prelaunch_gemv = true;        // gemvs launched programmatically behind attention / add+RMSNorm
   bool fuse_gemv_norm = false;       // batch-1 o_proj / down with their add+RMSNorm in one kernel (slower: off)
   bool gemv_smem_prologue = false;   // batch-1 gemvs' first wave bulk-copies its weights before waiting (off)
-  bool gemv_smem_after_attention = false;  // the same for the gemv behind the decode attention alone (off)
+  bool gemv_smem_after_attention = true;  // the same for the gemv behind the decode attention alone (on)
   bool trigger_dependents_early = false;  // attention / add+RMSNorm let the next kernel start at their start (off)
   bool l2_prefetch = true;  // attention / add+RMSNorm pull the next linear's first weights into L2 (small batches)
 };

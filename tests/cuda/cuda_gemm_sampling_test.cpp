@@ -210,23 +210,6 @@ TEST(CudaGemv, SmemPrologueIsBitwiseTheRegisterStream) {
   }
 }
 
-// The rows the smem prologue's first wave copies (what the L2 prefetch
-// before o_proj skips): whole blocks of 8 rows, as many as are resident at
-// once (at least one an SM), never more than n; none where rows are too
-// short for the mode (k < 256: fewer than 32 pieces).
-TEST(CudaGemv, SmemPrologueRowsAreTheFirstWave) {
-  SHARDLM_REQUIRE_GPU();
-  int sms = 0;
-  CUDA_OK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-  const int64_t rows = kc::gemv_smem_prologue_rows(1 << 20, 4096);
-  EXPECT_GE(rows, 8 * sms);
-  EXPECT_EQ(rows % 8, 0);
-  EXPECT_LT(rows, int64_t{1} << 20);
-  EXPECT_EQ(kc::gemv_smem_prologue_rows(13, 4096), 13);
-  EXPECT_EQ(kc::gemv_smem_prologue_rows(4096, 96), 0);
-  EXPECT_EQ(kc::gemv_smem_prologue_rows(0, 4096), 0);
-}
-
 TEST(CudaGemv, RejectsWhatItCannotDo) {
   EXPECT_FALSE(kc::gemv_supported(9, 64, nullptr, nullptr));
   EXPECT_FALSE(kc::gemv_supported(1, 67, nullptr, nullptr));

@@ -144,8 +144,8 @@ TEST_P(CudaHfParity, LinearChainAndPrelaunchDecodeAreTheKernelPerOpDecode) {
   // chain; the defaults (programmatic launches around the gemvs, the next
   // linear's weights prefetched into L2) with the opt-in fuse_gemv_norm (the
   // norms done by the gemvs before them); the defaults with the opt-in
-  // shared-memory prologue and early trigger; the defaults with the prologue
-  // behind the attention alone (its L2 prefetch moved past the copied rows).
+  // shared-memory prologue and early trigger; the defaults (with the
+  // prologue behind the attention alone, on by default).
   constexpr int kVariants = 5;
   std::vector<std::vector<int32_t>> outs[kVariants];
   for (int chain = 0; chain < kVariants; ++chain) {

@@ -146,11 +146,6 @@ bool gemv_supported(int64_t m, int64_t k, const void* x, const void* w);
 cudaError_t gemv(const bf16* x, const bf16* w, const bf16* bias, void* y, bool y_f32, int64_t m, int64_t n, int64_t k,
                  cudaStream_t stream, bool overlap_prologue = false, bool programmatic = false,
                  bool smem_prologue = false);
-// Rows of an [n, k] bf16-out gemv (m = 1, no silu) whose first bytes the
-// smem prologue's first wave copies (all of each row at k ≤ 4096); 0 when
-// the mode does not apply. The rows after them are where an L2 prefetch of
-// that gemv's weights helps (the first wave's copies read the others).
-int64_t gemv_smem_prologue_rows(int64_t n, int64_t k);
 // The gated MLP's first half: y[m, inter] = silu(x·w[0:inter]ᵀ + b) · (x·w[inter:2·inter]ᵀ + b)
 // with w = [gate rows | up rows] ([2·inter, k]); bit for bit gemv (bf16 out)
 // followed by silu_mul, without the [m, 2·inter] intermediate.

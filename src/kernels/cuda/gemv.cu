@@ -491,15 +491,6 @@ cudaError_t gemv(const bf16* x, const bf16* w, const bf16* bias, void* y, bool y
   }
 }
 
-int64_t gemv_smem_prologue_rows(int64_t n, int64_t k) {
-  const int64_t pre = smem_prologue_pieces(k, 1);
-  if (pre <= 0 || n <= 0) return 0;
-  constexpr auto kernel = gemv_kernel<1, false, kSmemPrologue, false, false>();
-  if (allow_dynamic_smem<kernel>(kSmemPrologueMaxBytes, /*prefer_max_shared=*/true) != cudaSuccess) return 0;
-  const int64_t first_wave = resident_blocks<kernel>(kWarps * 32, kSmemPrologueMaxBytes);
-  return first_wave < 0 ? 0 : std::min(n, first_wave * kWarps);
-}
-
 bool gemv_add_rmsnorm_supported(int64_t n, int64_t k, const void* x, const void* w, const void* y,
                                 const void* residual, const void* norm_w, const void* norm_out) {
   const auto a16 = [](const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; };
