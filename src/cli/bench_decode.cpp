@@ -67,6 +67,7 @@ struct DecodeBenchOptions {
   bool gemv_prologue = false;
   bool gemv_smem = false;
   bool no_gemv_smem_oproj = false;
+  bool attn_late_trigger = false;
   bool early_trigger = false;
   std::vector<double> l2_prefetch_mb;  // {attention, norm}; empty: the backend's defaults
   std::vector<std::string> skip_ops;  // timing diagnostics: op kinds left out (outputs wrong)
@@ -223,6 +224,7 @@ int run_decode_bench(const DecodeBenchOptions& o, DistContext* ctx) {
   bo.fuse_gemv_norm = o.gemv_norm;
   bo.gemv_smem_prologue = o.gemv_smem;
   bo.gemv_smem_after_attention = !o.no_gemv_smem_oproj;
+  bo.attention_trigger_after_arrival = o.attn_late_trigger;
   bo.trigger_dependents_early = o.early_trigger;
   if (!o.l2_prefetch_mb.empty()) {
     bo.l2_prefetch_attention_bytes = static_cast<int64_t>(o.l2_prefetch_mb[0] * (1 << 20));
@@ -605,6 +607,9 @@ void register_bench_decode(CLI::App& bench, CommandRunner* run) {
                 "A/B: the batch-1 gemv behind the decode attention (o_proj) streams its weights after the attention "
                 "like the others (by default its first wave copies them into shared memory while the attention runs, "
                 "instead of the attention's L2 prefetch of them)");
+  cmd->add_flag("--attn-late-trigger", opts->attn_late_trigger,
+                "Experimental: the decode attention lets the next kernel (o_proj) start once its blocks have stored "
+                "their partials and counted in, not after their wait");
   cmd->add_flag("--early-trigger", opts->early_trigger,
                 "Experimental: the decode attention and add+RMSNorm let the next kernel start when they start, not "
                 "after their wait (with --gemv-smem: the next gemv's first wave copies its weights earlier)");

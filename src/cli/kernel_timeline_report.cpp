@@ -27,7 +27,8 @@ const std::vector<RegionNames>& region_names() {
   static const std::vector<RegionNames> names = [] {
     const std::vector<const char*> gemv = {"start", "after wait", "warp 0 row done", "warp 1 row done",
                                            "warp 2 row done", "warp 3 row done", "warp 4 row done",
-                                           "warp 5 row done", "warp 6 row done", "warp 7 row done"};
+                                           "warp 5 row done", "warp 6 row done", "warp 7 row done",
+                                           "smem copy landed"};
     return std::vector<RegionNames>{
         {"gemv qkv (n 4097..16384)", gemv},
         {"gemv o_proj (n <= 4096)", gemv},

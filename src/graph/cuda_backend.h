@@ -102,6 +102,12 @@ struct CudaBackendOptions {
   // gemv_smem_prologue the next gemv's first wave is resident (and copying)
   // earlier: through the previous gemv's tail. Off by default until timed.
   bool trigger_dependents_early = false;
+  // The decode attention lets the next kernel (o_proj) be scheduled only once
+  // its blocks have counted themselves in, not after their wait
+  // (PagedAttentionParams::trigger_dependents_after_arrival): the o_proj
+  // first wave's copies then stay out of the attention's partial stores and
+  // arrivals. Off by default until timed (`bench decode --attn-late-trigger`).
+  bool attention_trigger_after_arrival = false;
   // A decode attention / add+RMSNorm followed by a linear of ≤
   // l2_prefetch_max_rows rows pulls up to these many bytes of that linear's
   // weights into L2 while it runs: HBM idles through those latency-bound

@@ -281,6 +281,7 @@ Status CudaBackendImpl::run_op(const Program& p, const Op& op, const RunShape& r
       ap.slot_mapping = meta_dev_ + M.slots;
       ap.l2_prefetch = prefetch_part(opt_.l2_prefetch_attention_bytes);
       ap.trigger_dependents_early = opt_.trigger_dependents_early && !profiling_;
+      ap.trigger_dependents_after_arrival = opt_.attention_trigger_after_arrival && !profiling_;
       if (op.kind == OpKind::kRoPEAttention && opt_.fuse_rope_attention && kc::decode_rope_fusable(ap)) {
         ap.rope_inv_freq = inv_freq_;  // decode rows: the attention kernel rotates and writes the new k/v
         ap.programmatic = prelaunch;

@@ -70,6 +70,7 @@ struct TcDecodeArgs {
   // writes those cache rows or the step inputs before this kernel).
   bool pre_wait;
   bool trigger_early;  // PagedAttentionParams::trigger_dependents_early
+  bool trigger_late;   // PagedAttentionParams::trigger_dependents_after_arrival (and not trigger_early)
   L2Prefetch pf;  // PagedAttentionParams::l2_prefetch (valid or empty): a share per block
 };
 
@@ -88,7 +89,7 @@ __global__ void __launch_bounds__(kThreads) decode_tc_kernel(const TcDecodeArgs 
   [[maybe_unused]] const int64_t tl_slot = blockIdx.x + gridDim.x * (blockIdx.y + static_cast<int64_t>(gridDim.y) * blockIdx.z);
   if (threadIdx.x == 0) SHARDLM_TL_STAMP(kTlAttention, tl_slot, 0);
   if (a.trigger_early) griddep_trigger();
-  if (!a.pre_wait) griddep_wait();
+  if (!a.pre_wait) a.trigger_late ? griddep_wait_only() : griddep_wait();
   constexpr int C = HD / 8;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   bf16* sQ = reinterpret_cast<bf16*>(smem_raw);  // [kDecRows][HD]
@@ -161,7 +162,7 @@ __global__ void __launch_bounds__(kThreads) decode_tc_kernel(const TcDecodeArgs 
     rope_angle(static_cast<int32_t>(pos), a.inv_freq[d], &sn, &cs);
     const bool new_kv = own_new && tid < kHalf;  // then d == tid
     const int32_t slot = new_kv ? a.slots[t] : -1;
-    if (a.pre_wait) griddep_wait();  // q and the new k/v are the previous kernel's output
+    if (a.pre_wait) a.trigger_late ? griddep_wait_only() : griddep_wait();  // q, new k/v: the previous kernel's output
     if (threadIdx.x == 0) SHARDLM_TL_STAMP(kTlAttention, tl_slot, 1);
     bf16 qa[kRotSteps], qb[kRotSteps], ka{}, kb{};
 #pragma unroll
@@ -340,6 +341,7 @@ __global__ void __launch_bounds__(kThreads) decode_tc_kernel(const TcDecodeArgs 
   }
   __syncthreads();
   if (threadIdx.x == 0) SHARDLM_TL_STAMP(kTlAttention, tl_slot, 5);  // arrival counted
+  if (a.trigger_late) griddep_trigger();  // only the merge is left (the other blocks exit here)
   if (!is_last) return;
   __threadfence();
   // The merge is on the step's critical path (the o_proj gemv waits for it),
@@ -484,6 +486,7 @@ cudaError_t paged_decode_attention_tc(const bf16* q, int64_t q_stride, bf16* k_c
   }
   if (p.l2_prefetch.valid()) a.pf = p.l2_prefetch;
   a.trigger_early = p.trigger_dependents_early;
+  a.trigger_late = p.trigger_dependents_after_arrival && !p.trigger_dependents_early;
   return p.head_dim == 64 ? launch_decode<64>(a, p.num_tokens, stream) : launch_decode<128>(a, p.num_tokens, stream);
 }
 

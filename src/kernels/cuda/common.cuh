@@ -170,6 +170,14 @@ __device__ __forceinline__ void griddep_wait() {
 #endif
 }
 
+// griddep_wait without letting the next kernel be scheduled: a kernel that
+// triggers its dependents itself, later (griddep_trigger).
+__device__ __forceinline__ void griddep_wait_only() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
 // Lets the next kernel in the stream, when it is launched programmatically,
 // be scheduled now (it still waits in griddep_wait() for this one to finish
 // before reading what this one writes). Called first thing by kernels that

@@ -265,6 +265,13 @@ struct PagedAttentionParams {
   // kernels ignore it). The next kernel still waits for this one to finish
   // before reading what it writes.
   bool trigger_dependents_early = false;
+  // The opposite: the next kernel is scheduled only once every block has
+  // stored its partials and counted itself in (the last ones then merge).
+  // The shared-memory prologue of the o_proj gemv behind it then copies its
+  // weights after the attention's own memory traffic rather than during it
+  // (its copies measured to delay the partials and arrivals ~3–5 µs, bench/NOTES.md
+  // run 25). Ignored with trigger_dependents_early.
+  bool trigger_dependents_after_arrival = false;
 };
 // Every row a decode row (max_q_len 1), positions given, and the tensor-core
 // decode kernel serving the shape: the RoPE fusion above applies.

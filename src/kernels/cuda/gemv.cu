@@ -274,6 +274,7 @@ __device__ __forceinline__ void gemv_rows_smem(const bf16* __restrict__ x, const
   griddep_wait();
   if (threadIdx.x == 0) SHARDLM_TL_STAMP(tl_region, blockIdx.x, 1);
   bulk_wait(&pre_bar);
+  if (threadIdx.x == 0) SHARDLM_TL_STAMP(tl_region, blockIdx.x, 10);  // its first group's copy has landed
   if (const int64_t row = row0 + warp; row < n) {
     float acc[kRows][M];
     zero(acc);
