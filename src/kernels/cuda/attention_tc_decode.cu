@@ -328,22 +328,28 @@ __global__ void __launch_bounds__(kThreads) decode_tc_kernel(const TcDecodeArgs 
   if (a.nsplits == 1 || !a.counters) return;  // no counters: the caller's combine kernel merges
 
   // Split-K merge without a second kernel: each block publishes its partials
-  // (fence), counts itself in; the last of the row's active splits merges
+  // and counts itself in; the last of the row's active splits merges
   // out = Σ e^{m_i−M} acc_i / Σ e^{m_i−M} l_i and resets the counter.
+  // Publishing: the block barrier orders every thread's partial stores
+  // before thread 0's arrival, one acq_rel atomic at gpu scope (release of
+  // what the block stored; acquire of what the earlier arrivals released),
+  // and the second barrier passes that acquire on to the threads that merge,
+  // which read the partials from L2 (__ldcg). (A __threadfence() in every
+  // thread before and after the counter, MEMBAR.SC.GPU in the SASS, cost
+  // ~0.8 µs on the H200 (run 21) and ~4 µs when the o_proj gemv's shared-memory
+  // copies load HBM at the same time (kernel timeline, bench/NOTES.md run 25).)
   __shared__ int is_last;
-  __threadfence();
   __syncthreads();
   const int nact = static_cast<int>((pos - lo + 1 + a.P - 1) / a.P);  // splits that ran for this row
   if (tid == 0) {
     int32_t* c = a.counters + t * a.nkv + g;
-    is_last = atomicAdd(c, 1) == nact - 1;
+    is_last = atomic_add_acq_rel_gpu(c, 1) == nact - 1;
     if (is_last) *c = 0;  // every split has arrived: ready for the next call
   }
   __syncthreads();
   if (threadIdx.x == 0) SHARDLM_TL_STAMP(kTlAttention, tl_slot, 5);  // arrival counted
   if (a.trigger_late) griddep_trigger();  // only the merge is left (the other blocks exit here)
   if (!is_last) return;
-  __threadfence();
   // The merge is on the step's critical path (the o_proj gemv waits for it),
   // so each thread takes 4 adjacent outputs of one head and requests all its
   // splits' (m, l) pairs and float4 partials at once: one L2 round trip for
