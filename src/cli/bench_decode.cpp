@@ -608,8 +608,8 @@ void register_bench_decode(CLI::App& bench, CommandRunner* run) {
                 "like the others (by default its first wave copies them into shared memory while the attention runs, "
                 "instead of the attention's L2 prefetch of them)");
   cmd->add_flag("--attn-late-trigger", opts->attn_late_trigger,
-                "Experimental: the decode attention lets the next kernel (o_proj) start once its blocks have stored "
-                "their partials and counted in, not after their wait");
+                "Experimental (slower at batch 1 on H100): the decode attention lets the next kernel (o_proj) start "
+                "once its blocks have stored their partials and counted in, not after their wait");
   cmd->add_flag("--early-trigger", opts->early_trigger,
                 "Experimental: the decode attention and add+RMSNorm let the next kernel start when they start, not "
                 "after their wait (with --gemv-smem: the next gemv's first wave copies its weights earlier)");

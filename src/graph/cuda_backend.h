@@ -106,7 +106,9 @@ struct CudaBackendOptions {
   // its blocks have counted themselves in, not after their wait
   // (PagedAttentionParams::trigger_dependents_after_arrival): the o_proj
   // first wave's copies then stay out of the attention's partial stores and
-  // arrivals. Off by default until timed (`bench decode --attn-late-trigger`).
+  // arrivals, but overlap its merge instead. Off: slower with that prologue
+  // (5.35 vs 5.27–5.29 ms at batch 1, H100), parity without it (bench/NOTES.md
+  // run 25). `bench decode --attn-late-trigger` turns it on.
   bool attention_trigger_after_arrival = false;
   // A decode attention / add+RMSNorm followed by a linear of ≤
   // l2_prefetch_max_rows rows pulls up to these many bytes of that linear's

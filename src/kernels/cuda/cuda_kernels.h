@@ -270,7 +270,8 @@ struct PagedAttentionParams {
   // The shared-memory prologue of the o_proj gemv behind it then copies its
   // weights after the attention's own memory traffic rather than during it
   // (its copies measured to delay the partials and arrivals ~3–5 µs, bench/NOTES.md
-  // run 25). Ignored with trigger_dependents_early.
+  // run 25; the merge then takes the delay, and batch 1 is slower). Ignored
+  // with trigger_dependents_early.
   bool trigger_dependents_after_arrival = false;
 };
 // Every row a decode row (max_q_len 1), positions given, and the tensor-core
