@@ -90,7 +90,7 @@ struct CudaBackendOptions {
   // `bench decode --gemv-smem` turns it on.
   bool gemv_smem_prologue = false;
   // The same prologue for the gemv right behind a decode attention alone
-  // (o_proj at tp 1), the boundary where HBM idles longest (~9 µs a layer,
+  // (o_proj), the boundary where HBM idles longest (~9 µs a layer,
   // bench/NOTES.md run 21); that gemv then gets no L2 prefetch from the
   // attention. Measured at batch 1 (H100, interleaved, three calls): 5.28 vs
   // 5.32 ms (−0.7 %), with the attention's 16 MiB prefetch of the rows after
