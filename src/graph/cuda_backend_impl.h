@@ -195,6 +195,12 @@ class CudaBackendImpl final : public CudaBackend {
   int gemv_out_ = -1;  // that gemv's output buffer
   bool after_small_ = false;  // the last op launched a decode attention or add+RMSNorm (prelaunch_gemv)
   bool after_attention_ = false;  // the last op launched a decode attention (gemv_smem_after_attention)
+  // Whether a batch-1 gemv launched now (behind a decode attention or not)
+  // copies its first wave's weights into shared memory: the one rule for its
+  // launch (run_op) and for the L2 prefetch it then does without (run_ops).
+  bool gemv_smem_prologue_for(bool behind_attention) const {
+    return !profiling_ && (opt_.gemv_smem_prologue || (opt_.gemv_smem_after_attention && behind_attention));
+  }
   // The weights of the op after the one run_op launches (one row of all its
   // bytes), when that op is a linear of ≤ l2_prefetch_max_rows rows (else
   // empty): what a decode attention or add+RMSNorm pulls into L2

@@ -89,9 +89,7 @@ Status CudaBackendImpl::run_ops(const Program& p, const RunShape& rs) {
         // itself gets no L2 prefetch: one of the rows after those measured
         // slower (16 MiB) or no faster (4–8 MiB) at batch 1 (bench/NOTES.md run 25).
         const bool smem_next =
-            rows == 1 && (opt_.gemv_smem_prologue ||
-                          (opt_.gemv_smem_after_attention &&
-                           (op.kind == OpKind::kAttention || op.kind == OpKind::kRoPEAttention)));
+            rows == 1 && gemv_smem_prologue_for(op.kind == OpKind::kAttention || op.kind == OpKind::kRoPEAttention);
         if (rows <= opt_.l2_prefetch_max_rows && !smem_next) next_linear_weights_ = {wt.ptr, 1, bytes, bytes};
       }
     }
@@ -146,9 +144,8 @@ Status CudaBackendImpl::run_op(const Program& p, const Op& op, const RunShape& r
   bool prelaunch_norm = prelaunch;
   const bool gemv_behind_small = opt_.prelaunch_gemv && after_small_ && !profiling_;
   // With the shared-memory prologue a gemv behind a gemv starts early too.
-  const bool smem_prologue =
-      (opt_.gemv_smem_prologue || (opt_.gemv_smem_after_attention && after_attention_)) && !profiling_;
-  const bool gemv_programmatic = gemv_behind_small || (opt_.gemv_smem_prologue && smem_prologue && after_gemv_);
+  const bool smem_prologue = gemv_smem_prologue_for(after_attention_);
+  const bool gemv_programmatic = gemv_behind_small || (gemv_smem_prologue_for(false) && after_gemv_);
   after_gemv_ = after_small_ = after_attention_ = false;
   // The first ≤ cap bytes of the next linear's weights, its first rows whole
   // (the first part of every row instead measured slower, bench/NOTES.md run
